@@ -1,0 +1,108 @@
+/* config.h - backstop's configuration: the loaded, validated, immutable view of backstop.conf.
+ * A config is built by config_load(), never modified afterwards, and shared by all threads
+ * through reference counting: a session holds the config it started with, so SIGHUP can swap
+ * in a new one atomically while old sessions finish on the old one.
+ * Every key is a row in one declarative table (config.c: config_keys[]) that drives parsing,
+ * defaults, range checks, check-config and the option list of backstop.conf(5). */
+#ifndef BACKSTOP_CONFIG_H
+#define BACKSTOP_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "smtp_address.h"
+
+#define CONFIG_DEFAULT_PATH BACKSTOP_SYSCONFDIR "/backstop/backstop.conf"
+
+/* host:port as written; host "*" (or empty) means every address. */
+struct bs_hostport {
+	char host[SMTP_DOMAIN_MAX + 1]; /* without IPv6 brackets */
+	char port[8];
+};
+
+struct bs_hostport_list {
+	struct bs_hostport *items;
+	size_t n;
+};
+
+enum deliver_tls_mode { DELIVER_TLS_MAY = 0, DELIVER_TLS_MUST, DELIVER_TLS_NONE };
+enum deliver_policy { DELIVER_FAILOVER = 0, DELIVER_ROUND_ROBIN };
+enum pregreet_action { PREGREET_LOG = 0, PREGREET_REJECT };
+enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
+
+/* One [domain NAME] section: a domain we accept mail for. */
+struct bs_domain {
+	char name[SMTP_DOMAIN_MAX + 1]; /* normalised with domain_normalise() */
+	unsigned line;                  /* line of the section header, for messages */
+	struct bs_hostport_list deliver; /* backends, in order */
+	enum deliver_policy deliver_policy;
+	enum deliver_tls_mode deliver_tls;
+	char *deliver_tls_ca;           /* CA file to verify the backend with (must); NULL if unset */
+};
+
+struct bs_config {
+	atomic_int refs;
+	char *path;
+
+	/* [gateway] */
+	struct bs_hostport_list listen;
+	char *hostname;
+	unsigned workers;               /* 0 = auto: one per core */
+	uint64_t max_connections;
+	uint64_t max_connections_per_ip;
+	uint64_t max_message_size;      /* octets */
+	uint64_t max_recipients;
+	uint64_t max_command_line;      /* octets including CRLF (512) */
+	uint64_t max_line_length;       /* DATA text line, octets including CRLF (1000) */
+	uint64_t command_timeout_ms;
+	uint64_t data_timeout_ms;
+	uint64_t max_errors;            /* then 421 4.7.0 and disconnect */
+	uint64_t max_junk_commands;     /* NOOP/RSET/VRFY/HELP/unknown beyond this: 421 */
+	uint64_t greet_delay_ms;        /* wait before the banner, to catch pregreeting clients */
+	enum pregreet_action pregreet;
+	char *tls_cert;                 /* NULL if unset */
+	char *tls_key;
+	char *user;                     /* NULL: do not change user */
+	bool bare_newline_normalise;    /* bare_newline = reject (false) | normalise (true) */
+	bool allow_routing_localparts;
+	char postmaster_domain[SMTP_DOMAIN_MAX + 1]; /* default: the first [domain] */
+	enum log_target log;
+	int log_level;                  /* enum log_level */
+	uint64_t shutdown_timeout_ms;
+	/* towards the backends (in-line delivery); shorter than the client's timeouts */
+	uint64_t backend_connect_timeout_ms;
+	uint64_t backend_command_timeout_ms;
+	uint64_t backend_data_timeout_ms;
+	uint64_t backend_retry_after_ms;  /* circuit breaker: how long a failed backend is skipped */
+
+	/* [domain NAME] sections, sorted by name for binary search */
+	struct bs_domain *domains;
+	size_t ndomains;
+};
+
+/* Errors collected while loading: each is "FILE:LINE: message" (LINE 0 when not tied to a line). */
+struct config_errors {
+	char **msgs;
+	size_t n;
+};
+void config_errors_free(struct config_errors *errs);
+
+/* Load and validate path. Returns a config with one reference, or NULL with *errs filled (every
+ * error of the file, not only the first). Runs on the main thread (may block on the file). */
+struct bs_config *config_load(const char *path, struct config_errors *errs);
+
+struct bs_config *config_ref(struct bs_config *cfg);
+void config_unref(struct bs_config *cfg);
+
+/* Find the [domain] for a domain already normalised with domain_normalise(); NULL if none. */
+const struct bs_domain *config_find_domain(const struct bs_config *cfg, const char *domain);
+
+/* Describe every key (section, name, type, default, help): FMT_TEXT for `--help` style output,
+ * FMT_MDOC for the option list of backstop.conf(5). */
+enum config_doc_format { CONFIG_DOC_TEXT, CONFIG_DOC_MDOC };
+void config_describe(FILE *out, enum config_doc_format fmt);
+
+#endif

@@ -1,0 +1,2 @@
+/* smtp_parse.c - placeholder until its owner fills it in. */
+typedef int smtp_parse_placeholder_t;
