@@ -32,6 +32,14 @@ enum deliver_tls_mode { DELIVER_TLS_MAY = 0, DELIVER_TLS_MUST, DELIVER_TLS_NONE 
 enum deliver_policy { DELIVER_FAILOVER = 0, DELIVER_ROUND_ROBIN };
 enum pregreet_action { PREGREET_LOG = 0, PREGREET_REJECT };
 enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
+enum on_unavailable { ON_UNAVAILABLE_DEFER = 0, ON_UNAVAILABLE_ACCEPT };
+enum on_catchall { ON_CATCHALL_ACCEPT = 0, ON_CATCHALL_UNAVAILABLE };
+enum ldap_preset { LDAP_PRESET_ACTIVE_DIRECTORY = 0, LDAP_PRESET_OPENLDAP, LDAP_PRESET_NONE };
+
+struct bs_strlist {
+	char **items;
+	size_t n;
+};
 
 /* One [domain NAME] section: a domain we accept mail for. */
 struct bs_domain {
@@ -41,6 +49,33 @@ struct bs_domain {
 	enum deliver_policy deliver_policy;
 	enum deliver_tls_mode deliver_tls;
 	char *deliver_tls_ca;           /* CA file to verify the backend with (must); NULL if unset */
+	/* recipient verification (issue 4) */
+	struct bs_strlist verify;       /* source specs in order: "map:/path", "callout:h:p", "ldap:NAME" */
+	enum on_unavailable on_unavailable;
+	enum on_catchall on_catchall;
+	bool case_sensitive_local;
+	char recipient_delimiter[8];    /* "" = no sub-addressing */
+	uint64_t positive_ttl_ms;       /* defaults to [gateway] positive_ttl */
+	uint64_t negative_ttl_ms;       /* defaults to [gateway] negative_ttl */
+	int reject_code;                /* reply for INVALID (550) */
+	char *reject_text;              /* default "Recipient address rejected: User unknown" */
+};
+
+/* One [ldap NAME] section (issue 5), referenced as verify = ldap:NAME. */
+struct bs_ldap {
+	char name[64];
+	unsigned line;
+	struct bs_strlist uri;          /* tried in order */
+	bool starttls;
+	char *tls_ca;
+	char *bind_dn;
+	char *bind_password_file;       /* the password itself is read when the source opens */
+	char *base;
+	enum ldap_preset preset;
+	char *query;                    /* NULL: the preset's filter */
+	uint64_t timeout_ms;
+	uint64_t connections;
+	bool include_disabled;
 };
 
 struct bs_config {
@@ -77,10 +112,22 @@ struct bs_config {
 	uint64_t backend_command_timeout_ms;
 	uint64_t backend_data_timeout_ms;
 	uint64_t backend_retry_after_ms;  /* circuit breaker: how long a failed backend is skipped */
+	/* recipient verification (issue 4) */
+	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
+	uint64_t cache_max_size;        /* octets (LMDB map size) */
+	uint64_t positive_ttl_ms;       /* 24h */
+	uint64_t negative_ttl_ms;       /* 1h */
+	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */
+	uint64_t callout_max_connections; /* per validation server (2) */
+	char *callout_sender;           /* "" = null sender <> */
+	uint64_t callout_timeout_ms;    /* per probe reply */
 
 	/* [domain NAME] sections, sorted by name for binary search */
 	struct bs_domain *domains;
 	size_t ndomains;
+	/* [ldap NAME] sections, in file order */
+	struct bs_ldap *ldaps;
+	size_t nldaps;
 };
 
 /* Errors collected while loading: each is "FILE:LINE: message" (LINE 0 when not tied to a line). */
@@ -99,6 +146,9 @@ void config_unref(struct bs_config *cfg);
 
 /* Find the [domain] for a domain already normalised with domain_normalise(); NULL if none. */
 const struct bs_domain *config_find_domain(const struct bs_config *cfg, const char *domain);
+
+/* Find an [ldap NAME] section; NULL if none. */
+const struct bs_ldap *config_find_ldap(const struct bs_config *cfg, const char *name);
 
 /* Describe every key (section, name, type, default, help): FMT_TEXT for `--help` style output,
  * FMT_MDOC for the option list of backstop.conf(5). */
