@@ -55,4 +55,8 @@ size_t domain_normalise(const char *in, size_t len, bool allow_utf8, char *out, 
  * fit. The null path is written as the empty string (returns 0 with buf = ""). */
 size_t smtp_address_format(const struct smtp_address *a, char *buf, size_t bufsz);
 
+/* True if s (len octets) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF, no truncated sequence). ASCII is well-formed UTF-8. */
+bool smtp_utf8_valid(const char *s, size_t len);
+
 #endif
