@@ -1,0 +1,94 @@
+"""PIPELINING (RFC 2920): a whole group in one write gets every reply, in order; and SMTP
+smuggling: no bare-newline variant of the end-of-data marker ends the message early."""
+import pytest
+
+from conftest import SMTPConn
+
+
+def read_replies(c, n):
+    return [c.reply() for _ in range(n)]
+
+
+def test_whole_transaction_in_one_write(backstop):
+    with backstop.connect() as c:
+        c.send("EHLO client.test\r\n"
+               "MAIL FROM:<a@client.test>\r\n"
+               "RCPT TO:<one@example.test>\r\n"
+               "RCPT TO:<victim@evil.test>\r\n"
+               "RCPT TO:<two@example.test>\r\n"
+               "RSET\r\n"
+               "MAIL FROM:<b@client.test>\r\n"
+               "RCPT TO:<three@example.test>\r\n"
+               "NOOP\r\n"
+               "QUIT\r\n")
+        got = [(r.code, r.enhanced) for r in read_replies(c, 10)]
+        assert got == [(250, ""), (250, "2.1.0"), (250, "2.1.5"), (554, "5.7.1"), (250, "2.1.5"),
+                       (250, "2.0.0"), (250, "2.1.0"), (250, "2.1.5"), (250, "2.0.0"),
+                       (221, "2.0.0")], got
+        assert c.closed()
+
+
+def test_pipelined_data_group(backstop):
+    with backstop.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n")
+        got = [r.code for r in read_replies(c, 3)]
+        assert got == [250, 250, 354], got
+        c.send("Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n")
+        end, noop, quit_ = read_replies(c, 3)
+        assert end.code != 250 and end.code >= 400, end  # no backend reachable
+        assert (noop.code, quit_.code) == (250, 221)
+
+
+def test_many_commands_one_write(backstop_factory):
+    b = backstop_factory(gateway={"max_junk_commands": 1000, "max_recipients": 1000})
+    with b.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\n" + "".join(
+            f"RCPT TO:<u{i}@example.test>\r\n" for i in range(200)) + "QUIT\r\n")
+        replies = read_replies(c, 202)
+        assert replies[0].code == 250
+        assert all(r.code == 250 and r.enhanced == "2.1.5" for r in replies[1:201]), replies
+        assert replies[201].code == 221
+
+
+# The end of data is CRLF "." CRLF and nothing else. Each of these must stay inside the message:
+# the bytes after it are text, never commands.
+SMUGGLE_ENDINGS = ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\r\n.\r", "\n.\r",
+                   "\r\n.\r\r\n", "\r\n\x00.\r\n", "\r\n .\r\n", "\r\n.\x00\r\n"]
+
+SMUGGLED = ("MAIL FROM:<smuggler@evil.test>\r\n"
+            "RCPT TO:<victim@example.test>\r\n"
+            "DATA\r\n"
+            "Subject: smuggled\r\n\r\nsmuggled body\r\n")
+
+
+@pytest.mark.parametrize("mode", ["reject", "normalise"])
+@pytest.mark.parametrize("ending", SMUGGLE_ENDINGS, ids=[repr(e) for e in SMUGGLE_ENDINGS])
+def test_smuggling_never_ends_data(backstop_factory, mode, ending):
+    b = backstop_factory(gateway={"bare_newline": mode})
+    with b.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: hello\r\n\r\nfirst" + ending + SMUGGLED + ".\r\n")
+        end = c.reply()
+        # exactly one reply for the whole message, and it is not a 250
+        assert end.code not in (250, 354), end
+        assert end.code >= 400, end
+        r = c.cmd("NOOP")
+        assert (r.code, r.enhanced) == (250, "2.0.0"), (end, r)
+    assert "smuggler@evil.test" not in b.log_text(), b.log_text()
+
+
+def test_dot_stuffing_is_not_end(backstop):
+    with backstop.connect() as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@client.test>")
+        c.cmd("RCPT TO:<u@example.test>")
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: x\r\n\r\n..\r\n..NOOP\r\n.\r\n")
+        end = c.reply()
+        assert end.code >= 400
+        assert c.cmd("NOOP").code == 250

@@ -1,0 +1,29 @@
+"""Pregreeting: a client that talks before the banner (greet_delay) is noted in the log."""
+
+
+def test_pregreet_logged(backstop_factory):
+    b = backstop_factory(gateway={"greet_delay": "1s"})
+    with b.connect(read_banner=False, timeout=10) as c:
+        c.send("EHLO eager.client.test\r\n")
+        banner = c.reply()
+        assert banner.code in (220, 554), banner           # pregreet = log (default): banner follows
+        line = b.wait_log(r"pregreet", timeout=10).string
+        assert "127.0.0.1" in line, line
+
+
+def test_patient_client_not_flagged(backstop_factory):
+    b = backstop_factory(gateway={"greet_delay": "1s"})
+    with b.connect(timeout=10) as c:
+        assert c.banner.code == 220
+        c.ehlo()
+        assert c.cmd("QUIT").code == 221
+    assert "pregreet" not in b.log_text()
+
+
+def test_pregreet_reject(backstop_factory):
+    b = backstop_factory(gateway={"greet_delay": "1s", "pregreet": "reject"})
+    with b.connect(read_banner=False, timeout=10) as c:
+        c.send("EHLO eager.client.test\r\n")
+        r = c.reply()
+        assert r.code >= 400 and r.code != 220, r
+    b.wait_log(r"pregreet")

@@ -1,0 +1,124 @@
+"""Signals: SIGHUP reloads the config atomically (a broken file is refused and the old config
+keeps working); SIGTERM stops accepting and lets open sessions finish."""
+import signal
+import socket
+import time
+
+import pytest
+
+
+def rcpt_code(b, addr):
+    with b.connect() as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@client.test>")
+        return c.cmd(f"RCPT TO:<{addr}>").code
+
+
+def poll(fn, timeout=10.0, interval=0.05):
+    """Call fn until it returns truthy or the deadline passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)  # polling a condition, not synchronising on time
+
+
+def test_reload_adds_domain(backstop_factory, dead_port):
+    b = backstop_factory()
+    assert rcpt_code(b, "user@other.test") == 554
+    with b.connect() as old:                      # a session open across the reload
+        old.ehlo()
+        b.conf.write_text(backstop_factory.render(domains={
+            "example.test": {"deliver": f"127.0.0.1:{dead_port}"},
+            "other.test": {"deliver": f"127.0.0.1:{dead_port}"}}))
+        b.send_signal(signal.SIGHUP)
+        assert poll(lambda: rcpt_code(b, "user@other.test") == 250), b.log_text()
+        assert rcpt_code(b, "user@example.test") == 250
+        assert old.cmd("MAIL FROM:<a@client.test>").code == 250
+        assert old.cmd("RCPT TO:<user@example.test>").code == 250
+    assert b.alive()
+
+
+def test_reload_refuses_broken_file(backstop_factory, dead_port):
+    b = backstop_factory(domains={"example.test": {"deliver": f"127.0.0.1:{dead_port}"},
+                                  "other.test": {"deliver": f"127.0.0.1:{dead_port}"}})
+    good = b.conf.read_text()
+    broken = good + "\n[gateway]\nmax_recipients = lots\n"
+    bad_line = broken.count("\n")                 # the line of "max_recipients = lots"
+    b.conf.write_text(broken)
+    mark = b.mark()
+    b.send_signal(signal.SIGHUP)
+    line = b.wait_log(rf"{b.conf}:{bad_line}:", start=mark).string
+    assert b.alive(), line
+    assert rcpt_code(b, "user@other.test") == 250          # the old config still serves
+    assert rcpt_code(b, "user@evil.test") == 554
+    # and a fixed file is taken on the next HUP
+    b.conf.write_text(backstop_factory.render())
+    b.send_signal(signal.SIGHUP)
+    assert poll(lambda: rcpt_code(b, "user@other.test") == 554), b.log_text()
+
+
+def test_reload_missing_file_keeps_running(backstop_factory):
+    b = backstop_factory()
+    b.conf.rename(b.conf.with_suffix(".gone"))
+    mark = b.mark()
+    b.send_signal(signal.SIGHUP)
+    b.wait_log(str(b.conf), start=mark)
+    assert rcpt_code(b, "user@example.test") == 250
+    b.conf.with_suffix(".gone").rename(b.conf)
+
+
+def connect_refused(b):
+    try:
+        s = socket.create_connection((b.host, b.port), timeout=2)
+    except (ConnectionRefusedError, OSError):
+        return True
+    try:
+        # a listener that is closing may still accept then drop; a 220 means still serving
+        s.settimeout(2)
+        data = s.recv(512)
+        return not data.startswith(b"220")
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def test_graceful_stop(backstop_factory):
+    b = backstop_factory(gateway={"shutdown_timeout": "10s"})
+    c = b.connect()
+    c.ehlo()
+    assert c.cmd("MAIL FROM:<a@client.test>").code == 250
+    b.send_signal(signal.SIGTERM)
+    assert poll(lambda: connect_refused(b)), "still accepting after SIGTERM"
+    assert b.alive(), "exited before the open session finished"
+    assert c.cmd("RCPT TO:<user@example.test>").code == 250   # the open session completes
+    assert c.cmd("QUIT").code == 221
+    c.close()
+    assert b.proc.wait(10) == 0
+    # check_clean_exit at teardown re-checks status and sanitizer output
+
+
+def test_shutdown_timeout_closes_idle_sessions(backstop_factory):
+    b = backstop_factory(gateway={"shutdown_timeout": "1s", "command_timeout": "60s"})
+    c = b.connect()
+    c.ehlo()
+    started = time.monotonic()
+    b.send_signal(signal.SIGTERM)
+    rc = b.proc.wait(15)
+    assert rc == 0
+    assert time.monotonic() - started < 10
+    # the idle client was told, or at least disconnected
+    try:
+        r = c.reply()
+        assert r.code == 421, r
+    except ConnectionError:
+        pass
+    c.close()
+
+
+def test_sigint_also_stops(backstop_factory):
+    b = backstop_factory()
+    b.send_signal(signal.SIGINT)
+    assert b.proc.wait(10) == 0
