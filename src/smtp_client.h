@@ -56,6 +56,10 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct sockad
  * "SMTPUTF8", "STARTTLS", ...)? Case-insensitive. */
 bool smtp_client_has_ext(const struct smtp_client *c, const char *keyword);
 
+/* After ready: the SIZE the server advertised (RFC 1870), or 0 if it advertised none or no
+ * limit. */
+uint64_t smtp_client_max_size(const struct smtp_client *c);
+
 /* Protocol and cipher of the TLS session ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), or NULL/NULL. */
 void smtp_client_tls_info(const struct smtp_client *c, const char **version, const char **cipher);
 
