@@ -1,2 +1,145 @@
-/* main.c - placeholder */
-int main(void) { return 0; }
+/* main.c - the backstop command: parses the subcommand and its options and hands over to the
+ * module that does the work (server_run for `run`, config_load for `check-config`, ...). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/thread.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "version.h"
+
+#define DEFAULT_CONFIG BACKSTOP_SYSCONFDIR "/backstop/backstop.conf"
+
+struct command {
+	const char *name;
+	int (*main)(int argc, char **argv);
+	const char *usage;
+	const char *summary;
+};
+
+static int cmd_run(int argc, char **argv);
+static int cmd_check_config(int argc, char **argv);
+
+static const struct command commands[] = {
+	{ "run", cmd_run, "run [-c FILE]", "run the gateway in the foreground" },
+	{ "check-config", cmd_check_config, "check-config [-c FILE]",
+	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not" },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: backstop COMMAND [options]\n\n"
+		     "backstop is an SMTP edge gateway that refuses at RCPT what it cannot deliver,\n"
+		     "delivers in-line to the backend, and so never bounces.\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		fprintf(out, "  %-28s %s\n", commands[i].usage, commands[i].summary);
+	fprintf(out, "\noptions:\n"
+		     "  -c, --config FILE            configuration file (default %s)\n"
+		     "  -h, --help                   this help (also: backstop COMMAND --help)\n"
+		     "  -V, --version                print the version\n"
+		     "\nSee backstop(8) and backstop.conf(5).\n", DEFAULT_CONFIG);
+}
+
+static void command_usage(const struct command *c, FILE *out)
+{
+	fprintf(out, "usage: backstop %s\n\n%s\n\n"
+		     "  -c, --config FILE   configuration file (default %s)\n"
+		     "  -h, --help          this help\n", c->usage, c->summary, DEFAULT_CONFIG);
+}
+
+/* Parse "-c FILE" / "--config FILE" / "-h" for a subcommand; returns 0, 1 (help shown) or -1. */
+static int parse_config_opt(const struct command *c, int argc, char **argv, const char **path)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' }, { 0 }
+	};
+	int ch;
+
+	*path = DEFAULT_CONFIG;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': *path = optarg; break;
+		case 'h': command_usage(c, stdout); return 1;
+		default: command_usage(c, stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "backstop %s: unexpected argument: %s\n", c->name, argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+static struct bs_config *load_or_report(const char *path, FILE *out)
+{
+	struct config_errors errs = { 0 };
+	struct bs_config *cfg = config_load(path, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(out, "%s\n", errs.msgs[i]);
+	config_errors_free(&errs);
+	return cfg;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+	const char *path;
+	int rc = parse_config_opt(&commands[1], argc, argv, &path);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	struct bs_config *cfg = load_or_report(path, stdout);
+	if (cfg == NULL)
+		return 1;
+	char why[512];
+	struct bs_runtime *rt = runtime_new(cfg, why, sizeof why);
+	if (rt == NULL) {
+		printf("%s\n", why);
+		return 1;
+	}
+	printf("%s: OK (%zu domains)\n", path, cfg->ndomains);
+	runtime_unref(rt);
+	return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	const char *path;
+	int rc = parse_config_opt(&commands[0], argc, argv, &path);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	struct bs_config *cfg = load_or_report(path, stderr);
+	if (cfg == NULL) {
+		fprintf(stderr, "backstop: %s has errors; not starting\n", path);
+		return 1;
+	}
+	log_open(cfg->log == LOG_TARGET_SYSLOG, (enum log_level)cfg->log_level);
+	log_notice("backstop %s starting with %s", BACKSTOP_VERSION, path);
+	return server_run(path, cfg);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("backstop %s\n", BACKSTOP_VERSION);
+		return 0;
+	}
+	evthread_use_pthreads();
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].main(argc - 1, argv + 1);
+	fprintf(stderr, "backstop: unknown command '%s'\n\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,2 +1,314 @@
-/* server.c - placeholder until its owner fills it in. */
-typedef int server_placeholder_t;
+/* server.c - the process around the workers: binds the listening sockets (one per worker and
+ * address, SO_REUSEPORT, so the kernel spreads connections and no lock is taken on accept),
+ * drops root, starts the workers, and handles signals on the main thread: SIGHUP reloads the
+ * configuration atomically, SIGTERM/SIGINT stop accepting and let sessions finish. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+struct server {
+	const char *config_path;
+	pthread_mutex_t rt_lock;
+	struct bs_runtime *rt;
+	struct connlimit *connlimit;
+	uint64_t start_time;
+	struct worker *workers;
+	unsigned nworkers;
+	struct event_base *base; /* main thread: signals only */
+	int exit_status;
+};
+
+struct bs_runtime *server_runtime(struct server *srv)
+{
+	pthread_mutex_lock(&srv->rt_lock);
+	struct bs_runtime *rt = runtime_ref(srv->rt);
+	pthread_mutex_unlock(&srv->rt_lock);
+	return rt;
+}
+
+struct connlimit *server_connlimit(struct server *srv) { return srv->connlimit; }
+uint64_t server_start_time(struct server *srv) { return srv->start_time; }
+
+static unsigned server_worker_count(const struct bs_config *cfg)
+{
+	if (cfg->workers > 0)
+		return cfg->workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		port = ntohs(s6->sin6_port);
+		snprintf(buf, len, "[%s]:%u", host, port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		port = ntohs(s4->sin_port);
+		snprintf(buf, len, "%s:%u", host, port);
+	}
+}
+
+static int listen_socket(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, sa, salen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+		snprintf(err, errlen, "bind: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Bind nworkers sockets on one address. With port 0 the first socket's port is reused so that
+ * all workers share it. Appends to fds[w][*nfds]. */
+static int listen_address(struct server *srv, struct sockaddr *sa, socklen_t salen, int **fds, size_t *nfds)
+{
+	char err[256], text[80];
+	for (unsigned w = 0; w < srv->nworkers; w++) {
+		int fd = listen_socket(sa, salen, err, sizeof err);
+		sockaddr_text(sa, text, sizeof text);
+		if (fd < 0) {
+			log_err("listen %s: %s", text, err);
+			return -1;
+		}
+		if (w == 0) {
+			struct sockaddr_storage bound;
+			socklen_t blen = sizeof bound;
+			getsockname(fd, (struct sockaddr *)&bound, &blen);
+			memcpy(sa, &bound, salen); /* the real port when the config said 0 */
+		}
+		fds[w][*nfds] = fd;
+	}
+	(*nfds)++;
+	return 0;
+}
+
+/* Resolve and bind every `listen` entry; fds[w] becomes worker w's array of sockets. */
+static int server_listen(struct server *srv, const struct bs_config *cfg, int **fds, size_t *nfds,
+			 char *ready, size_t readylen)
+{
+	size_t cap = 0;
+	for (size_t i = 0; i < cfg->listen.n; i++) {
+		const struct bs_hostport *hp = &cfg->listen.items[i];
+		struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res = NULL;
+		const char *host = (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) ? NULL : hp->host;
+		int rc = getaddrinfo(host, hp->port, &hints, &res);
+		if (rc != 0) {
+			log_err("listen %s:%s: %s", hp->host, hp->port, gai_strerror(rc));
+			return -1;
+		}
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			if (*nfds == cap) {
+				cap = cap ? cap * 2 : 4;
+				for (unsigned w = 0; w < srv->nworkers; w++)
+					fds[w] = xrealloc(fds[w], cap * sizeof *fds[w]);
+			}
+			if (listen_address(srv, ai->ai_addr, ai->ai_addrlen, fds, nfds) != 0) {
+				freeaddrinfo(res);
+				return -1;
+			}
+			char text[80];
+			sockaddr_text(ai->ai_addr, text, sizeof text);
+			size_t used = strlen(ready);
+			snprintf(ready + used, readylen - used, " listen=%s", text);
+		}
+		freeaddrinfo(res);
+	}
+	return 0;
+}
+
+static int server_drop_privileges(const struct bs_config *cfg)
+{
+	if (geteuid() != 0)
+		return 0;
+	if (cfg->user == NULL) {
+		log_warn("running as root: set user = in [gateway] to drop privileges after binding");
+		return 0;
+	}
+	struct passwd *pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		log_err("%s: user %s does not exist", cfg->path, cfg->user);
+		return -1;
+	}
+	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		log_err("cannot switch to user %s: %s", cfg->user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		log_err("privileges could not be dropped for good");
+		return -1;
+	}
+	log_info("running as user %s (uid %u)", cfg->user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static bool hostport_lists_equal(const struct bs_hostport_list *a, const struct bs_hostport_list *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->items[i].host, b->items[i].host) || strcmp(a->items[i].port, b->items[i].port))
+			return false;
+	return true;
+}
+
+static void server_reload(struct server *srv)
+{
+	struct config_errors errs = { 0 };
+	char why[512];
+
+	log_notice("SIGHUP: reloading %s", srv->config_path);
+	struct bs_config *cfg = config_load(srv->config_path, &errs);
+	if (cfg == NULL) {
+		for (size_t i = 0; i < errs.n; i++)
+			log_err("reload refused: %s", errs.msgs[i]);
+		log_err("reload refused: keeping the running configuration");
+		config_errors_free(&errs);
+		return;
+	}
+	struct bs_runtime *rt = runtime_new(cfg, why, sizeof why);
+	if (rt == NULL) {
+		log_err("reload refused: %s; keeping the running configuration", why);
+		return;
+	}
+	pthread_mutex_lock(&srv->rt_lock);
+	struct bs_runtime *old = srv->rt;
+	srv->rt = rt;
+	pthread_mutex_unlock(&srv->rt_lock);
+	if (!hostport_lists_equal(&old->cfg->listen, &rt->cfg->listen) ||
+	    server_worker_count(old->cfg) != server_worker_count(rt->cfg))
+		log_warn("reload: changes to listen and workers take effect at the next restart");
+	log_notice("configuration reloaded: %zu domains", rt->cfg->ndomains);
+	runtime_unref(old);
+}
+
+static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		server_reload(srv);
+		return;
+	}
+	log_notice("%s: no longer accepting; letting sessions finish", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		worker_stop(&srv->workers[i]);
+	event_base_loopexit(srv->base, NULL);
+}
+
+static int server_start_workers(struct server *srv, int **fds, size_t nfds)
+{
+	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		if (worker_init(&srv->workers[i], i, srv, fds[i], nfds) != 0) {
+			log_err("worker %u: cannot create its event loop", i);
+			return -1;
+		}
+	}
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		if (worker_start(&srv->workers[i]) != 0) {
+			log_err("worker %u: cannot start thread", i);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int server_main_loop(struct server *srv)
+{
+	struct event *sigs[3];
+	const int signums[3] = { SIGHUP, SIGTERM, SIGINT };
+
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(srv->base, signums[i], server_signal_cb, srv);
+		evsignal_add(sigs[i], NULL);
+	}
+	event_base_dispatch(srv->base);
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		worker_join(&srv->workers[i]);
+	for (int i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	log_notice("stopped");
+	return 0;
+}
+
+int server_run(const char *config_path, struct bs_config *cfg)
+{
+	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL) };
+	char why[512], ready[2048] = "";
+	int status = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	pthread_mutex_init(&srv.rt_lock, NULL);
+	srv.rt = runtime_new(cfg, why, sizeof why);
+	if (srv.rt == NULL) {
+		log_err("%s", why);
+		return 1;
+	}
+	srv.connlimit = connlimit_new();
+	srv.nworkers = server_worker_count(cfg);
+	srv.base = event_base_new();
+	int **fds = xcalloc(srv.nworkers, sizeof *fds);
+	size_t nfds = 0;
+	if (server_listen(&srv, cfg, fds, &nfds, ready, sizeof ready) != 0 || server_drop_privileges(cfg) != 0)
+		goto out;
+	if (server_start_workers(&srv, fds, nfds) != 0)
+		goto out;
+	/* one line per listener: scripts and tests wait for "ready listen=HOST:PORT" */
+	for (char *tok = strtok(ready, " "); tok != NULL; tok = strtok(NULL, " "))
+		log_notice("ready %s", tok);
+	log_notice("started: %u workers, %zu domains", srv.nworkers, cfg->ndomains);
+	status = server_main_loop(&srv);
+out:
+	if (srv.workers == NULL) {
+		for (unsigned w = 0; w < srv.nworkers; w++) {
+			for (size_t i = 0; fds[w] != NULL && i < nfds; i++)
+				close(fds[w][i]);
+			free(fds[w]);
+		}
+	}
+	free(fds);
+	free(srv.workers);
+	event_base_free(srv.base);
+	connlimit_free(srv.connlimit);
+	runtime_unref(srv.rt);
+	return status;
+}

@@ -1,2 +1,455 @@
-/* smtp_session.c - placeholder until its owner fills it in. */
-typedef int smtp_session_placeholder_t;
+/* smtp_session.c - life of one client connection: accept, banner (with pregreet detection),
+ * reading command lines with bounded length, writing replies, timeouts, STARTTLS upgrade and
+ * closing once the last reply is written. What each command does is in smtp_commands.c; the
+ * message content in smtp_data_phase.c. */
+#include "smtp_session.h"
+#include "smtp_session_priv.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "connlimit.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+#include "worker.h"
+
+/* MAIL and RCPT lines may exceed max_command_line by what SIZE, ENVID, RET, NOTIFY and ORCPT
+ * add (RFC 1870 4, RFC 3461 4). */
+#define SESSION_PARAM_ALLOWANCE 600
+/* Input is read at most this far ahead of processing. */
+#define SESSION_READ_HIGHWATER (64 * 1024)
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void session_free(struct smtp_session *s);
+
+static void session_peer_text(struct smtp_session *s)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+	const void *addr = sa->sa_family == AF_INET6
+		? (const void *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr
+		: (const void *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	if (inet_ntop(sa->sa_family, addr, s->client_ip, sizeof s->client_ip) == NULL)
+		strcpy(s->client_ip, "unknown");
+	/* an IPv4 client on a dual-stack socket: show it as IPv4 */
+	if (strncmp(s->client_ip, "::ffff:", 7) == 0 && strchr(s->client_ip + 7, '.') != NULL)
+		memmove(s->client_ip, s->client_ip + 7, strlen(s->client_ip + 7) + 1);
+}
+
+static void session_refuse_early(struct worker *w, evutil_socket_t fd, const char *hostname,
+				 const char *ip, enum connlimit_result why)
+{
+	char reply[512];
+	const char *text = why == CONNLIMIT_TOTAL ? "Too many connections, try again later"
+						  : "Too many connections from your address";
+	int n = snprintf(reply, sizeof reply, "421 4.7.0 %s %s\r\n", hostname, text);
+	/* a fresh socket's send buffer is empty: this cannot block, and if it fails, so be it */
+	if (send(fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("client=%s send: %s", ip, strerror(errno));
+	evutil_closesocket(fd);
+	log_notice("client=%s code=421 status=4.7.0 reason=\"%s\"", ip, text);
+	(void)w;
+}
+
+static void session_banner(struct smtp_session *s)
+{
+	s->state = SMTP_STATE_INIT;
+	session_reply(s, 220, NULL, "%s ESMTP backstop", s->cfg->hostname);
+}
+
+static void session_greet_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	(void)fd;
+	(void)what;
+	if (evbuffer_get_length(in) > 0 || s->pregreet) {
+		s->pregreet = true;
+		log_notice("session=%s client=%s pregreet: client talked before the greeting",
+			   s->id, s->client_ip);
+		if (s->cfg->pregreet == PREGREET_REJECT) {
+			evbuffer_drain(in, evbuffer_get_length(in));
+			session_reply(s, 554, "5.5.1", "%s Protocol error: talking before the greeting",
+				      s->cfg->hostname);
+			session_close(s);
+			return;
+		}
+	}
+	session_banner(s);
+	session_read_cb(s->bev, s);
+}
+
+static void session_make_id(struct smtp_session *s)
+{
+	struct worker *w = s->worker;
+	snprintf(s->id, sizeof s->id, "%08llX%02X%06llX",
+		 (unsigned long long)(server_start_time(w->server) & 0xffffffffu), w->id & 0xff,
+		 (unsigned long long)(++w->seq & 0xffffff));
+}
+
+static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
+{
+	struct bufferevent *bev;
+	int opts = BEV_OPT_CLOSE_ON_FREE;
+	if (ssl != NULL) {
+		bev = bufferevent_openssl_socket_new(s->worker->base, s->fd, ssl,
+						     BUFFEREVENT_SSL_ACCEPTING, opts);
+		if (bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	} else {
+		bev = bufferevent_socket_new(s->worker->base, s->fd, 0);
+	}
+	if (bev == NULL)
+		return NULL;
+	bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_HIGHWATER);
+	return bev;
+}
+
+void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct bs_runtime *rt = server_runtime(w->server);
+	const struct bs_config *cfg = rt->cfg;
+	struct smtp_session *s = xcalloc(1, sizeof *s);
+	int one = 1;
+
+	s->worker = w;
+	s->rt = rt;
+	s->cfg = cfg;
+	s->fd = fd;
+	memcpy(&s->peer, sa, salen < sizeof s->peer ? salen : sizeof s->peer);
+	session_peer_text(s);
+	enum connlimit_result lim = connlimit_acquire(server_connlimit(w->server), sa,
+						      cfg->max_connections, cfg->max_connections_per_ip);
+	if (lim != CONNLIMIT_OK) {
+		session_refuse_early(w, fd, cfg->hostname, s->client_ip, lim);
+		runtime_unref(rt);
+		free(s);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	evutil_make_socket_nonblocking(fd);
+	s->start_ms = now_ms();
+	s->state = SMTP_STATE_GREETING;
+	session_make_id(s);
+	s->bev = session_bev_new(s, NULL);
+	if (s->bev == NULL) {
+		log_err("client=%s cannot create a bufferevent", s->client_ip);
+		connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
+		evutil_closesocket(fd);
+		runtime_unref(rt);
+		free(s);
+		return;
+	}
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	log_info("session=%s connect client=%s", s->id, s->client_ip);
+	session_set_read_timeout(s, cfg->command_timeout_ms);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (cfg->greet_delay_ms > 0) {
+		struct timeval tv = { (time_t)(cfg->greet_delay_ms / 1000),
+				      (suseconds_t)(cfg->greet_delay_ms % 1000) * 1000 };
+		s->greet_timer = evtimer_new(w->base, session_greet_timer_cb, s);
+		evtimer_add(s->greet_timer, &tv);
+	} else {
+		session_banner(s);
+	}
+}
+
+void session_set_read_timeout(struct smtp_session *s, uint64_t ms)
+{
+	struct timeval rd = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval wr = { (time_t)(s->cfg->command_timeout_ms / 1000),
+			      (suseconds_t)(s->cfg->command_timeout_ms % 1000) * 1000 };
+	bufferevent_set_timeouts(s->bev, &rd, &wr);
+}
+
+void session_write(struct smtp_session *s, const char *text, size_t len)
+{
+	bufferevent_write(s->bev, text, len);
+}
+
+void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+{
+	char buf[1024];
+	int n = enhanced ? snprintf(buf, sizeof buf, "%03d %s ", code, enhanced)
+			 : snprintf(buf, sizeof buf, "%03d ", code);
+	va_list ap;
+	va_start(ap, fmt);
+	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 2, fmt, ap);
+	va_end(ap);
+	if (m < 0)
+		m = 0;
+	size_t len = (size_t)n + ((size_t)m < sizeof buf - (size_t)n - 2 ? (size_t)m : sizeof buf - (size_t)n - 3);
+	buf[len++] = '\r';
+	buf[len++] = '\n';
+	session_write(s, buf, len);
+	if (code >= 400)
+		s->errors++;
+}
+
+void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
+			  int code, const char *enhanced, const char *reason)
+{
+	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 8] = "", helo[sizeof s->helo * 4];
+	char raw[SMTP_PATH_MAX + 8], why[512];
+
+	if (s->tx != NULL) {
+		size_t n = smtp_address_format(&s->tx->from, raw, sizeof raw);
+		log_sanitize(from, sizeof from, raw, n);
+	}
+	if (addr != NULL) {
+		size_t n = smtp_address_format(addr, raw, sizeof raw);
+		log_sanitize(rcpt, sizeof rcpt, raw, n);
+	}
+	log_sanitize(helo, sizeof helo, s->helo, strlen(s->helo));
+	log_sanitize(why, sizeof why, reason, strlen(reason));
+	log_msg(code >= 400 ? LOG_LVL_NOTICE : LOG_LVL_INFO,
+		"session=%s %s client=%s helo=%s from=<%s> rcpt=<%s> code=%d status=%s reason=\"%s\"",
+		s->id, what, s->client_ip, helo[0] ? helo : "-", from, addr ? rcpt : "", code,
+		enhanced ? enhanced : "-", why);
+}
+
+void session_close(struct smtp_session *s)
+{
+	s->state = SMTP_STATE_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+void session_tx_reset(struct smtp_session *s)
+{
+	if (s->tx == NULL)
+		return;
+	free(s->tx->rcpts);
+	free(s->tx);
+	s->tx = NULL;
+}
+
+/* Free the session if it is closing and everything it had to say has been written. */
+static void session_settle(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSING && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_free(s);
+}
+
+/* One command line from the input buffer. Returns false when a full line is not there yet. */
+static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
+{
+	size_t max = s->cfg->max_command_line + SESSION_PARAM_ALLOWANCE;
+	struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
+
+	if (eol.pos < 0) {
+		if (evbuffer_get_length(in) > max) {
+			/* no end in sight: drop what we have and keep dropping until the LF */
+			evbuffer_drain(in, evbuffer_get_length(in));
+			s->discarding_line = true;
+		}
+		return false;
+	}
+	size_t len = (size_t)eol.pos;
+	if (s->discarding_line || len + 1 > max) {
+		evbuffer_drain(in, len + 1);
+		s->discarding_line = false;
+		session_reply(s, 500, "5.5.2", "Line too long");
+		return true;
+	}
+	char *line = (char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
+	size_t linelen = len;
+	if (linelen > 0 && line[linelen - 1] == '\r')
+		linelen--;
+	session_command(s, line, linelen);
+	evbuffer_drain(in, len + 1);
+	return true;
+}
+
+/* Process as much buffered input as the state allows. Replies to pipelined commands collect in
+ * the output buffer and leave together. */
+static void session_process(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	while (!s->paused && evbuffer_get_length(in) > 0) {
+		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_TLS ||
+		    s->state == SMTP_STATE_GREETING)
+			break;
+		bool progressed = s->state == SMTP_STATE_DATA ? session_data_input(s, in)
+							       : session_command_input(s, in);
+		if (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_DATA &&
+		    s->errors >= s->cfg->max_errors) {
+			session_reply(s, 421, "4.7.0", "%s Too many errors, closing connection", s->cfg->hostname);
+			log_notice("session=%s client=%s too many errors (%u)", s->id, s->client_ip, s->errors);
+			session_close(s);
+		} else if (s->state != SMTP_STATE_CLOSING && s->junk > s->cfg->max_junk_commands) {
+			session_reply(s, 421, "4.7.0", "%s Too many commands without mail, closing connection",
+				      s->cfg->hostname);
+			log_notice("session=%s client=%s junk command limit reached", s->id, s->client_ip);
+			session_close(s);
+		}
+		if (!progressed)
+			break;
+	}
+}
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SMTP_STATE_GREETING) {
+		s->pregreet = true; /* noted; judged when the greet timer fires */
+		return;
+	}
+	session_process(s);
+	session_settle(s);
+}
+
+static void session_tls_connected(struct smtp_session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	snprintf(s->tls_version, sizeof s->tls_version, "%s", SSL_get_version(ssl));
+	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", SSL_get_cipher_name(ssl));
+	s->tls = true;
+	/* RFC 3207 4.2: forget everything learnt before the handshake */
+	s->state = SMTP_STATE_INIT;
+	s->esmtp = false;
+	s->helo[0] = '\0';
+	session_tx_reset(s);
+	log_info("session=%s client=%s TLS established: %s %s", s->id, s->client_ip,
+		 s->tls_version, s->tls_cipher);
+}
+
+/* The 220 to STARTTLS has been written: replace the plain bufferevent by a TLS one on the same
+ * socket. Whatever the plain one had read (commands pipelined after STARTTLS) is dropped with
+ * it: they must never be executed (CVE-2011-0411 and its kin). */
+static void session_tls_switch(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t junk = evbuffer_get_length(in);
+	if (junk > 0)
+		log_notice("session=%s client=%s discarded %zu octets pipelined after STARTTLS",
+			   s->id, s->client_ip, junk);
+	SSL *ssl = SSL_new(s->rt->tls_server);
+	bufferevent_free(s->bev); /* plain bev does not own the fd */
+	s->bev = ssl ? session_bev_new(s, ssl) : NULL;
+	if (s->bev == NULL) { /* on failure libevent has already released ssl */
+		log_err("session=%s client=%s cannot start TLS", s->id, s->client_ip);
+		session_free(s);
+		return;
+	}
+	session_set_read_timeout(s, s->cfg->command_timeout_ms);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+void session_start_tls(struct smtp_session *s)
+{
+	session_reply(s, 220, "2.0.0", "Ready to start TLS");
+	s->state = SMTP_STATE_TLS;
+	bufferevent_disable(s->bev, EV_READ); /* the ClientHello stays in the kernel for SSL */
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SMTP_STATE_TLS && !s->tls && bufferevent_openssl_get_ssl(s->bev) == NULL) {
+		session_tls_switch(s);
+		return;
+	}
+	session_settle(s);
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		session_tls_connected(s);
+		return;
+	}
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state != SMTP_STATE_CLOSING) {
+		log_notice("session=%s client=%s timeout after %s", s->id, s->client_ip,
+			   s->last_verb ? s->last_verb : "CONNECT");
+		session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
+		session_close(s);
+		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		struct timeval wr = { 10, 0 };
+		bufferevent_set_timeouts(s->bev, NULL, &wr);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		unsigned long e = bufferevent_get_openssl_error(s->bev);
+		if (e != 0) {
+			char buf[256];
+			ERR_error_string_n(e, buf, sizeof buf);
+			log_notice("session=%s client=%s TLS error: %s", s->id, s->client_ip, buf);
+		}
+	}
+	if (s->state != SMTP_STATE_CLOSING)
+		log_info("session=%s client=%s lost connection after %s", s->id, s->client_ip,
+			 s->last_verb ? s->last_verb : "CONNECT");
+	session_free(s);
+}
+
+static void session_free(struct smtp_session *s)
+{
+	struct worker *w = s->worker;
+
+	log_info("session=%s disconnect client=%s helo=%s mail=%u rcpt=%u/%u data=%u/%u duration_ms=%llu",
+		 s->id, s->client_ip, s->helo[0] ? s->helo : "-", s->n_mail, s->n_rcpt_ok, s->n_rcpt,
+		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));
+	if (s->greet_timer)
+		event_free(s->greet_timer);
+	session_tx_reset(s);
+	if (s->bev) {
+		bool bev_owns_fd = bufferevent_openssl_get_ssl(s->bev) != NULL;
+		bufferevent_free(s->bev);
+		if (!bev_owns_fd)
+			evutil_closesocket(s->fd);
+	} else if (s->fd >= 0) {
+		evutil_closesocket(s->fd);
+	}
+	connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	runtime_unref(s->rt);
+	free(s);
+	worker_session_ended(w);
+}
+
+void smtp_session_abort(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);
+	session_close(s);
+	session_settle(s);
+}
+
+struct smtp_session *smtp_session_next(struct smtp_session *s)
+{
+	return s->next;
+}

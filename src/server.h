@@ -1,0 +1,20 @@
+/* server.h - the process: listening sockets (bound as root if needed), privilege drop, worker
+ * threads, signals (HUP reload, TERM/INT graceful stop) and the current runtime generation. */
+#ifndef BACKSTOP_SERVER_H
+#define BACKSTOP_SERVER_H
+
+#include "config.h"
+#include "connlimit.h"
+#include "runtime.h"
+
+struct server;
+
+/* Run the daemon in the foreground with cfg (takes the reference). Returns the exit status. */
+int server_run(const char *config_path, struct bs_config *cfg);
+
+/* The current generation, with a new reference for the caller. Thread-safe. */
+struct bs_runtime *server_runtime(struct server *srv);
+struct connlimit *server_connlimit(struct server *srv);
+uint64_t server_start_time(struct server *srv);
+
+#endif

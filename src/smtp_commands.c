@@ -1,0 +1,315 @@
+/* smtp_commands.c - one handler per SMTP verb (RFC 5321 4.1.1 and the extensions backstop
+ * advertises). Each handler checks the session state, parses its argument with the pure parsers
+ * of smtp_parse.c, decides, and answers through session_reply(). */
+#include "smtp_session_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "policy.h"
+#include "util.h"
+
+typedef void (*command_handler)(struct smtp_session *s, const struct smtp_command *cmd);
+
+static void session_greeted_reset(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	session_tx_reset(s);
+	log_sanitize(s->helo, sizeof s->helo, cmd->arg, cmd->arg_len);
+	s->state = SMTP_STATE_READY;
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	const struct bs_config *cfg = s->cfg;
+	char buf[1024];
+
+	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: EHLO hostname");
+		return;
+	}
+	session_greeted_reset(s, cmd);
+	s->esmtp = true;
+	int n = snprintf(buf, sizeof buf,
+			 "250-%s Hello %s [%s]\r\n"
+			 "250-PIPELINING\r\n"
+			 "250-SIZE %llu\r\n"
+			 "%s"
+			 "250-ENHANCEDSTATUSCODES\r\n"
+			 "250-8BITMIME\r\n"
+			 "250-DSN\r\n"
+			 "250 SMTPUTF8\r\n",
+			 cfg->hostname, s->helo, s->client_ip, (unsigned long long)cfg->max_message_size,
+			 s->rt->tls_server != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
+	session_write(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: HELO hostname");
+		return;
+	}
+	session_greeted_reset(s, cmd);
+	s->esmtp = false;
+	session_reply(s, 250, NULL, "%s", s->cfg->hostname);
+}
+
+static bool session_need_greeting(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_INIT) {
+		session_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return true;
+	}
+	return false;
+}
+
+static bool mail_params_given(const struct smtp_mail_params *p)
+{
+	return p->has_size || p->body != SMTP_BODY_UNSPEC || p->smtputf8 || p->ret != SMTP_RET_UNSPEC ||
+	       p->envid[0] != '\0';
+}
+
+static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	struct smtp_mail_cmd mail;
+	struct smtp_parse_error err;
+
+	if (session_need_greeting(s))
+		return;
+	if (s->tx != NULL) {
+		session_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+		return;
+	}
+	s->n_mail++;
+	if (smtp_mail_parse(cmd->arg, cmd->arg_len, &mail, &err) != 0) {
+		session_reply(s, err.code, err.enhanced, "%s", err.text);
+		session_log_decision(s, "mail", NULL, err.code, err.enhanced, err.text);
+		return;
+	}
+	if (!s->esmtp && mail_params_given(&mail.params)) {
+		session_reply(s, 555, "5.5.4", "ESMTP parameters need EHLO");
+		return;
+	}
+	if (mail.params.has_size && mail.params.size > s->cfg->max_message_size) {
+		session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+		session_log_decision(s, "mail", &mail.from, 552, "5.3.4", "declared SIZE over the limit");
+		return;
+	}
+	s->tx = xcalloc(1, sizeof *s->tx);
+	s->tx->from = mail.from;
+	s->tx->params = mail.params;
+	s->tx->started_ms = now_ms();
+	s->state = SMTP_STATE_MAIL;
+	session_reply(s, 250, "2.1.0", "Sender OK");
+	session_log_decision(s, "mail", NULL, 250, "2.1.0", "sender accepted");
+}
+
+static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
+{
+	if (tx->nrcpts == tx->rcpts_cap) {
+		tx->rcpts_cap = tx->rcpts_cap ? tx->rcpts_cap * 2 : 4;
+		tx->rcpts = xrealloc(tx->rcpts, tx->rcpts_cap * sizeof *tx->rcpts);
+	}
+	struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
+	r->addr = rc->to;
+	r->params = rc->params;
+	r->domain = dom;
+}
+
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	struct smtp_rcpt_cmd rc;
+	struct smtp_parse_error err;
+	struct relay_decision rd;
+	char addr[SMTP_PATH_MAX + 8];
+
+	if (session_need_greeting(s))
+		return;
+	if (s->tx == NULL) {
+		session_reply(s, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	s->n_rcpt++;
+	if (smtp_rcpt_parse(cmd->arg, cmd->arg_len, s->tx->params.smtputf8, &rc, &err) != 0) {
+		session_reply(s, err.code, err.enhanced, "%s", err.text);
+		session_log_decision(s, "rcpt", NULL, err.code, err.enhanced, err.text);
+		return;
+	}
+	smtp_address_format(&rc.to, addr, sizeof addr);
+	if (!s->esmtp && (rc.params.notify || rc.params.orcpt[0])) {
+		session_reply(s, 555, "5.5.4", "ESMTP parameters need EHLO");
+		return;
+	}
+	if (s->tx->nrcpts >= s->cfg->max_recipients) {
+		session_reply(s, 452, "4.5.3", "Error: too many recipients");
+		session_log_decision(s, "rcpt", &rc.to, 452, "4.5.3", "too many recipients");
+		return;
+	}
+	policy_relay_check(s->cfg, &rc.to, &rd);
+	if (rd.verdict != RELAY_ACCEPT) {
+		session_reply(s, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);
+		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason);
+		return;
+	}
+	rcpt_add(s->tx, &rc, rd.domain);
+	s->n_rcpt_ok++;
+	session_reply(s, 250, "2.1.5", "Recipient OK");
+	session_log_decision(s, "rcpt", &rc.to, 250, "2.1.5", "recipient accepted");
+}
+
+static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (session_need_greeting(s))
+		return;
+	if (s->tx == NULL) {
+		session_reply(s, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if (s->tx->nrcpts == 0) {
+		session_reply(s, 503, "5.5.1", "Error: no valid recipients");
+		return;
+	}
+	if (cmd->arg_len > 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: DATA");
+		return;
+	}
+	session_data_begin(s);
+}
+
+static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (cmd->arg_len > 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: RSET");
+		return;
+	}
+	session_tx_reset(s);
+	if (s->state == SMTP_STATE_MAIL)
+		s->state = SMTP_STATE_READY;
+	s->junk++;
+	session_reply(s, 250, "2.0.0", "OK");
+}
+
+static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	s->junk++;
+	session_reply(s, 250, "2.0.0", "OK");
+}
+
+static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	session_reply(s, 221, "2.0.0", "Bye");
+	session_close(s);
+}
+
+static void cmd_help(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	s->junk++;
+	session_reply(s, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
+		      s->rt->tls_server ? " STARTTLS" : "");
+}
+
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	s->junk++;
+	if (cmd->arg_len == 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: VRFY address");
+		return;
+	}
+	/* RFC 5321 3.5.3: 252 without saying whether the user exists */
+	session_reply(s, 252, "2.5.0", "Cannot VRFY user; send mail and RCPT will tell");
+}
+
+static void cmd_expn(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	s->junk++;
+	session_reply(s, 502, "5.5.1", "Error: EXPN not available");
+}
+
+static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (s->tls) {
+		session_reply(s, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	if (s->rt->tls_server == NULL) {
+		session_reply(s, 502, "5.5.1", "Error: STARTTLS not available");
+		return;
+	}
+	if (cmd->arg_len > 0) {
+		session_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+		return;
+	}
+	if (session_need_greeting(s))
+		return;
+	session_start_tls(s);
+}
+
+static void cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	session_reply(s, 502, "5.5.1", "Error: BDAT not available (no CHUNKING)");
+}
+
+static void cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	session_reply(s, 502, "5.5.1", "Error: AUTH not available on this gateway");
+}
+
+static const command_handler handlers[] = {
+	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_ehlo, [SMTP_VERB_MAIL] = cmd_mail,
+	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
+	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_HELP] = cmd_help,
+	[SMTP_VERB_VRFY] = cmd_vrfy, [SMTP_VERB_EXPN] = cmd_expn, [SMTP_VERB_STARTTLS] = cmd_starttls,
+	[SMTP_VERB_BDAT] = cmd_bdat, [SMTP_VERB_AUTH] = cmd_auth,
+};
+
+/* Another protocol talking to port 25 (HTTP through a proxy, a browser form): end at once. */
+static bool command_is_foreign_protocol(const char *line, size_t len)
+{
+	static const char *const foreign[] = { "GET ", "POST ", "CONNECT ", "HEAD ", "PUT ", "USER " };
+	for (size_t i = 0; i < ARRAY_SIZE(foreign); i++) {
+		size_t n = strlen(foreign[i]);
+		if (len >= n && memcmp(line, foreign[i], n) == 0)
+			return true;
+	}
+	return false;
+}
+
+void session_command(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_command cmd;
+
+	if (command_is_foreign_protocol(line, len)) {
+		session_reply(s, 521, "5.5.1", "%s Protocol error", s->cfg->hostname);
+		log_notice("session=%s client=%s non-SMTP command, disconnecting", s->id, s->client_ip);
+		session_close(s);
+		return;
+	}
+	if (smtp_command_parse(line, len, &cmd) != 0) {
+		s->last_verb = "invalid command";
+		session_reply(s, 500, "5.5.2", "Error: invalid characters in command");
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_UNKNOWN || cmd.verb >= ARRAY_SIZE(handlers) || handlers[cmd.verb] == NULL) {
+		s->last_verb = "unknown command";
+		s->junk++;
+		session_reply(s, 500, "5.5.1", "Error: command not recognized");
+		return;
+	}
+	s->last_verb = smtp_verb_name(cmd.verb);
+	size_t max = s->cfg->max_command_line - 2;
+	if (len > max && cmd.verb != SMTP_VERB_MAIL && cmd.verb != SMTP_VERB_RCPT) {
+		session_reply(s, 500, "5.5.2", "Line too long");
+		return;
+	}
+	handlers[cmd.verb](s, &cmd);
+}

@@ -1,0 +1,92 @@
+/* smtp_session_priv.h - the session structure and the functions shared by the files that make
+ * up the session: smtp_session.c (I/O, lifecycle, replies), smtp_commands.c (one handler per
+ * verb) and smtp_data_phase.c (message content). Not for other modules. */
+#ifndef BACKSTOP_SMTP_SESSION_PRIV_H
+#define BACKSTOP_SMTP_SESSION_PRIV_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "runtime.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+
+enum smtp_state {
+	SMTP_STATE_GREETING, /* banner not sent yet (greet_delay running) */
+	SMTP_STATE_INIT,     /* waiting for EHLO/HELO */
+	SMTP_STATE_READY,    /* greeted, no transaction */
+	SMTP_STATE_MAIL,     /* MAIL accepted: RCPT, DATA */
+	SMTP_STATE_DATA,     /* reading message content */
+	SMTP_STATE_TLS,      /* STARTTLS answered; handshake pending or running */
+	SMTP_STATE_CLOSING,  /* last reply queued; freed once it is written */
+};
+
+struct smtp_rcpt {
+	struct smtp_address addr;
+	struct smtp_rcpt_params params;
+	const struct bs_domain *domain;
+};
+
+/* One mail transaction (MAIL ... end of DATA or RSET). */
+struct smtp_tx {
+	struct smtp_address from;
+	struct smtp_mail_params params;
+	struct smtp_rcpt *rcpts;
+	size_t nrcpts, rcpts_cap;
+	struct smtp_data_decoder dec;
+	bool too_big;
+	uint64_t started_ms;
+};
+
+struct smtp_session {
+	struct worker *worker;
+	struct smtp_session *prev, *next; /* worker's list */
+	struct bs_runtime *rt;            /* generation this session started with (held) */
+	const struct bs_config *cfg;      /* rt->cfg */
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	struct event *greet_timer;
+	enum smtp_state state;
+	bool esmtp;                       /* greeted with EHLO */
+	bool tls;                         /* TLS active */
+	bool discarding_line;             /* skipping the rest of an over-long command line */
+	bool paused;                      /* waiting on an asynchronous step; input not processed */
+	bool pregreet;
+	unsigned errors, junk;
+	struct smtp_tx *tx;
+	char id[24];
+	char client_ip[INET6_ADDRSTRLEN];
+	struct sockaddr_storage peer;
+	char helo[SMTP_DOMAIN_MAX + 1];   /* as sent, sanitised for logs and headers */
+	char tls_version[16];
+	char tls_cipher[64];
+	uint64_t start_ms;
+	const char *last_verb;           /* for "lost connection after X" */
+	unsigned n_mail, n_rcpt, n_rcpt_ok, n_data, n_data_ok;
+};
+
+/* smtp_session.c */
+void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void session_write(struct smtp_session *s, const char *text, size_t len);
+void session_close(struct smtp_session *s);       /* after the queued replies are written */
+void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
+void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
+			  int code, const char *enhanced, const char *reason);
+void session_tx_reset(struct smtp_session *s);
+void session_start_tls(struct smtp_session *s);
+
+/* smtp_commands.c */
+void session_command(struct smtp_session *s, const char *line, size_t len);
+
+/* smtp_data_phase.c */
+void session_data_begin(struct smtp_session *s);
+/* Consume message content from in; returns false when more input is needed. */
+bool session_data_input(struct smtp_session *s, struct evbuffer *in);
+
+#endif

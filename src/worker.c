@@ -1,0 +1,164 @@
+/* worker.c - a worker thread and its event loop: accepts on its own listening sockets, owns the
+ * sessions it accepted, and on stop closes its listeners, lets sessions finish, and at the
+ * shutdown deadline answers 421 to the ones left. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+#include "smtp_session.h"
+#include "util.h"
+
+/* After the shutdown deadline, sessions get this long to take their 421 before the loop ends. */
+#define WORKER_ABORT_GRACE_MS 2000
+
+static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+			     int salen, void *arg)
+{
+	(void)l;
+	smtp_session_accept(arg, fd, sa, (socklen_t)salen);
+}
+
+static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	if (!w->stopping)
+		for (size_t i = 0; i < w->nfds; i++)
+			if (w->listeners[i])
+				evconnlistener_enable(w->listeners[i]);
+}
+
+/* accept() failed (EMFILE, ENFILE, ENOBUFS...): pause accepting for a moment instead of
+ * spinning on a socket that stays readable. */
+static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct worker *w = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, 200 * 1000 };
+
+	log_warn("worker %u: accept: %s; pausing accepts for 200 ms", w->id, evutil_socket_error_to_string(err));
+	evconnlistener_disable(l);
+	event_base_once(w->base, -1, EV_TIMEOUT, worker_resume_accept_cb, w, &tv);
+}
+
+static void worker_exit_if_idle(struct worker *w)
+{
+	if (w->stopping && w->nsessions == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+void worker_session_ended(struct worker *w)
+{
+	worker_exit_if_idle(w);
+}
+
+static void worker_hard_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	log_warn("worker %u: %zu sessions did not close in time; exiting anyway", w->id, w->nsessions);
+	event_base_loopexit(w->base, NULL);
+}
+
+static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval grace = { WORKER_ABORT_GRACE_MS / 1000, 0 };
+
+	(void)fd;
+	(void)what;
+	if (w->nsessions > 0)
+		log_notice("worker %u: shutdown deadline reached, closing %zu sessions", w->id, w->nsessions);
+	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
+		next = smtp_session_next(s);
+		smtp_session_abort(s);
+	}
+	if (w->nsessions > 0)
+		event_base_once(w->base, -1, EV_TIMEOUT, worker_hard_exit_cb, w, &grace);
+	worker_exit_if_idle(w);
+}
+
+static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->stopping)
+		return;
+	w->stopping = true;
+	for (size_t i = 0; i < w->nfds; i++) {
+		evconnlistener_free(w->listeners[i]);
+		w->listeners[i] = NULL;
+	}
+	struct bs_runtime *rt = server_runtime(w->server);
+	uint64_t ms = rt->cfg->shutdown_timeout_ms;
+	runtime_unref(rt);
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	w->deadline_ev = evtimer_new(w->base, worker_deadline_cb, w);
+	evtimer_add(w->deadline_ev, &tv);
+	worker_exit_if_idle(w);
+}
+
+int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds)
+{
+	memset(w, 0, sizeof *w);
+	w->id = id;
+	w->server = srv;
+	w->base = event_base_new();
+	if (w->base == NULL)
+		return -1;
+	w->fds = fds;
+	w->nfds = nfds;
+	w->listeners = xcalloc(nfds, sizeof *w->listeners);
+	for (size_t i = 0; i < nfds; i++) {
+		w->listeners[i] = evconnlistener_new(w->base, worker_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fds[i]);
+		if (w->listeners[i] == NULL)
+			return -1;
+		evconnlistener_set_error_cb(w->listeners[i], worker_accept_error_cb);
+	}
+	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
+	w->scratch = xmalloc(WORKER_SCRATCH_SIZE);
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void worker_stop(struct worker *w)
+{
+	event_active(w->stop_ev, EV_TIMEOUT, 0); /* thread-safe: evthread_use_pthreads() is on */
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+	if (w->nsessions > 0)
+		return; /* the process is exiting: leave the stragglers to the kernel */
+	if (w->deadline_ev)
+		event_free(w->deadline_ev);
+	event_free(w->stop_ev);
+	for (size_t i = 0; i < w->nfds; i++)
+		if (w->listeners[i])
+			evconnlistener_free(w->listeners[i]);
+	free(w->listeners);
+	free(w->fds);
+	free(w->scratch);
+	event_base_free(w->base);
+}

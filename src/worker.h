@@ -1,0 +1,47 @@
+/* worker.h - a worker thread: one libevent loop that accepts on its own SO_REUSEPORT listening
+ * sockets and runs every session it accepted. Workers share only read-mostly state (the current
+ * runtime generation, the connection limits). */
+#ifndef BACKSTOP_WORKER_H
+#define BACKSTOP_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+struct server;
+struct smtp_session;
+
+#define WORKER_SCRATCH_SIZE (64 * 1024)
+
+struct worker {
+	unsigned id;
+	struct server *server;
+	struct event_base *base;
+	pthread_t thread;
+	int *fds;                    /* listening sockets of this worker (owned until listening) */
+	size_t nfds;
+	struct evconnlistener **listeners;
+	struct event *stop_ev;       /* activated from the main thread: stop accepting */
+	struct event *deadline_ev;   /* shutdown deadline: close what is left */
+	bool stopping;
+	struct smtp_session *sessions; /* intrusive list of live sessions */
+	size_t nsessions;
+	uint64_t seq;                /* sessions accepted, for session ids */
+	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
+};
+
+/* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
+int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds);
+int worker_start(struct worker *w);   /* spawn the thread */
+void worker_stop(struct worker *w);   /* thread-safe: stop accepting, drain, then exit the loop */
+void worker_join(struct worker *w);   /* wait for the thread and free everything */
+
+/* Called by sessions when they end, so that a stopping worker can exit once empty. */
+void worker_session_ended(struct worker *w);
+
+#endif
