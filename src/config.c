@@ -1,5 +1,8 @@
-/* config.c - backstop's configuration: lifetime (reference counting) and look-ups.
- * Loading lives in config_load.c; the key table in config_keys.c. */
+/* config.c - backstop's configuration: the declarative key table config_keys[] (one row per key:
+ * parsing, defaults, ranges, documentation), the config's lifetime (reference counting) and its
+ * look-ups. Loading is in config_load.c, value checks in config_check.c, docs in
+ * config_describe.c. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,13 +10,238 @@
 #include "config_keys.h"
 #include "config_value.h"
 
-static void config_strlist_free(struct bs_strlist *l)
+#define GW(f) offsetof(struct bs_config, f), sizeof(((struct bs_config *)0)->f)
+#define DOM(f) offsetof(struct bs_domain, f), sizeof(((struct bs_domain *)0)->f)
+#define LD(f) offsetof(struct bs_ldap, f), sizeof(((struct bs_ldap *)0)->f)
+#define G CFG_SEC_GATEWAY
+#define D CFG_SEC_DOMAIN
+#define L CFG_SEC_LDAP
+#define MINUTES(ms) ((uint64_t)(ms) * 60000)
+#define HOURS(ms) ((uint64_t)(ms) * 3600000)
+#define DAYS(ms) ((uint64_t)(ms) * 86400000)
+#define KB(n) ((uint64_t)(n) << 10)
+#define MB(n) ((uint64_t)(n) << 20)
+#define GB(n) ((uint64_t)(n) << 30)
+
+static const char *const e_auto[] = { "auto", NULL };
+static const char *const e_pregreet[] = { "log", "reject", NULL };
+static const char *const e_bare_newline[] = { "reject", "normalise", NULL };
+static const char *const e_log[] = { "stderr", "syslog", NULL };
+static const char *const e_log_level[] = { "error", "warning", "notice", "info", "debug", NULL };
+static const char *const e_deliver_policy[] = { "failover", "round-robin", NULL };
+static const char *const e_deliver_tls[] = { "may", "must", "none", NULL };
+static const char *const e_on_unavailable[] = { "defer", "accept", NULL };
+static const char *const e_on_catchall[] = { "accept", "unavailable", NULL };
+static const char *const e_preset[] = { "active-directory", "openldap", "none", NULL };
+
+/* Field names follow the key names; the order here is the order of the documentation. */
+const struct cfg_key config_keys[] = {
+	/* [gateway]: the listener and SMTP session limits */
+	{ G, "listen", CFG_T_HOSTPORTS, "127.0.0.1:25", NULL, 0, 0, NULL, GW(listen),
+	  config_check_listen, "host:port,...",
+	  "Addresses to accept SMTP connections on, separated by commas or spaces. IPv6 addresses "
+	  "go in brackets ([::1]:25); * means every address. Port 0 lets the system pick a free "
+	  "port, which is logged." },
+	{ G, "hostname", CFG_T_STR, NULL, "the system's host name", 0, 0, NULL, GW(hostname),
+	  config_check_hostname, "name",
+	  "Name announced in the banner and in the EHLO reply." },
+	{ G, "workers", CFG_T_UINT, "auto", NULL, 0, 1024, e_auto, GW(workers), NULL, "count",
+	  "Worker threads serving connections; auto means one per CPU core." },
+	{ G, "max_connections", CFG_T_UINT, "10000", NULL, 1, 10000000, NULL, GW(max_connections),
+	  NULL, "count", "Simultaneous client connections; more are refused with 421." },
+	{ G, "max_connections_per_ip", CFG_T_UINT, "50", NULL, 1, 10000000, NULL,
+	  GW(max_connections_per_ip), NULL, "count",
+	  "Simultaneous client connections from one IP address." },
+	{ G, "max_message_size", CFG_T_SIZE, "50M", NULL, KB(1), GB(64), NULL, GW(max_message_size),
+	  NULL, "size", "Largest message accepted, announced with the SIZE extension." },
+	{ G, "max_recipients", CFG_T_UINT, "100", NULL, 1, 100000, NULL, GW(max_recipients), NULL,
+	  "count", "Recipients accepted per message; further RCPT commands get 452." },
+	{ G, "max_command_line", CFG_T_SIZE, "512", NULL, 512, KB(64), NULL, GW(max_command_line),
+	  NULL, "size", "Longest SMTP command line, CRLF included (RFC 5321 minimum: 512)." },
+	{ G, "max_line_length", CFG_T_SIZE, "1000", NULL, 1000, MB(1), NULL, GW(max_line_length),
+	  NULL, "size", "Longest line of message text, CRLF included (RFC 5321 minimum: 1000)." },
+	{ G, "command_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL, GW(command_timeout_ms),
+	  NULL, "duration", "How long to wait for the client's next command." },
+	{ G, "data_timeout", CFG_T_DURATION, "3m", NULL, 1, HOURS(1), NULL, GW(data_timeout_ms), NULL,
+	  "duration", "How long to wait for more message text during DATA." },
+	{ G, "max_errors", CFG_T_UINT, "20", NULL, 1, 100000, NULL, GW(max_errors), NULL, "count",
+	  "Error replies in one session before backstop answers 421 and disconnects." },
+	{ G, "max_junk_commands", CFG_T_UINT, "100", NULL, 1, 1000000, NULL, GW(max_junk_commands),
+	  NULL, "count",
+	  "NOOP, RSET, VRFY, HELP and unknown commands in one session before 421 and disconnect." },
+	{ G, "greet_delay", CFG_T_DURATION, "0s", NULL, 0, MINUTES(5), NULL, GW(greet_delay_ms), NULL,
+	  "duration", "Wait this long before the banner, to catch clients that talk first." },
+	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
+	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	{ G, "tls_cert", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_cert), config_check_file,
+	  "file", "PEM certificate chain; STARTTLS is offered when tls_cert and tls_key are set." },
+	{ G, "tls_key", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_key), config_check_file, "file",
+	  "PEM private key for tls_cert." },
+	{ G, "user", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(user), config_check_word, "name",
+	  "User to switch to after binding the listeners, when started as root." },
+	{ G, "bare_newline", CFG_T_ENUM, "reject", NULL, 0, 0, e_bare_newline,
+	  GW(bare_newline_normalise), NULL, NULL,
+	  "Message text with a bare LF (no CR): reject it, or normalise it to CRLF." },
+	{ G, "allow_routing_localparts", CFG_T_BOOL, "no", NULL, 0, 0, NULL,
+	  GW(allow_routing_localparts), NULL, NULL,
+	  "Accept local parts holding routing characters such as % ! @." },
+	{ G, "postmaster_domain", CFG_T_BUF, NULL, "the first [domain] section", 0, 0, NULL,
+	  GW(postmaster_domain), config_check_domain, "domain",
+	  "Domain of the postmaster address that RCPT TO:<postmaster> is taken to mean." },
+	{ G, "log", CFG_T_ENUM, "stderr", NULL, 0, 0, e_log, GW(log), NULL, NULL,
+	  "Where the log goes." },
+	{ G, "log_level", CFG_T_ENUM, "info", NULL, 0, 0, e_log_level, GW(log_level), NULL, NULL,
+	  "Least important messages that are logged." },
+	{ G, "shutdown_timeout", CFG_T_DURATION, "30s", NULL, 0, HOURS(1), NULL,
+	  GW(shutdown_timeout_ms), NULL, "duration",
+	  "On shutdown, how long sessions in progress may take to finish." },
+	/* [gateway]: in-line delivery to the backends */
+	{ G, "backend_connect_timeout", CFG_T_DURATION, "10s", NULL, 1, HOURS(1), NULL,
+	  GW(backend_connect_timeout_ms), NULL, "duration",
+	  "How long to wait for a backend's connection and banner." },
+	{ G, "backend_command_timeout", CFG_T_DURATION, "2m", NULL, 1, HOURS(1), NULL,
+	  GW(backend_command_timeout_ms), NULL, "duration",
+	  "How long to wait for a backend's reply to a command." },
+	{ G, "backend_data_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL,
+	  GW(backend_data_timeout_ms), NULL, "duration",
+	  "How long to wait for a backend's reply to the end of the message." },
+	{ G, "backend_retry_after", CFG_T_DURATION, "30s", NULL, 0, DAYS(1), NULL,
+	  GW(backend_retry_after_ms), NULL, "duration",
+	  "How long a backend that failed is skipped before it is tried again." },
+	/* [gateway]: recipient verification */
+	{ G, "cache", CFG_T_STR, "lmdb:/var/lib/backstop/verdicts", NULL, 0, 0, NULL, GW(cache),
+	  config_check_cache, "store",
+	  "Where verification verdicts are cached: lmdb:DIRECTORY, or memory: (lost on restart)." },
+	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
+	  NULL, "size", "Largest size of the verdict cache." },
+	{ G, "positive_ttl", CFG_T_DURATION, "24h", NULL, 0, DAYS(365), NULL, GW(positive_ttl_ms),
+	  NULL, "duration", "How long a recipient found to exist is remembered." },
+	{ G, "negative_ttl", CFG_T_DURATION, "1h", NULL, 0, DAYS(365), NULL, GW(negative_ttl_ms),
+	  NULL, "duration", "How long a recipient found not to exist is remembered." },
+	{ G, "verify_timeout", CFG_T_DURATION, "20s", NULL, 1, MINUTES(10), NULL, GW(verify_timeout_ms),
+	  NULL, "duration",
+	  "Time allowed to verify one recipient during a session; then the source is unavailable." },
+	{ G, "callout_max_connections", CFG_T_UINT, "2", NULL, 1, 1000, NULL,
+	  GW(callout_max_connections), NULL, "count",
+	  "Simultaneous connections to one callout server." },
+	{ G, "callout_sender", CFG_T_STR, "", NULL, 0, 0, NULL, GW(callout_sender),
+	  config_check_sender, "address",
+	  "MAIL FROM address of callout probes; empty means the null sender <>." },
+	{ G, "callout_timeout", CFG_T_DURATION, "30s", NULL, 1, HOURS(1), NULL,
+	  GW(callout_timeout_ms), NULL, "duration",
+	  "How long to wait for each reply of a callout server." },
+
+	/* [domain NAME] */
+	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
+	  config_check_deliver, "host:port,...",
+	  "Backend mail servers for this domain, in order; IPv6 addresses in brackets ([::1]:25). "
+	  "Required." },
+	{ D, "deliver_policy", CFG_T_ENUM, "failover", NULL, 0, 0, e_deliver_policy,
+	  DOM(deliver_policy), NULL, NULL,
+	  "failover: always try the backends in order; round-robin: spread sessions over them." },
+	{ D, "deliver_tls", CFG_T_ENUM, "may", NULL, 0, 0, e_deliver_tls, DOM(deliver_tls), NULL,
+	  NULL, "STARTTLS towards the backends: when offered, always (else fail), or never." },
+	{ D, "deliver_tls_ca", CFG_T_STR, NULL, "the system's CA store", 0, 0, NULL,
+	  DOM(deliver_tls_ca), config_check_file, "file",
+	  "CA certificates that a backend's certificate is verified with when deliver_tls is must." },
+	{ D, "verify", CFG_T_STRLIST, "", NULL, 0, 0, NULL, DOM(verify), config_check_verify,
+	  "source ...",
+	  "Recipient sources asked in order, separated by spaces: map:FILE, callout:HOST:PORT or "
+	  "ldap:NAME (an [ldap NAME] section). Empty: every recipient is accepted." },
+	{ D, "on_unavailable", CFG_T_ENUM, "defer", NULL, 0, 0, e_on_unavailable,
+	  DOM(on_unavailable), NULL, NULL,
+	  "When no source can answer: defer the recipient (450), or accept it." },
+	{ D, "on_catchall", CFG_T_ENUM, "accept", NULL, 0, 0, e_on_catchall, DOM(on_catchall), NULL,
+	  NULL, "When a callout server accepts every address: accept, or treat it as unavailable." },
+	{ D, "case_sensitive_local", CFG_T_BOOL, "no", NULL, 0, 0, NULL, DOM(case_sensitive_local),
+	  NULL, NULL, "Compare local parts case-sensitively." },
+	{ D, "recipient_delimiter", CFG_T_BUF, "", NULL, 0, 0, NULL, DOM(recipient_delimiter),
+	  config_check_delimiter, "characters",
+	  "Characters that start an address extension (user+tag); empty: none." },
+	{ D, "positive_ttl", CFG_T_DURATION, NULL, "[gateway] positive_ttl", 0, DAYS(365), NULL,
+	  DOM(positive_ttl_ms), NULL, "duration",
+	  "How long a recipient found to exist is remembered, for this domain." },
+	{ D, "negative_ttl", CFG_T_DURATION, NULL, "[gateway] negative_ttl", 0, DAYS(365), NULL,
+	  DOM(negative_ttl_ms), NULL, "duration",
+	  "How long a recipient found not to exist is remembered, for this domain." },
+	{ D, "reject_code", CFG_T_UINT, "550", NULL, 500, 599, NULL, DOM(reject_code), NULL, "code",
+	  "Reply code for a recipient that does not exist (5xx)." },
+	{ D, "reject_text", CFG_T_STR, "Recipient address rejected: User unknown", NULL, 0, 0, NULL,
+	  DOM(reject_text), config_check_reply_text, "text",
+	  "Reply text for a recipient that does not exist." },
+
+	/* [ldap NAME] */
+	{ L, "uri", CFG_T_STRLIST, NULL, "none (required)", 0, 0, NULL, LD(uri), config_check_ldap_uri,
+	  "uri ...", "LDAP servers tried in order, separated by spaces: ldap://, ldaps:// or ldapi://." },
+	{ L, "starttls", CFG_T_BOOL, "no", NULL, 0, 0, NULL, LD(starttls), NULL, NULL,
+	  "Use STARTTLS on ldap:// connections (and fail without it)." },
+	{ L, "tls_ca", CFG_T_STR, NULL, "the system's CA store", 0, 0, NULL, LD(tls_ca),
+	  config_check_file, "file", "CA certificates that the server's certificate is verified with." },
+	{ L, "bind_dn", CFG_T_STR, NULL, "anonymous bind", 0, 0, NULL, LD(bind_dn), config_check_text,
+	  "dn", "DN to bind as." },
+	{ L, "bind_password_file", CFG_T_STR, NULL, "unset", 0, 0, NULL, LD(bind_password_file),
+	  config_check_file, "file",
+	  "File holding the bind password (first line); required with bind_dn." },
+	{ L, "base", CFG_T_STR, NULL, "none (required)", 0, 0, NULL, LD(base), config_check_text, "dn",
+	  "Search base." },
+	{ L, "preset", CFG_T_ENUM, "active-directory", NULL, 0, 0, e_preset, LD(preset), NULL, NULL,
+	  "Directory flavour: sets the default query and how disabled accounts are recognised." },
+	{ L, "query", CFG_T_STR, NULL, "the preset's filter", 0, 0, NULL, LD(query),
+	  config_check_ldap_query, "filter",
+	  "Search filter; %s stands for the recipient address. Required with preset none." },
+	{ L, "timeout", CFG_T_DURATION, "5s", NULL, 1, MINUTES(10), NULL, LD(timeout_ms), NULL,
+	  "duration", "Time allowed for one search, connection included." },
+	{ L, "connections", CFG_T_UINT, "2", NULL, 1, 100, NULL, LD(connections), NULL, "count",
+	  "Connections kept open to the directory." },
+	{ L, "include_disabled", CFG_T_BOOL, "no", NULL, 0, 0, NULL, LD(include_disabled), NULL, NULL,
+	  "Count disabled accounts as existing recipients." },
+};
+#undef G
+#undef D
+#undef L
+
+const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);
+
+const char *config_section_name(enum cfg_section s)
+{
+	switch (s) {
+	case CFG_SEC_GATEWAY: return "gateway";
+	case CFG_SEC_DOMAIN: return "domain";
+	case CFG_SEC_LDAP: return "ldap";
+	}
+	return "?";
+}
+
+void config_strlist_free(struct bs_strlist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
 		free(l->items[i]);
 	free(l->items);
 	l->items = NULL;
 	l->n = 0;
+}
+
+void config_key_format(const struct cfg_key *k, uint64_t v, char *buf, size_t bufsz)
+{
+	if (k->type == CFG_T_SIZE)
+		cfgval_format_size(v, buf, bufsz);
+	else if (k->type == CFG_T_DURATION)
+		cfgval_format_duration(v, buf, bufsz);
+	else if (k->type == CFG_T_UINT && k->enums && v == 0)
+		snprintf(buf, bufsz, "%s", k->enums[0]);
+	else
+		snprintf(buf, bufsz, "%llu", (unsigned long long)v);
+}
+
+void config_key_values(const struct cfg_key *k, char *buf, size_t bufsz)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; k->enums && k->enums[i] && o < bufsz; i++) {
+		int n = snprintf(buf + o, bufsz - o, "%s%s", i ? ", " : "", k->enums[i]);
+		o += n > 0 ? (size_t)n : 0;
+	}
 }
 
 static void config_domain_free(struct bs_domain *d)
@@ -103,20 +331,4 @@ void config_errors_free(struct config_errors *errs)
 	free(errs->msgs);
 	errs->msgs = NULL;
 	errs->n = 0;
-}
-
-/* Temporary until the loader lands. */
-struct bs_config *config_load(const char *path, struct config_errors *errs)
-{
-	(void)path;
-	errs->msgs = calloc(1, sizeof(char *));
-	errs->msgs[0] = strdup("config: loader not implemented yet");
-	errs->n = errs->msgs[0] ? 1 : 0;
-	return NULL;
-}
-
-void config_describe(FILE *out, enum config_doc_format fmt)
-{
-	(void)out;
-	(void)fmt;
 }

@@ -140,6 +140,10 @@ void config_errors_free(struct config_errors *errs);
 /* Load and validate path. Returns a config with one reference, or NULL with *errs filled (every
  * error of the file, not only the first). Runs on the main thread (may block on the file). */
 struct bs_config *config_load(const char *path, struct config_errors *errs);
+/* The same for a file already in memory (len bytes, any content); name is used in messages.
+ * For tests, fuzzing and configs that do not come from a file. */
+struct bs_config *config_load_buffer(const char *name, const char *buf, size_t len,
+				     struct config_errors *errs);
 
 struct bs_config *config_ref(struct bs_config *cfg);
 void config_unref(struct bs_config *cfg);

@@ -39,10 +39,37 @@ struct cfg_key {
 	const char *help;
 };
 
+/* Longest value: inih (Debian's build) hands over lines of at most 198 characters. */
+#define CFG_VALUE_MAX 256
+
 extern const struct cfg_key config_keys[];
 extern const size_t config_nkeys;
 
+/* Value checks named in the table (config_check.c). Each returns 0 or -1 with *why static. */
+int config_check_listen(const char *value, const char **why);
+int config_check_deliver(const char *value, const char **why);
+int config_check_hostname(const char *value, const char **why);
+int config_check_domain(const char *value, const char **why);
+int config_check_file(const char *value, const char **why);
+int config_check_word(const char *value, const char **why);
+int config_check_text(const char *value, const char **why);
+int config_check_reply_text(const char *value, const char **why);
+int config_check_cache(const char *value, const char **why);
+int config_check_sender(const char *value, const char **why);
+int config_check_delimiter(const char *value, const char **why);
+int config_check_verify(const char *value, const char **why);
+int config_check_ldap_uri(const char *value, const char **why);
+int config_check_ldap_query(const char *value, const char **why);
+int config_check_ldap_name(const char *value, const char **why);
+
 const char *config_section_name(enum cfg_section s);
+
+/* Write v (a number of k's type) as it would be written in the file: 50M, 1h30m, 100. */
+void config_key_format(const struct cfg_key *k, uint64_t v, char *buf, size_t bufsz);
+/* Write k's enum values as "a, b, c". */
+void config_key_values(const struct cfg_key *k, char *buf, size_t bufsz);
+
+void config_strlist_free(struct bs_strlist *l);
 
 /* Free a config in any state (also a half-built one). */
 void config_free(struct bs_config *cfg);

@@ -2,6 +2,7 @@
  * booleans, enums and host:port lists (see config_value.h). Pure functions, no I/O. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -269,4 +270,41 @@ void cfgval_hostport_list_free(struct bs_hostport_list *list)
 	free(list->items);
 	list->items = NULL;
 	list->n = 0;
+}
+
+void cfgval_format_size(uint64_t v, char *buf, size_t bufsz)
+{
+	static const char units[] = "KMG";
+	int u = 0;
+
+	while (u < 3 && v != 0 && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, bufsz, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, bufsz, "%llu%c", (unsigned long long)v, units[u - 1]);
+}
+
+void cfgval_format_duration(uint64_t ms, char *buf, size_t bufsz)
+{
+	static const struct { const char *name; uint64_t ms; } units[] = {
+		{ "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { "ms", 1 },
+	};
+	size_t o = 0;
+
+	buf[0] = '\0';
+	if (ms == 0) {
+		snprintf(buf, bufsz, "0s");
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(units) && o < bufsz; i++) {
+		if (ms >= units[i].ms) {
+			int n = snprintf(buf + o, bufsz - o, "%llu%s",
+					 (unsigned long long)(ms / units[i].ms), units[i].name);
+			o += n > 0 ? (size_t)n : 0;
+			ms %= units[i].ms;
+		}
+	}
 }

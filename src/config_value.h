@@ -5,6 +5,7 @@
 #define BACKSTOP_CONFIG_VALUE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -18,5 +19,10 @@ int cfgval_enum(const char *s, const char *const *values, int *out, const char *
 /* "a:1, [::1]:2" separated by commas and/or spaces; appends to list (heap) */
 int cfgval_hostport_list(const char *s, struct bs_hostport_list *list, const char **why);
 void cfgval_hostport_list_free(struct bs_hostport_list *list);
+
+/* The reverse, for messages and documentation: the largest exact unit (50M, 512, 1G) and the
+ * units that add up to the duration (1h30m, 250ms, 0s). Always NUL-terminate buf. */
+void cfgval_format_size(uint64_t v, char *buf, size_t bufsz);
+void cfgval_format_duration(uint64_t ms, char *buf, size_t bufsz);
 
 #endif
