@@ -26,12 +26,15 @@ def test_command_line_512(backstop):
         assert (r.code, r.enhanced) == (250, "2.0.0"), r
 
 
-def test_huge_line_without_newline(backstop):
+def test_huge_line(backstop):
+    """200 KB before the CRLF: refused once, the excess discarded (not buffered, not executed)."""
     with backstop.connect() as c:
         c.ehlo()
-        c.send("MAIL FROM:<" + "a" * 200_000)
+        c.send("MAIL FROM:<" + "a" * 200_000 + "\r\nNOOP\r\n")
         r = c.reply()
         assert (r.code, r.enhanced) == (500, "5.5.2"), r
+        r = c.reply()
+        assert (r.code, r.enhanced) == (250, "2.0.0"), r
     with backstop.connect() as c:                     # still serving
         assert c.banner.code == 220
 

@@ -8,7 +8,6 @@ ACCEPTED = [
     "user@example.test",
     "user@EXAMPLE.TEST",
     "User@Example.Test",
-    "user@example.test.",               # trailing dot: the same domain
     "first.last+tag@example.test",
     '"quoted user"@example.test',       # quoted, no routing characters
 ]
@@ -17,7 +16,6 @@ ACCEPTED = [
 DENIED = [
     ("user@evil.test", 554, "5.7.1"),
     ("user@EVIL.test", 554, "5.7.1"),
-    ("user@evil.test.", 554, "5.7.1"),
     ("user@sub.example.test", 554, "5.7.1"),        # subdomain is not the domain
     ("user@example.test.evil", 554, "5.7.1"),        # look-alike suffix
     ("user@evilexample.test", 554, "5.7.1"),         # look-alike prefix
@@ -38,8 +36,18 @@ DENIED = [
     ('"user\\@evil.test"@example.test', 550, "5.7.1"),  # escaped @ inside quotes
     ("user/evil.test@example.test", 550, "5.7.1"),
     ("|/bin/sh@example.test", 550, "5.7.1"),
-    (".user@example.test", 550, "5.7.1"),
 ]
+
+# Either refused as syntax (501 5.1.3) or by policy; never accepted for a foreign domain.
+SYNTAX_OR_POLICY = [
+    ("user@evil.test.", {(501, "5.1.3"), (554, "5.7.1")}),
+    ("user@EVIL.TEST.", {(501, "5.1.3"), (554, "5.7.1")}),
+    (".user@example.test", {(501, "5.1.3"), (550, "5.7.1")}),
+    ("user.@example.test", {(501, "5.1.3"), (550, "5.7.1")}),
+    ("us..er@example.test", {(501, "5.1.3"), (550, "5.7.1")}),
+]
+# Our own domain with a trailing dot: the same domain (accepted) or a syntax error; never relay.
+TRAILING_DOT_OURS = ["user@example.test.", "user@EXAMPLE.test."]
 
 # several unquoted @: malformed (501 5.1.3) or a routing local part (550 5.7.1); never accepted.
 SEVERAL_AT = ["user@evil.test@example.test", "user@example.test@evil.test", "a@b@c@example.test"]
@@ -67,6 +75,21 @@ def test_denied_forms(backstop):
         if (r.code, r.enhanced) != (code, enh):
             failures.append(f"<{addr}>: got {r.code} {r.enhanced!r} {r.text!r}, want {code} {enh}")
     assert not failures, "\n".join(failures)
+
+
+def test_syntax_or_policy_refusals(backstop):
+    failures = []
+    for addr, allowed in SYNTAX_OR_POLICY:
+        r = rcpt(backstop, addr)
+        if (r.code, r.enhanced) not in allowed:
+            failures.append(f"<{addr}>: got {r.code} {r.enhanced!r} {r.text!r}, want one of {allowed}")
+    assert not failures, "\n".join(failures)
+
+
+def test_trailing_dot_on_our_domain(backstop):
+    for addr in TRAILING_DOT_OURS:
+        r = rcpt(backstop, addr)
+        assert (r.code, r.enhanced) in {(250, "2.1.5"), (501, "5.1.3")}, (addr, r)
 
 
 def test_relay_denied_text(backstop):

@@ -106,7 +106,7 @@ def test_data_after_refused_recipients_only(backstop):
 
 @pytest.mark.parametrize("cmd,code,enh", [
     ("MAIL FROM:<a@client.test> FOO=BAR", 555, "5.5.4"),
-    ("MAIL FROM:<a@client.test> BODY=9BIT", 555, "5.5.4"),
+    ("MAIL FROM:<a@client.test> BODY=9BIT", 501, "5.5.4"),   # known parameter, bad value
     ("MAIL FROM:<no-at-sign", 501, "5.1.7"),
     ("MAIL FROM:<a@@client.test>", 501, "5.1.7"),
     ("MAIL FROM:<a@client.test", 501, "5.1.7"),
