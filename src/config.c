@@ -233,13 +233,13 @@ void config_key_format(const struct cfg_key *k, uint64_t v, char *buf, size_t bu
 		snprintf(buf, bufsz, "%llu", (unsigned long long)v);
 }
 
-void config_key_values(const struct cfg_key *k, char *buf, size_t bufsz)
+void config_key_values(const struct cfg_key *k, const char *sep, char *buf, size_t bufsz)
 {
 	size_t o = 0;
 
 	buf[0] = '\0';
 	for (size_t i = 0; k->enums && k->enums[i] && o < bufsz; i++) {
-		int n = snprintf(buf + o, bufsz - o, "%s%s", i ? ", " : "", k->enums[i]);
+		int n = snprintf(buf + o, bufsz - o, "%s%s", i ? sep : "", k->enums[i]);
 		o += n > 0 ? (size_t)n : 0;
 	}
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "smtp_address.h"
+#include "version.h" /* BACKSTOP_SYSCONFDIR */
 
 #define CONFIG_DEFAULT_PATH BACKSTOP_SYSCONFDIR "/backstop/backstop.conf"
 

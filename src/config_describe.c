@@ -42,9 +42,7 @@ static void describe_range(const struct cfg_key *k, char *buf, size_t bufsz)
 static const char *describe_arg(const struct cfg_key *k, char *buf, size_t bufsz)
 {
 	if (k->type == CFG_T_ENUM) {
-		config_key_values(k, buf, bufsz);
-		for (char *p = buf; (p = strstr(p, ", ")); p += 3)
-			memcpy(p, " | ", 3), memmove(p + 3, p + 2, strlen(p + 2) + 1);
+		config_key_values(k, " | ", buf, bufsz);
 		return buf;
 	}
 	if (k->type == CFG_T_BOOL)

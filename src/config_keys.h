@@ -66,8 +66,8 @@ const char *config_section_name(enum cfg_section s);
 
 /* Write v (a number of k's type) as it would be written in the file: 50M, 1h30m, 100. */
 void config_key_format(const struct cfg_key *k, uint64_t v, char *buf, size_t bufsz);
-/* Write k's enum values as "a, b, c". */
-void config_key_values(const struct cfg_key *k, char *buf, size_t bufsz);
+/* Write k's enum values separated by sep: "a, b, c". */
+void config_key_values(const struct cfg_key *k, const char *sep, char *buf, size_t bufsz);
 
 void config_strlist_free(struct bs_strlist *l);
 

@@ -199,7 +199,7 @@ static int cfg_store(const struct cfg_key *k, void *base, const char *value, cha
 		return cfg_parse_strlist(k, value, (struct bs_strlist *)(void *)field, why, whysz);
 	}
 	if (k->type == CFG_T_ENUM)
-		config_key_values(k, str, sizeof(str));
+		config_key_values(k, ", ", str, sizeof(str));
 	snprintf(why, whysz, "%s%s%s", w ? w : "invalid value", k->type == CFG_T_ENUM ? ": " : "",
 		 k->type == CFG_T_ENUM ? str : "");
 	return -1;
