@@ -141,6 +141,7 @@ void rcpt_source_close(struct rcpt_source *src);
 /* The sources in the tree. Add a source: write rcpt_NAME.c defining rcpt_NAME_type and add one
  * line here and one row to types[] in rcpt.c. */
 extern const struct rcpt_source_type rcpt_map_type;
+extern const struct rcpt_source_type rcpt_ldap_type;   /* rcpt_ldap.c */
 /* The surrogate is not in the registry: rcpt_source_open() uses it when open fails. Its state
  * is made by rcpt_surrogate_create(spec, reason) (never fails); it answers UNAVAILABLE with
  * "SPEC: unavailable: REASON" to every lookup. */
