@@ -77,7 +77,7 @@ static void describe_mdoc(FILE *out, const struct cfg_key *k)
 	describe_mdoc_text(out, k->help);
 	fputs("\nDefault:\n", out);
 	if (k->def && k->def[0])
-		fprintf(out, ".Ql %s .\n", k->def);
+		fprintf(out, ".Ql \"%s\" .\n", k->def);
 	else
 		fprintf(out, "%s.\n", describe_default(k));
 	if (range[0])
