@@ -840,6 +840,11 @@ bool smtp_client_usable(const struct smtp_client *c)
 	return !client_gone(c) && c->state == CS_READY && !c->in_data;
 }
 
+bool smtp_client_failed(const struct smtp_client *c)
+{
+	return client_gone(c);
+}
+
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len),
 			   void *arg)
 {
@@ -863,7 +868,9 @@ static void client_quit_now(struct smtp_client *c)
 		bufferevent_write(c->bev, "QUIT\r\n", 6);
 	}
 	struct evbuffer *out = bufferevent_get_output(c->raw);
+	evbuffer_unfreeze(out, 1); /* the socket bufferevent keeps the front frozen outside its writes */
 	(void)evbuffer_write(out, bufferevent_getfd(c->raw));
+	evbuffer_freeze(out, 1);
 }
 
 void smtp_client_free(struct smtp_client *c, bool send_quit)
