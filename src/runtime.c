@@ -24,6 +24,18 @@ struct bs_runtime *runtime_new(struct bs_config *cfg, char *why, size_t whysz)
 		snprintf(why, whysz, "TLS client context: %s", err);
 		goto fail;
 	}
+	rt->domain_tls = xcalloc(cfg->ndomains, sizeof *rt->domain_tls);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct bs_domain *d = &cfg->domains[i];
+		if (d->deliver_tls_ca == NULL)
+			continue;
+		rt->domain_tls[i] = tls_client_ctx_new(d->deliver_tls_ca, &err);
+		if (rt->domain_tls[i] == NULL) {
+			snprintf(why, whysz, "%s: [domain %s] deliver_tls_ca %s: %s", cfg->path, d->name,
+				 d->deliver_tls_ca, err);
+			goto fail;
+		}
+	}
 	return rt;
 fail:
 	runtime_unref(rt);
@@ -42,6 +54,9 @@ void runtime_unref(struct bs_runtime *rt)
 		return;
 	SSL_CTX_free(rt->tls_server);
 	SSL_CTX_free(rt->tls_client);
+	for (size_t i = 0; rt->domain_tls && i < rt->cfg->ndomains; i++)
+		SSL_CTX_free(rt->domain_tls[i]);
+	free(rt->domain_tls);
 	config_unref(rt->cfg);
 	free(rt);
 }

@@ -16,6 +16,7 @@ struct bs_runtime {
 	struct bs_config *cfg;  /* owned (one reference) */
 	SSL_CTX *tls_server;    /* STARTTLS towards clients; NULL when not configured */
 	SSL_CTX *tls_client;    /* towards backends without a CA (opportunistic) */
+	SSL_CTX **domain_tls;   /* per cfg->domains[i]: verifying context (deliver_tls_ca), or NULL */
 };
 
 /* Build a generation from a loaded config (takes over the caller's config reference). On

@@ -32,6 +32,7 @@ struct server {
 	pthread_mutex_t rt_lock;
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
+	struct backend_health *health;
 	uint64_t start_time;
 	struct worker *workers;
 	unsigned nworkers;
@@ -49,6 +50,7 @@ struct bs_runtime *server_runtime(struct server *srv)
 
 struct connlimit *server_connlimit(struct server *srv) { return srv->connlimit; }
 uint64_t server_start_time(struct server *srv) { return srv->start_time; }
+struct backend_health *server_health(struct server *srv) { return srv->health; }
 
 static unsigned server_worker_count(const struct bs_config *cfg)
 {
@@ -284,6 +286,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		return 1;
 	}
 	srv.connlimit = connlimit_new();
+	srv.health = backend_health_new();
 	srv.nworkers = server_worker_count(cfg);
 	srv.base = event_base_new();
 	int **fds = xcalloc(srv.nworkers, sizeof *fds);
@@ -309,6 +312,7 @@ out:
 	free(srv.workers);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
+	backend_health_free(srv.health);
 	runtime_unref(srv.rt);
 	return status;
 }

@@ -83,6 +83,10 @@ void smtp_client_set_drain_cb(struct smtp_client *c, size_t lowmark, void (*drai
 /* Is the connection still usable (ready, no failure, not mid-DATA)? */
 bool smtp_client_usable(const struct smtp_client *c);
 
+/* Has the connection failed (closed, timed out, garbage, 421)? Unlike usable, false mid-DATA
+ * while the stream is healthy. */
+bool smtp_client_failed(const struct smtp_client *c);
+
 /* Optional dialogue trace, for `backstop probe`: dir is '>' (sent) or '<' (received); one call
  * per line, without line ending. */
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len), void *arg);

@@ -105,19 +105,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 	s->tx->started_ms = now_ms();
 	s->state = SMTP_STATE_MAIL;
 	session_reply(s, 250, "2.1.0", "Sender OK");
-	session_log_decision(s, "mail", NULL, 250, "2.1.0", "sender accepted");
-}
-
-static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
-{
-	if (tx->nrcpts == tx->rcpts_cap) {
-		tx->rcpts_cap = tx->rcpts_cap ? tx->rcpts_cap * 2 : 4;
-		tx->rcpts = xrealloc(tx->rcpts, tx->rcpts_cap * sizeof *tx->rcpts);
-	}
-	struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
-	r->addr = rc->to;
-	r->params = rc->params;
-	r->domain = dom;
+	session_log_decision(s, "mail", &s->tx->from, 250, "2.1.0", "sender accepted");
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
@@ -155,10 +143,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason);
 		return;
 	}
-	rcpt_add(s->tx, &rc, rd.domain);
-	s->n_rcpt_ok++;
-	session_reply(s, 250, "2.1.5", "Recipient OK");
-	session_log_decision(s, "rcpt", &rc.to, 250, "2.1.5", "recipient accepted");
+	session_rcpt_accept_check(s, &rc, rd.domain);
 }
 
 static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
@@ -177,7 +162,7 @@ static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
 		session_reply(s, 501, "5.5.4", "Syntax: DATA");
 		return;
 	}
-	session_data_begin(s);
+	session_data_command(s);
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)

@@ -1,27 +1,80 @@
-/* smtp_data_phase.c - the message content of a transaction: after 354, decode the client's
- * bytes with the DATA framing decoder (only <CRLF>.<CRLF> ends it), enforce size and line
- * limits, hand the content on, and answer the end of data. */
+/* smtp_data_phase.c - the message content of a transaction. DATA is first put to the backend;
+ * on its 354 the client gets ours, then the client's bytes are decoded with the DATA framing
+ * decoder (only <CRLF>.<CRLF> ends them), checked against size and line limits and streamed to
+ * the backend behind one Received: header, with backpressure. The client's answer to the final
+ * dot is the backend's answer to it; if backstop refuses the content itself, the backend
+ * connection is dropped without a final dot so the backend discards the partial message. */
 #include "smtp_session_priv.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "relay.h"
 #include "util.h"
 #include "worker.h"
 
-void session_data_begin(struct smtp_session *s)
+/* Per-session bound on content queued towards the backend before reading from the client
+ * stops (the client's TCP window then holds the rest). */
+#define DATA_BACKLOG_HIGH (256 * 1024)
+#define DATA_BACKLOG_LOW (64 * 1024)
+
+static void data_received_header(struct smtp_session *s)
 {
+	char buf[1024], date[64], rcpt[SMTP_PATH_MAX + 16] = "", raw[SMTP_PATH_MAX + 8], tls[160] = "";
+	struct smtp_tx *tx = s->tx;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (tx->nrcpts == 1) {
+		size_t n = smtp_address_format(&tx->rcpts[0].addr, raw, sizeof raw);
+		char clean[SMTP_PATH_MAX * 4 + 8];
+		log_sanitize(clean, sizeof clean, raw, n);
+		snprintf(rcpt, sizeof rcpt, "\r\n\tfor <%.*s>", (int)(sizeof rcpt - 16), clean);
+	}
+	if (s->tls)
+		snprintf(tls, sizeof tls, "\r\n\t(using %s with cipher %s)", s->tls_version, s->tls_cipher);
+	const char *proto = tx->params.smtputf8 ? (s->tls ? "UTF8SMTPS" : "UTF8SMTP")
+			  : s->esmtp ? (s->tls ? "ESMTPS" : "ESMTP") : (s->tls ? "SMTPS" : "SMTP");
+	int n = snprintf(buf, sizeof buf, "Received: from %s ([%s])\r\n\tby %s (backstop) with %s id %s.%u%s%s;\r\n\t%s\r\n",
+			 s->helo, s->client_ip, s->cfg->hostname, proto, s->id, tx->seq, tls, rcpt, date);
+	relay_data_write(s->relay, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+static void data_backend_354(void *arg, const struct relay_answer *ans)
+{
+	struct smtp_session *s = arg;
 	struct smtp_tx *tx = s->tx;
 
+	if (ans->code != 354) {
+		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
+			      "%s", ans->text);
+		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA");
+		session_resume(s);
+		return;
+	}
 	smtp_data_init(&tx->dec, s->cfg->bare_newline_normalise ? DATA_BARE_NORMALISE : DATA_BARE_REJECT,
 		       s->cfg->max_line_length);
 	tx->too_big = false;
-	s->n_data++;
+	tx->refused = false;
+	tx->seq = ++s->n_tx;
 	s->state = SMTP_STATE_DATA;
 	session_set_read_timeout(s, s->cfg->data_timeout_ms);
 	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	data_received_header(s);
+	session_resume(s);
+}
+
+void session_data_command(struct smtp_session *s)
+{
+	s->n_data++;
+	session_pause(s);
+	relay_data_begin(session_relay(s), data_backend_354, s);
 }
 
 /* The refusal, if any, that the content itself earned. */
@@ -40,24 +93,76 @@ static bool data_refusal(const struct smtp_tx *tx, int *code, const char **enh, 
 	return true;
 }
 
-static void data_end(struct smtp_session *s)
+static void data_finish(struct smtp_session *s, int code, const char *enh, const char *text, const char *backend)
 {
-	struct smtp_tx *tx = s->tx;
-	int code;
-	const char *enh, *why;
+	char detail[SMTP_REPLY_TEXT_MAX + 128];
 
-	if (!data_refusal(tx, &code, &enh, &why)) {
-		/* in-line delivery hands the message to the backend here; until then backstop must not
-		 * take responsibility for a message nobody has accepted */
-		code = 451, enh = "4.3.0", why = "Message not accepted: no delivery path configured";
-	}
-	session_reply(s, code, enh, "%s", why);
-	char detail[128];
-	snprintf(detail, sizeof detail, "%s (size=%llu)", why, (unsigned long long)tx->dec.octets);
+	session_reply(s, code, enh, "%s", text);
+	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
+		 (unsigned long long)s->tx->dec.octets, backend ? backend : "-");
 	session_log_decision(s, "data", NULL, code, enh, detail);
+	if (code >= 200 && code < 300) {
+		s->n_data_ok++;
+		s->junk = 0;
+	}
 	session_tx_reset(s);
 	s->state = SMTP_STATE_READY;
 	session_set_read_timeout(s, s->cfg->command_timeout_ms);
+}
+
+static void data_backend_final(void *arg, const struct relay_answer *ans)
+{
+	struct smtp_session *s = arg;
+	data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+	session_resume(s);
+}
+
+static void data_end(struct smtp_session *s)
+{
+	int code;
+	const char *enh, *why;
+
+	if (data_refusal(s->tx, &code, &enh, &why)) {
+		relay_data_abort(s->relay);
+		data_finish(s, code, enh, why, NULL);
+		return;
+	}
+	session_pause(s);
+	relay_data_end(s->relay, data_backend_final, s);
+}
+
+static void data_stop_watchdog(struct smtp_session *s)
+{
+	if (s->watchdog)
+		evtimer_del(s->watchdog);
+}
+
+static void data_drained(void *arg)
+{
+	struct smtp_session *s = arg;
+	data_stop_watchdog(s);
+	session_resume(s);
+}
+
+/* While waiting for the backend to drain, notice a backend that died instead. */
+static void data_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (!relay_usable(s->relay) || relay_pending(s->relay) <= DATA_BACKLOG_LOW)
+		data_drained(s);
+}
+
+static void data_wait_for_backend(struct smtp_session *s)
+{
+	static const struct timeval second = { 1, 0 };
+	if (s->watchdog == NULL)
+		s->watchdog = event_new(s->worker->base, -1, EV_PERSIST, data_watchdog_cb, s);
+	evtimer_add(s->watchdog, &second);
+	relay_set_drain_cb(s->relay, DATA_BACKLOG_LOW, data_drained, s);
+	session_pause(s);
 }
 
 bool session_data_input(struct smtp_session *s, struct evbuffer *in)
@@ -75,7 +180,18 @@ bool session_data_input(struct smtp_session *s, struct evbuffer *in)
 		evbuffer_drain(in, used);
 		if (tx->dec.octets > s->cfg->max_message_size)
 			tx->too_big = true;
-		/* content goes to the delivery sink here once in-line delivery is wired */
+		int code;
+		const char *enh, *why;
+		if (!tx->refused && data_refusal(tx, &code, &enh, &why)) {
+			tx->refused = true; /* nothing more goes out; the backend never sees a final dot */
+			relay_data_abort(s->relay);
+		}
+		if (!tx->refused)
+			relay_data_write(s->relay, out, outlen);
+		if (!tx->dec.done && relay_usable(s->relay) && relay_pending(s->relay) > DATA_BACKLOG_HIGH) {
+			data_wait_for_backend(s);
+			return false;
+		}
 	}
 	if (!tx->dec.done)
 		return false;

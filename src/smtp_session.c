@@ -21,6 +21,7 @@
 
 #include "connlimit.h"
 #include "log.h"
+#include "relay.h"
 #include "server.h"
 #include "util.h"
 #include "worker.h"
@@ -208,22 +209,26 @@ void session_reply(struct smtp_session *s, int code, const char *enhanced, const
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
 			  int code, const char *enhanced, const char *reason)
 {
-	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 8] = "", helo[sizeof s->helo * 4];
+	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof s->helo * 4];
 	char raw[SMTP_PATH_MAX + 8], why[512];
+	bool is_mail = strcmp(what, "mail") == 0;
+	const struct smtp_address *sender = is_mail ? addr : (s->tx ? &s->tx->from : NULL);
 
-	if (s->tx != NULL) {
-		size_t n = smtp_address_format(&s->tx->from, raw, sizeof raw);
+	if (sender != NULL) {
+		size_t n = smtp_address_format(sender, raw, sizeof raw);
 		log_sanitize(from, sizeof from, raw, n);
 	}
-	if (addr != NULL) {
+	if (addr != NULL && !is_mail) {
 		size_t n = smtp_address_format(addr, raw, sizeof raw);
-		log_sanitize(rcpt, sizeof rcpt, raw, n);
+		strcpy(rcpt, " rcpt=<");
+		log_sanitize(rcpt + 7, sizeof rcpt - 9, raw, n);
+		strcat(rcpt, ">");
 	}
 	log_sanitize(helo, sizeof helo, s->helo, strlen(s->helo));
 	log_sanitize(why, sizeof why, reason, strlen(reason));
 	log_msg(code >= 400 ? LOG_LVL_NOTICE : LOG_LVL_INFO,
-		"session=%s %s client=%s helo=%s from=<%s> rcpt=<%s> code=%d status=%s reason=\"%s\"",
-		s->id, what, s->client_ip, helo[0] ? helo : "-", from, addr ? rcpt : "", code,
+		"session=%s %s client=%s helo=%s from=<%s>%s code=%d status=%s reason=\"%s\"",
+		s->id, what, s->client_ip, helo[0] ? helo : "-", from, rcpt, code,
 		enhanced ? enhanced : "-", why);
 }
 
@@ -237,6 +242,8 @@ void session_tx_reset(struct smtp_session *s)
 {
 	if (s->tx == NULL)
 		return;
+	if (s->relay)
+		relay_tx_reset(s->relay);
 	free(s->tx->rcpts);
 	free(s->tx);
 	s->tx = NULL;
@@ -305,6 +312,40 @@ static void session_process(struct smtp_session *s)
 		if (!progressed)
 			break;
 	}
+}
+
+void session_pause(struct smtp_session *s)
+{
+	s->paused = true;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+void session_resume(struct smtp_session *s)
+{
+	if (!s->paused)
+		return;
+	s->paused = false;
+	if (s->state == SMTP_STATE_CLOSING) {
+		session_settle(s);
+		return;
+	}
+	bufferevent_enable(s->bev, EV_READ);
+	session_process(s);
+	session_settle(s);
+}
+
+struct relay *session_relay(struct smtp_session *s)
+{
+	if (s->relay == NULL) {
+		struct worker *w = s->worker;
+		struct relay_env env = {
+			.base = w->base, .cfg = s->cfg, .tls_client = s->rt->tls_client,
+			.domain_tls = s->rt->domain_tls, .health = server_health(w->server),
+			.rr_counter = &w->rr_counter,
+		};
+		s->relay = relay_new(&env);
+	}
+	return s->relay;
 }
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
@@ -418,7 +459,11 @@ static void session_free(struct smtp_session *s)
 		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));
 	if (s->greet_timer)
 		event_free(s->greet_timer);
+	if (s->watchdog)
+		event_free(s->watchdog);
 	session_tx_reset(s);
+	relay_free(s->relay);
+	free(s->rcpt_pending);
 	if (s->bev) {
 		bool bev_owns_fd = bufferevent_openssl_get_ssl(s->bev) != NULL;
 		bufferevent_free(s->bev);

@@ -40,6 +40,8 @@ struct smtp_tx {
 	size_t nrcpts, rcpts_cap;
 	struct smtp_data_decoder dec;
 	bool too_big;
+	bool refused;          /* backstop refused the content: nothing more goes to the backend */
+	unsigned seq;          /* transaction number in the session, for the Received id */
 	uint64_t started_ms;
 };
 
@@ -59,6 +61,10 @@ struct smtp_session {
 	bool pregreet;
 	unsigned errors, junk;
 	struct smtp_tx *tx;
+	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
+	struct rcpt_pending *rcpt_pending; /* the RCPT being decided, owned */
+	struct event *watchdog;           /* while paused for backend backpressure */
+	unsigned n_tx;
 	char id[24];
 	char client_ip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage peer;
@@ -80,12 +86,20 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 			  int code, const char *enhanced, const char *reason);
 void session_tx_reset(struct smtp_session *s);
 void session_start_tls(struct smtp_session *s);
+/* Stop processing input until session_resume() (an asynchronous step is under way). */
+void session_pause(struct smtp_session *s);
+void session_resume(struct smtp_session *s);
+struct relay *session_relay(struct smtp_session *s); /* created on first use */
+
+/* smtp_rcpt.c: a recipient that passed parsing and relay control */
+void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
+			       const struct bs_domain *dom);
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);
 
 /* smtp_data_phase.c */
-void session_data_begin(struct smtp_session *s);
+void session_data_command(struct smtp_session *s); /* DATA accepted by backstop: ask the backend */
 /* Consume message content from in; returns false when more input is needed. */
 bool session_data_input(struct smtp_session *s, struct evbuffer *in);
 

@@ -32,6 +32,7 @@ struct worker {
 	struct smtp_session *sessions; /* intrusive list of live sessions */
 	size_t nsessions;
 	uint64_t seq;                /* sessions accepted, for session ids */
+	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
 	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
 };
 

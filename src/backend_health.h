@@ -1,0 +1,27 @@
+/* backend_health.h - circuit breaker for backends (delivery targets and validation servers),
+ * shared by all workers. A target that refused connections or timed out is skipped for
+ * retry_after; then one session at a time may probe it (half-open) until one succeeds.
+ * Keyed by "host:port". Thread-safe. */
+#ifndef BACKSTOP_BACKEND_HEALTH_H
+#define BACKSTOP_BACKEND_HEALTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct backend_health;
+
+enum backend_state { BACKEND_HEALTHY = 0, BACKEND_FAILING, BACKEND_HALF_OPEN };
+
+struct backend_health *backend_health_new(void);
+void backend_health_free(struct backend_health *h);
+
+/* May a connection to key be tried now? A failing target past retry_after_ms becomes half-open
+ * and this returns true for exactly one caller, who must then report the outcome. */
+bool backend_health_try(struct backend_health *h, const char *key, uint64_t retry_after_ms);
+
+/* Outcome of an attempt: ok = the target greeted and answered EHLO. */
+void backend_health_report(struct backend_health *h, const char *key, bool ok);
+
+enum backend_state backend_health_state(struct backend_health *h, const char *key);
+
+#endif

@@ -1,0 +1,463 @@
+/* relay.c - in-line delivery towards the backends (see relay.h): choosing a target (failover or
+ * round-robin, skipping targets the circuit breaker marks as failing), opening the backend
+ * session, building MAIL and RCPT with the parameters the backend supports, and mapping every
+ * backend outcome to the reply the client gets. */
+#include "relay.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#define RELAY_LINE_MAX 1200 /* MAIL/RCPT with every parameter stays far below */
+
+enum relay_state {
+	RELAY_IDLE,       /* no backend session */
+	RELAY_CONNECTING, /* trying targets */
+	RELAY_READY,      /* backend session open, no transaction */
+	RELAY_IN_TX,      /* backend accepted MAIL */
+	RELAY_IN_DATA,    /* backend answered 354 */
+	RELAY_BROKEN,     /* the transaction's backend session failed */
+};
+
+struct relay {
+	struct relay_env env;
+	enum relay_state state;
+	struct smtp_client *client;
+	const struct bs_domain *domain; /* whose deliver list holds the target */
+	size_t target;                  /* index into domain->deliver */
+	char key[SMTP_DOMAIN_MAX + 16]; /* "host:port" of the target */
+	size_t tries;                   /* targets considered in this connection attempt */
+	size_t first;                   /* first target of this attempt (round-robin start) */
+	/* the pending operation */
+	relay_cb cb;
+	void *cb_arg;
+	char mail_line[RELAY_LINE_MAX];
+	char rcpt_line[RELAY_LINE_MAX];
+	/* the envelope of the pending RCPT, kept until the backend's EHLO says what it supports */
+	struct smtp_address from, to;
+	struct smtp_mail_params mp;
+	struct smtp_rcpt_params rp;
+	struct smtp_reply mail_reply;
+	bool mail_sent_now;             /* MAIL was pipelined with the pending RCPT */
+	bool any_unreachable;           /* an attempt got no session at all */
+	struct relay_answer deferred;
+	struct event *defer_ev;
+};
+
+static void relay_deliver_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	relay_cb cb = r->cb;
+
+	(void)fd;
+	(void)what;
+	r->cb = NULL;
+	if (cb)
+		cb(r->cb_arg, &r->deferred);
+}
+
+/* Answer the pending operation from the loop with a reply backstop made up itself. */
+static void relay_answer_later(struct relay *r, int code, const char *enhanced, const char *text)
+{
+	r->deferred.code = code;
+	snprintf(r->deferred.enhanced, sizeof r->deferred.enhanced, "%s", enhanced);
+	snprintf(r->deferred.text, sizeof r->deferred.text, "%s", text);
+	r->deferred.backend = r->key[0] ? r->key : NULL;
+	event_active(r->defer_ev, EV_TIMEOUT, 0);
+}
+
+/* Answer the pending operation with a backend reply (code 0 = the connection failed). */
+static void relay_answer_reply(struct relay *r, const struct smtp_reply *rep, const char *what)
+{
+	struct relay_answer a = { .backend = r->key };
+	relay_cb cb = r->cb;
+
+	if (rep->code == 0) {
+		log_notice("backend %s: %s during %s", r->key, rep->text, what);
+		a.code = 451;
+		snprintf(a.enhanced, sizeof a.enhanced, "4.4.2");
+		snprintf(a.text, sizeof a.text, "Backend connection failed; try again later");
+		r->state = RELAY_BROKEN;
+	} else {
+		a.code = rep->code;
+		if (rep->enhanced[0])
+			snprintf(a.enhanced, sizeof a.enhanced, "%s", rep->enhanced);
+		else
+			snprintf(a.enhanced, sizeof a.enhanced, "%d.0.0", rep->code / 100);
+		snprintf(a.text, sizeof a.text, "%s", rep->text);
+	}
+	r->cb = NULL;
+	if (cb)
+		cb(r->cb_arg, &a);
+}
+
+struct relay *relay_new(const struct relay_env *env)
+{
+	struct relay *r = xcalloc(1, sizeof *r);
+	r->env = *env;
+	r->defer_ev = event_new(env->base, -1, 0, relay_deliver_deferred, r);
+	return r;
+}
+
+static void relay_drop_client(struct relay *r, bool quit)
+{
+	if (r->client) {
+		smtp_client_free(r->client, quit && smtp_client_usable(r->client));
+		r->client = NULL;
+	}
+}
+
+void relay_free(struct relay *r)
+{
+	if (r == NULL)
+		return;
+	relay_drop_client(r, r->state == RELAY_READY || r->state == RELAY_IN_TX);
+	event_free(r->defer_ev);
+	free(r);
+}
+
+static bool domain_routes_to(const struct bs_domain *dom, const char *key)
+{
+	char k[sizeof ((struct relay *)0)->key];
+	for (size_t i = 0; i < dom->deliver.n; i++) {
+		snprintf(k, sizeof k, "%s:%s", dom->deliver.items[i].host, dom->deliver.items[i].port);
+		if (strcmp(k, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void relay_append_mail_params(const struct relay *r, const struct smtp_mail_params *mp, char *p, size_t n)
+{
+	const struct smtp_client *c = r->client;
+	size_t used = strlen(p);
+	if (mp->has_size && smtp_client_has_ext(c, "SIZE"))
+		used += (size_t)snprintf(p + used, n - used, " SIZE=%llu", (unsigned long long)mp->size);
+	if (mp->body == SMTP_BODY_8BITMIME)
+		used += (size_t)snprintf(p + used, n - used, " BODY=8BITMIME");
+	else if (mp->body == SMTP_BODY_7BIT && smtp_client_has_ext(c, "8BITMIME"))
+		used += (size_t)snprintf(p + used, n - used, " BODY=7BIT");
+	if (mp->smtputf8 && smtp_client_has_ext(c, "SMTPUTF8"))
+		used += (size_t)snprintf(p + used, n - used, " SMTPUTF8");
+	if (smtp_client_has_ext(c, "DSN")) {
+		if (mp->ret != SMTP_RET_UNSPEC)
+			used += (size_t)snprintf(p + used, n - used, " RET=%s", mp->ret == SMTP_RET_FULL ? "FULL" : "HDRS");
+		if (mp->envid[0])
+			snprintf(p + used, n - used, " ENVID=%s", mp->envid);
+	}
+}
+
+static void relay_append_rcpt_params(const struct relay *r, const struct smtp_rcpt_params *rp, char *p, size_t n)
+{
+	static const char *const names[] = { "NEVER", "SUCCESS", "FAILURE", "DELAY" };
+	size_t used = strlen(p);
+	if (!smtp_client_has_ext(r->client, "DSN"))
+		return; /* RFC 3461 4.1: a non-DSN server gets no DSN parameters */
+	if (rp->notify) {
+		used += (size_t)snprintf(p + used, n - used, " NOTIFY=");
+		bool first = true;
+		for (unsigned i = 0; i < 4; i++) {
+			if (!(rp->notify & (1u << i)))
+				continue;
+			used += (size_t)snprintf(p + used, n - used, "%s%s", first ? "" : ",", names[i]);
+			first = false;
+		}
+	}
+	if (rp->orcpt[0])
+		snprintf(p + used, n - used, " ORCPT=%s", rp->orcpt);
+}
+
+/* Can the backend take this transaction as the client sent it? Converting nothing silently: a
+ * backend without 8BITMIME or SMTPUTF8 gets no message that needs them. */
+static bool relay_capable(struct relay *r, const struct smtp_mail_params *mp, const struct smtp_address *from,
+			  const struct smtp_address *to)
+{
+	if (mp->body == SMTP_BODY_8BITMIME && !smtp_client_has_ext(r->client, "8BITMIME")) {
+		relay_answer_later(r, 554, "5.6.3", "8-bit message but the backend lacks 8BITMIME");
+		return false;
+	}
+	if ((from->utf8 || to->utf8) && !smtp_client_has_ext(r->client, "SMTPUTF8")) {
+		relay_answer_later(r, 553, "5.6.7", "Non-ASCII address but the backend lacks SMTPUTF8");
+		return false;
+	}
+	return true;
+}
+
+static void relay_mail_reply_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	r->mail_reply = *rep;
+	if (rep->code >= 200 && rep->code < 300)
+		r->state = RELAY_IN_TX;
+	else if (rep->code != 0)
+		log_info("backend %s refused MAIL: %d %s", r->key, rep->code, rep->text);
+}
+
+static void relay_rcpt_reply_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	if (r->mail_sent_now && !(r->mail_reply.code >= 200 && r->mail_reply.code < 300)) {
+		/* the sender was refused (or the link failed at MAIL): that is the client's answer */
+		r->mail_sent_now = false;
+		relay_answer_reply(r, &r->mail_reply, "MAIL");
+		return;
+	}
+	r->mail_sent_now = false;
+	relay_answer_reply(r, rep, "RCPT");
+}
+
+/* Send the pending MAIL (if any) and RCPT; pipelined when the backend allows it. */
+static void relay_send_envelope(struct relay *r)
+{
+	if (r->mail_line[0]) {
+		r->mail_sent_now = true;
+		smtp_client_command(r->client, r->mail_line, relay_mail_reply_cb, r);
+		r->mail_line[0] = '\0';
+	}
+	smtp_client_command(r->client, r->rcpt_line, relay_rcpt_reply_cb, r);
+}
+
+/* Open the backend transaction for the pending recipient: MAIL and RCPT, pipelined. */
+static void relay_begin_tx(struct relay *r)
+{
+	char addr[SMTP_PATH_MAX + 8];
+
+	if (!relay_capable(r, &r->mp, &r->from, &r->to))
+		return;
+	smtp_address_format(&r->from, addr, sizeof addr);
+	snprintf(r->mail_line, sizeof r->mail_line, "MAIL FROM:<%s>", addr);
+	relay_append_mail_params(r, &r->mp, r->mail_line, sizeof r->mail_line);
+	smtp_address_format(&r->to, addr, sizeof addr);
+	snprintf(r->rcpt_line, sizeof r->rcpt_line, "RCPT TO:<%s>", addr);
+	relay_append_rcpt_params(r, &r->rp, r->rcpt_line, sizeof r->rcpt_line);
+	relay_send_envelope(r);
+}
+
+static void relay_connect_next(struct relay *r);
+
+static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	if (rep->code >= 200 && rep->code < 300) {
+		backend_health_report(r->env.health, r->key, true);
+		r->state = RELAY_READY;
+		const char *v, *c;
+		smtp_client_tls_info(r->client, &v, &c);
+		log_info("backend %s: session open%s%s", r->key, v ? " with " : "", v ? v : "");
+		relay_begin_tx(r);
+		return;
+	}
+	log_notice("backend %s: %s%s%s", r->key, rep->code ? "refused the session: " : "",
+		   rep->code ? "" : rep->text, rep->code ? rep->text : "");
+	if (rep->code == 0 || rep->code == 421 || rep->code / 100 == 4)
+		backend_health_report(r->env.health, r->key, false);
+	relay_drop_client(r, false);
+	r->any_unreachable = true;
+	relay_connect_next(r);
+}
+
+static int relay_sockaddr(const struct bs_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res = NULL;
+	if (getaddrinfo(hp->host, hp->port, &hints, &res) != 0 || res == NULL)
+		return -1;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static SSL_CTX *relay_tls_ctx(const struct relay *r)
+{
+	const struct bs_config *cfg = r->env.cfg;
+	size_t i = (size_t)(r->domain - cfg->domains);
+	if (r->domain->deliver_tls == DELIVER_TLS_NONE)
+		return NULL;
+	if (r->env.domain_tls && i < cfg->ndomains && r->env.domain_tls[i])
+		return r->env.domain_tls[i];
+	return r->env.tls_client;
+}
+
+/* Try the next target of the domain that the circuit breaker lets through. */
+static void relay_connect_next(struct relay *r)
+{
+	const struct bs_config *cfg = r->env.cfg;
+	const struct bs_domain *dom = r->domain;
+
+	while (r->tries < dom->deliver.n) {
+		size_t i = (r->first + r->tries++) % dom->deliver.n;
+		const struct bs_hostport *hp = &dom->deliver.items[i];
+		snprintf(r->key, sizeof r->key, "%s:%s", hp->host, hp->port);
+		if (!backend_health_try(r->env.health, r->key, cfg->backend_retry_after_ms))
+			continue;
+		struct sockaddr_storage ss;
+		socklen_t sslen;
+		if (relay_sockaddr(hp, &ss, &sslen) != 0) {
+			log_err("backend %s: not a numeric address", r->key);
+			continue;
+		}
+		struct smtp_client_opts o = {
+			.helo_name = cfg->hostname, .tls = dom->deliver_tls, .tls_ctx = relay_tls_ctx(r),
+			.tls_server_name = hp->host, .tls_verify = dom->deliver_tls == DELIVER_TLS_MUST && dom->deliver_tls_ca,
+			.connect_timeout_ms = cfg->backend_connect_timeout_ms,
+			.command_timeout_ms = cfg->backend_command_timeout_ms,
+			.data_timeout_ms = cfg->backend_data_timeout_ms,
+		};
+		r->target = i;
+		r->client = smtp_client_new(r->env.base, (struct sockaddr *)&ss, sslen, &o, relay_ready_cb, r);
+		if (r->client != NULL)
+			return;
+	}
+	r->state = RELAY_IDLE;
+	r->key[0] = '\0';
+	char text[SMTP_DOMAIN_MAX + 64];
+	snprintf(text, sizeof text, "No backend available for %s; try again later", dom->name);
+	relay_answer_later(r, 451, "4.4.1", text);
+}
+
+static void relay_connect(struct relay *r, const struct bs_domain *dom)
+{
+	relay_drop_client(r, true);
+	r->state = RELAY_CONNECTING;
+	r->domain = dom;
+	r->tries = 0;
+	r->first = dom->deliver_policy == DELIVER_ROUND_ROBIN && r->env.rr_counter
+		? (*r->env.rr_counter)++ % (dom->deliver.n ? dom->deliver.n : 1) : 0;
+	if (dom->deliver.n == 0) {
+		r->state = RELAY_IDLE;
+		relay_answer_later(r, 451, "4.3.5", "No backend configured for this domain");
+		return;
+	}
+	relay_connect_next(r);
+}
+
+void relay_rcpt(struct relay *r, const struct bs_domain *dom, const struct smtp_address *from,
+		const struct smtp_mail_params *mp, const struct smtp_address *to,
+		const struct smtp_rcpt_params *rp, relay_cb cb, void *arg)
+{
+	char addr[SMTP_PATH_MAX + 8];
+
+	r->cb = cb;
+	r->cb_arg = arg;
+	if (r->state == RELAY_BROKEN) {
+		relay_answer_later(r, 451, "4.4.2", "Backend connection failed; try again later");
+		return;
+	}
+	if (r->state == RELAY_IN_TX && !domain_routes_to(dom, r->key)) {
+		relay_answer_later(r, 452, "4.5.3", "Too many recipients for this transaction; send the rest in another");
+		return;
+	}
+	r->from = *from;
+	r->to = *to;
+	r->mp = *mp;
+	r->rp = *rp;
+	smtp_address_format(to, addr, sizeof addr);
+	snprintf(r->rcpt_line, sizeof r->rcpt_line, "RCPT TO:<%s>", addr);
+	r->mail_line[0] = '\0';
+	if (r->state == RELAY_IN_TX || (r->state == RELAY_READY && smtp_client_usable(r->client) &&
+					 domain_routes_to(dom, r->key))) {
+		if (r->state == RELAY_IN_TX) {
+			relay_append_rcpt_params(r, rp, r->rcpt_line, sizeof r->rcpt_line);
+			relay_send_envelope(r);
+		} else {
+			relay_begin_tx(r);
+		}
+		return;
+	}
+	relay_connect(r, dom);
+}
+
+static void relay_data_reply_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	if (rep->code == 354)
+		r->state = RELAY_IN_DATA;
+	relay_answer_reply(r, rep, "DATA");
+}
+
+void relay_data_begin(struct relay *r, relay_cb cb, void *arg)
+{
+	r->cb = cb;
+	r->cb_arg = arg;
+	if (r->state != RELAY_IN_TX || !smtp_client_usable(r->client)) {
+		r->state = RELAY_BROKEN;
+		relay_answer_later(r, 451, "4.4.2", "Backend connection failed; try again later");
+		return;
+	}
+	smtp_client_command(r->client, "DATA", relay_data_reply_cb, r);
+}
+
+void relay_data_write(struct relay *r, const char *buf, size_t len)
+{
+	if (r->state == RELAY_IN_DATA && r->client)
+		smtp_client_data_write(r->client, buf, len);
+}
+
+static void relay_final_reply_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	r->state = rep->code != 0 && smtp_client_usable(r->client) ? RELAY_READY : RELAY_BROKEN;
+	relay_answer_reply(r, rep, "end of DATA");
+}
+
+void relay_data_end(struct relay *r, relay_cb cb, void *arg)
+{
+	r->cb = cb;
+	r->cb_arg = arg;
+	if (r->state != RELAY_IN_DATA || r->client == NULL) {
+		r->state = RELAY_BROKEN;
+		relay_answer_later(r, 451, "4.4.2", "Backend connection failed; message not delivered");
+		return;
+	}
+	smtp_client_data_end(r->client, relay_final_reply_cb, r);
+}
+
+void relay_data_abort(struct relay *r)
+{
+	relay_drop_client(r, false);
+	r->state = RELAY_IDLE;
+	r->key[0] = '\0';
+}
+
+static void relay_ignore_reply(void *arg, const struct smtp_reply *rep)
+{
+	(void)arg;
+	(void)rep;
+}
+
+void relay_tx_reset(struct relay *r)
+{
+	if (r->state == RELAY_IN_TX && smtp_client_usable(r->client)) {
+		smtp_client_command(r->client, "RSET", relay_ignore_reply, r);
+		r->state = RELAY_READY;
+	} else if (r->state == RELAY_BROKEN || r->state == RELAY_IN_DATA) {
+		relay_data_abort(r);
+	}
+}
+
+size_t relay_pending(const struct relay *r)
+{
+	return r->client ? smtp_client_pending(r->client) : 0;
+}
+
+void relay_set_drain_cb(struct relay *r, size_t lowmark, void (*cb)(void *arg), void *arg)
+{
+	if (r->client)
+		smtp_client_set_drain_cb(r->client, lowmark, cb, arg);
+}
+
+bool relay_usable(const struct relay *r)
+{
+	return r->client != NULL && !smtp_client_failed(r->client) && r->state != RELAY_BROKEN;
+}
+
+const char *relay_backend(const struct relay *r)
+{
+	return r->key[0] ? r->key : NULL;
+}
