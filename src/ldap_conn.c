@@ -276,6 +276,11 @@ static int conn_connect(struct ldap_conn *c, char *err, size_t errsz)
 	return rc;
 }
 
+int ldap_conn_connect(struct ldap_conn *c, char *err, size_t errsz)
+{
+	return c->ld != NULL ? LDAP_SUCCESS : conn_connect(c, err, errsz);
+}
+
 /* The connection is gone (or unusable): drop it, it is re-opened on the next use. */
 static bool rc_loses_connection(int rc)
 {

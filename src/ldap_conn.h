@@ -51,6 +51,10 @@ void ldap_conn_free(struct ldap_conn *c);
 int ldap_conn_search(struct ldap_conn *c, const char *filter, char **attrs, int sizelimit,
 		     LDAPControl **sctrls, LDAPMessage **res, char *err, size_t errsz);
 
+/* Connect now unless connected (ldap_conn_search does it on demand). Returns an LDAP result
+ * code, with err set on failure. */
+int ldap_conn_connect(struct ldap_conn *c, char *err, size_t errsz);
+
 /* The libldap handle of a connected connection (to parse results), NULL when not connected. */
 LDAP *ldap_conn_handle(struct ldap_conn *c);
 
