@@ -662,7 +662,7 @@ static void test_describe(void **state)
 	fclose(f);
 	assert_non_null(strstr(buf, ".Ss Keys of [gateway]\n.Bl -tag -width Ds\n.It Ic listen No = Ar "
 				    "host:port,...\n"));
-	assert_non_null(strstr(buf, ".Ql 127.0.0.1:25 .\n"));
+	assert_non_null(strstr(buf, ".Ql \"127.0.0.1:25\" .\n"));
 	assert_non_null(strstr(buf, ".It Ic callout_timeout No = Ar duration\n"));
 	assert_non_null(strstr(buf, ".It Ic include_disabled No = Ar yes | no\n"));
 	assert_null(strstr(buf, "\n.\n"));
