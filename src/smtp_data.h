@@ -23,7 +23,7 @@ enum data_error {
 struct smtp_data_decoder {
 	/* configuration */
 	enum data_bare_policy bare_policy;
-	size_t max_line;        /* including CRLF; 1000 per RFC 5321 4.5.3.1.6 */
+	size_t max_line;        /* including CRLF; 1000 per RFC 5321 4.5.3.1.6; 0 = no limit */
 	/* state (opaque to callers) */
 	int state;
 	size_t line_len;
