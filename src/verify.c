@@ -1,0 +1,374 @@
+/* verify.c - one recipient verification per RCPT: cache, then the domain's chain under the
+ * verify_timeout budget, then the reply (on_unavailable applied). A job that outlives its
+ * session (budget exceeded, session cancelled) or that refreshes an ageing positive verdict runs
+ * "in the background": it has no callback, only fills the cache, and sits in the verifier's list
+ * so that verifier_shutdown_base() can cancel it before its loop goes away. */
+#include "verify.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#define VERIFY_DEFAULT_POSITIVE_TTL (24ULL * 3600 * 1000)
+#define VERIFY_DEFAULT_NEGATIVE_TTL (3600ULL * 1000)
+#define VERIFY_DEFAULT_TIMEOUT (20ULL * 1000)
+#define VERIFY_MAX_BACKGROUND 1000
+
+struct verifier {
+	struct rcpt_registry *reg;
+	struct vcache *cache;
+	uint64_t timeout_ms, positive_ttl_ms, negative_ttl_ms;
+	pthread_mutex_t lock;       /* the background list */
+	struct verify_query *background;
+	size_t nbackground;
+	atomic_ulong lookups, hits, misses, timeouts, refreshes, cancelled;
+};
+
+struct verify_query {
+	struct verifier *v;
+	struct event_base *base;
+	const struct bs_domain *dom;
+	struct rcpt_chain chain;
+	struct rcpt_addr addr;
+	char display[RCPT_ADDR_MAX + 1];   /* the address as the client wrote it */
+	verify_cb cb;
+	void *arg;
+	uint64_t t0;
+	bool use_cache;
+	bool ready;                        /* res is complete, delivery scheduled */
+	bool background;                   /* no callback: fills the cache, then frees itself */
+	struct event *ev;                  /* budget timer, then delivery */
+	struct rcpt_chain_query *cq;       /* chain lookup in progress */
+	struct vcache_query *cacheq;       /* cache lookup in progress */
+	struct verify_query *prev, *next;  /* background list */
+	struct verify_result res;
+};
+
+struct verifier *verifier_new(const struct bs_config *cfg, struct rcpt_registry *reg, struct vcache *cache)
+{
+	struct verifier *v = xcalloc(1, sizeof *v);
+
+	v->reg = reg;
+	v->cache = cache;
+	v->timeout_ms = cfg->verify_timeout_ms ? cfg->verify_timeout_ms : VERIFY_DEFAULT_TIMEOUT;
+	v->positive_ttl_ms = cfg->positive_ttl_ms ? cfg->positive_ttl_ms : VERIFY_DEFAULT_POSITIVE_TTL;
+	v->negative_ttl_ms = cfg->negative_ttl_ms ? cfg->negative_ttl_ms : VERIFY_DEFAULT_NEGATIVE_TTL;
+	pthread_mutex_init(&v->lock, NULL);
+	return v;
+}
+
+/* ---- the background list ---- */
+
+static void verify_bg_add(struct verify_query *q)
+{
+	struct verifier *v = q->v;
+
+	q->background = true;
+	q->cb = NULL;
+	pthread_mutex_lock(&v->lock);
+	q->prev = NULL;
+	q->next = v->background;
+	if (v->background)
+		v->background->prev = q;
+	v->background = q;
+	v->nbackground++;
+	pthread_mutex_unlock(&v->lock);
+}
+
+static void verify_bg_remove(struct verify_query *q)
+{
+	struct verifier *v = q->v;
+
+	pthread_mutex_lock(&v->lock);
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		v->background = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	v->nbackground--;
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* Is a background lookup of key running (or are there too many to start one more)? */
+static bool verify_bg_busy(struct verifier *v, const char *key)
+{
+	bool busy = false;
+
+	pthread_mutex_lock(&v->lock);
+	busy = v->nbackground >= VERIFY_MAX_BACKGROUND;
+	for (struct verify_query *q = v->background; q && !busy; q = q->next)
+		busy = strcmp(q->addr.full, key) == 0;
+	pthread_mutex_unlock(&v->lock);
+	return busy;
+}
+
+static void verify_free(struct verify_query *q)
+{
+	if (q->background)
+		verify_bg_remove(q);
+	if (q->ev)
+		event_free(q->ev);
+	free(q);
+}
+
+/* ---- results ---- */
+
+static uint64_t verify_ttl(const struct verify_query *q, enum rcpt_verdict verdict)
+{
+	uint64_t dom_ttl = verdict == RCPT_VALID ? q->dom->positive_ttl_ms : q->dom->negative_ttl_ms;
+	return dom_ttl ? dom_ttl : verdict == RCPT_VALID ? q->v->positive_ttl_ms : q->v->negative_ttl_ms;
+}
+
+/* Fill q->res: the verdict, then the reply it calls for in this domain. */
+static void verify_decide(struct verify_query *q, enum rcpt_verdict verdict, const char *source, const char *reason)
+{
+	struct verify_result *r = &q->res;
+	const struct bs_domain *d = q->dom;
+
+	r->verdict = verdict;
+	snprintf(r->source, sizeof r->source, "%s", source ? source : "");
+	snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+	if (verdict == RCPT_INVALID) {
+		r->action = VERIFY_REJECT;
+		r->code = d->reject_code >= 400 && d->reject_code < 600 ? d->reject_code : 550;
+		snprintf(r->enhanced, sizeof r->enhanced, "%d.1.1", r->code / 100);
+		snprintf(r->text, sizeof r->text, "<%s>: %s", q->display,
+			 d->reject_text ? d->reject_text : "Recipient address rejected: User unknown");
+	} else if (verdict == RCPT_UNAVAILABLE && d->on_unavailable == ON_UNAVAILABLE_DEFER) {
+		r->action = VERIFY_DEFER;
+		r->code = 451;
+		snprintf(r->enhanced, sizeof r->enhanced, "4.4.3");
+		snprintf(r->text, sizeof r->text, "<%s>: Recipient address verification unavailable, try again later",
+			 q->display);
+	} else {
+		r->action = VERIFY_ACCEPT;
+		r->code = 250;
+		snprintf(r->enhanced, sizeof r->enhanced, "2.1.5");
+		snprintf(r->text, sizeof r->text, "<%s>: Recipient ok", q->display);
+	}
+}
+
+/* Hand the result to the session from the loop (never from inside verify_start). */
+static void verify_schedule(struct verify_query *q)
+{
+	q->ready = true;
+	evtimer_del(q->ev);
+	event_active(q->ev, EV_TIMEOUT, 1);
+}
+
+static void verify_deliver(struct verify_query *q)
+{
+	q->res.latency_ms = now_ms() - q->t0;
+	verify_cb cb = q->cb;
+	void *arg = q->arg;
+	struct verify_result res = q->res;
+	if (q->cq) /* budget exceeded: the lookup goes on without the session */
+		verify_bg_add(q);
+	else
+		verify_free(q);
+	cb(arg, &res);
+}
+
+static void verify_on_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct verify_query *q = arg;
+	char why[64];
+
+	if (!q->ready) { /* the budget ran out */
+		atomic_fetch_add(&q->v->timeouts, 1);
+		snprintf(why, sizeof why, "verification timed out after %llu ms", (unsigned long long)q->v->timeout_ms);
+		verify_decide(q, RCPT_UNAVAILABLE, q->chain.n ? q->chain.sources[0]->spec : "none", why);
+		q->res.timed_out = true;
+	}
+	verify_deliver(q);
+}
+
+/* ---- the chain ---- */
+
+static void verify_on_chain(void *arg, const struct rcpt_answer *ans)
+{
+	struct verify_query *q = arg;
+
+	q->cq = NULL;
+	if (q->use_cache && q->v->cache && ans->verdict != RCPT_UNAVAILABLE)
+		vcache_put(q->v->cache, q->addr.full, ans->verdict, ans->source, verify_ttl(q, ans->verdict));
+	if (q->background) {
+		verify_free(q);
+		return;
+	}
+	verify_decide(q, ans->verdict, ans->source, ans->reason);
+	verify_schedule(q);
+}
+
+static void verify_run_chain(struct verify_query *q)
+{
+	struct timeval tv = { .tv_sec = (time_t)(q->v->timeout_ms / 1000),
+			      .tv_usec = (suseconds_t)(q->v->timeout_ms % 1000) * 1000 };
+
+	if (!q->background)
+		evtimer_add(q->ev, &tv);
+	struct rcpt_chain_query *cq = rcpt_chain_lookup(&q->chain, q->base, &q->addr, verify_on_chain, q);
+	if (cq) /* else answered (and maybe freed, in the background) already */
+		q->cq = cq;
+}
+
+/* ---- the cache ---- */
+
+static struct verify_query *verify_job_new(struct verifier *v, struct event_base *base, const struct bs_domain *dom)
+{
+	struct verify_query *q = xcalloc(1, sizeof *q);
+
+	q->v = v;
+	q->base = base;
+	q->dom = dom;
+	q->t0 = now_ms();
+	q->ev = evtimer_new(base, verify_on_event, q);
+	return q;
+}
+
+/* A positive verdict past half its TTL: look it up again behind the session's back. */
+static void verify_refresh(struct verify_query *q)
+{
+	struct verifier *v = q->v;
+
+	if (verify_bg_busy(v, q->addr.full))
+		return;
+	atomic_fetch_add(&v->refreshes, 1);
+	struct verify_query *r = verify_job_new(v, q->base, q->dom);
+	r->chain = q->chain;
+	r->addr = q->addr;
+	r->use_cache = true;
+	memcpy(r->display, q->display, sizeof r->display);
+	verify_bg_add(r);
+	verify_run_chain(r);
+}
+
+static void verify_on_cache(void *arg, int found, const struct vcache_entry *e)
+{
+	struct verify_query *q = arg;
+
+	q->cacheq = NULL;
+	if (!found) {
+		atomic_fetch_add(&q->v->misses, 1);
+		verify_run_chain(q);
+		return;
+	}
+	atomic_fetch_add(&q->v->hits, 1);
+	uint64_t now = vcache_now();
+	verify_decide(q, e->verdict, e->source, "cached");
+	q->res.cached = true;
+	q->res.age_ms = now > e->stored_ms ? now - e->stored_ms : 0;
+	q->res.ttl_left_ms = e->stored_ms + e->ttl_ms > now ? e->stored_ms + e->ttl_ms - now : 0;
+	if (e->verdict == RCPT_VALID && q->res.age_ms > e->ttl_ms / 2)
+		verify_refresh(q);
+	verify_schedule(q);
+}
+
+static struct verify_query *verify_begin(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
+					 const struct smtp_address *rcpt, verify_cb cb, void *arg, bool use_cache)
+{
+	struct verify_query *q = verify_job_new(v, base, dom);
+
+	q->cb = cb;
+	q->arg = arg;
+	q->use_cache = use_cache && v->cache;
+	atomic_fetch_add(&v->lookups, 1);
+	if (smtp_address_format(rcpt, q->display, sizeof q->display) == 0)
+		snprintf(q->display, sizeof q->display, "%.*s@%s", (int)rcpt->local_raw_len, rcpt->local_raw, dom->name);
+	const char *domain = rcpt->domain[0] ? rcpt->domain : dom->name;
+	if (rcpt_registry_chain(v->reg, dom->name, &q->chain) != 0 || q->chain.n == 0) {
+		verify_decide(q, RCPT_VALID, "none", "no verify list: the backend decides");
+		verify_schedule(q);
+	} else if (rcpt_addr_make(&q->addr, rcpt->local_raw, rcpt->local_raw_len, domain, dom) != 0) {
+		verify_decide(q, RCPT_UNAVAILABLE, "none", "address too long to verify");
+		verify_schedule(q);
+	} else if (q->use_cache) {
+		struct vcache_query *cq = vcache_get(v->cache, base, q->addr.full, verify_on_cache, q);
+		if (cq)
+			q->cacheq = cq;
+	} else {
+		verify_run_chain(q);
+	}
+	return q;
+}
+
+struct verify_query *verify_start(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
+				  const struct smtp_address *rcpt, verify_cb cb, void *arg)
+{
+	return verify_begin(v, base, dom, rcpt, cb, arg, true);
+}
+
+struct verify_query *verify_start_nocache(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
+					  const struct smtp_address *rcpt, verify_cb cb, void *arg)
+{
+	return verify_begin(v, base, dom, rcpt, cb, arg, false);
+}
+
+void verify_cancel(struct verify_query *q)
+{
+	if (q == NULL)
+		return;
+	atomic_fetch_add(&q->v->cancelled, 1);
+	if (q->cacheq)
+		vcache_cancel(q->v->cache, q->cacheq);
+	if (q->cq) { /* let the lookup finish and fill the cache */
+		evtimer_del(q->ev);
+		verify_bg_add(q);
+		return;
+	}
+	verify_free(q);
+}
+
+void verifier_shutdown_base(struct verifier *v, struct event_base *base)
+{
+	struct verify_query *mine = NULL;
+
+	pthread_mutex_lock(&v->lock);
+	for (struct verify_query *q = v->background, *next; q; q = next) {
+		next = q->next;
+		if (q->base != base)
+			continue;
+		if (q->prev)
+			q->prev->next = q->next;
+		else
+			v->background = q->next;
+		if (q->next)
+			q->next->prev = q->prev;
+		v->nbackground--;
+		q->background = false; /* off the list now */
+		q->next = mine;
+		mine = q;
+	}
+	pthread_mutex_unlock(&v->lock);
+	for (struct verify_query *q = mine, *next; q; q = next) {
+		next = q->next;
+		rcpt_chain_cancel(q->cq);
+		verify_free(q);
+	}
+}
+
+void verifier_free(struct verifier *v)
+{
+	if (v == NULL)
+		return;
+	if (v->nbackground)
+		log_warn("verifier: %zu background lookups still running at shutdown", v->nbackground);
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+}
+
+void verifier_stats(struct verifier *v, FILE *out)
+{
+	pthread_mutex_lock(&v->lock);
+	size_t bg = v->nbackground;
+	pthread_mutex_unlock(&v->lock);
+	fprintf(out, "verify_lookups=%lu\nverify_cache_hits=%lu\nverify_cache_misses=%lu\nverify_timeouts=%lu\n"
+		"verify_refreshes=%lu\nverify_cancelled=%lu\nverify_background=%zu\n", atomic_load(&v->lookups),
+		atomic_load(&v->hits), atomic_load(&v->misses), atomic_load(&v->timeouts),
+		atomic_load(&v->refreshes), atomic_load(&v->cancelled), bg);
+}
