@@ -126,6 +126,16 @@ def _ad_unreachable(d, n):
         d.ad_never.update({x500, sip})
 
 
+def _ad_odd(d):
+    """Real addresses holding filter metacharacters: found only when escaped exactly."""
+    for i, a in enumerate(("star*user@example.test", "paren(x)@example.test",
+                           "back\\slash@example.test")):
+        d.add("cn=Odd %d,%s" % (i, AD_BASE),
+              [("objectClass", "user"), ("cn", "Odd %d" % i), ("sn", "O"),
+               ("userAccountControl", str(UAC_ENABLED)), ("proxyAddresses", "SMTP:" + a)])
+        d.ad_valid.add(a)
+
+
 def _people(d, rng, n):
     for i in range(n):
         dom = DOMAINS[i % 3 == 0]
@@ -153,6 +163,7 @@ def generate(users=3000, groups=400, contacts=400, folders=40, unreachable=150, 
         _ad_user(d, rng, i, disabled=(i % 10 == 3))
     _ad_others(d, rng, groups, contacts, folders)
     _ad_unreachable(d, unreachable)
+    _ad_odd(d)
     _people(d, rng, people)
     d.samples = {
         "primary": "first1.last@example.test",
@@ -169,6 +180,9 @@ def generate(users=3000, groups=400, contacts=400, folders=40, unreachable=150, 
         "missing": "nobody.here@example.test",
         "person": "person1@second.test" if 1 % 3 == 0 else "person1@example.test",
         "person_alt": "alt4@example.test",
+        "star": "star*user@example.test",
+        "paren": "paren(x)@example.test",
+        "backslash": "back\\slash@example.test",
     }
     return d
 
