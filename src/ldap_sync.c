@@ -204,8 +204,17 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* What open(O_CREAT, 0666) would give under the current umask. */
+static mode_t new_file_mode(void)
+{
+	mode_t mask = umask(022);
+
+	umask(mask);
+	return 0666 & ~mask;
+}
+
 /* Replace path with buf: temp file in the same directory, fsync, rename, fsync the directory.
- * The file keeps its mode (0644 when new). */
+ * The file keeps its mode (when new: 0666 less the umask). */
 static int map_write(const char *path, const char *buf, size_t len)
 {
 	char *dcopy = xstrdup(path), *bcopy = xstrdup(path);
@@ -220,7 +229,7 @@ static int map_write(const char *path, const char *buf, size_t len)
 		fprintf(stderr, "backstop sync: cannot create a file in %s: %s\n", dir, strerror(errno));
 		goto out;
 	}
-	if (fchmod(fd, stat(path, &st) == 0 ? (st.st_mode & 07777) : 0644) != 0 ||
+	if (fchmod(fd, stat(path, &st) == 0 ? (st.st_mode & 07777) : new_file_mode()) != 0 ||
 	    write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
 		fprintf(stderr, "backstop sync: %s: %s\n", tmp, strerror(errno));
 		close(fd);
