@@ -256,18 +256,9 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds)
 
 static int server_main_loop(struct server *srv)
 {
-	struct event *sigs[3];
-	const int signums[3] = { SIGHUP, SIGTERM, SIGINT };
-
-	for (int i = 0; i < 3; i++) {
-		sigs[i] = evsignal_new(srv->base, signums[i], server_signal_cb, srv);
-		evsignal_add(sigs[i], NULL);
-	}
 	event_base_dispatch(srv->base);
 	for (unsigned i = 0; i < srv->nworkers; i++)
 		worker_join(&srv->workers[i]);
-	for (int i = 0; i < 3; i++)
-		event_free(sigs[i]);
 	log_notice("stopped");
 	return 0;
 }
@@ -289,6 +280,13 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	srv.health = backend_health_new();
 	srv.nworkers = server_worker_count(cfg);
 	srv.base = event_base_new();
+	/* signal handlers before anything can connect: a TERM right after "ready" must be graceful */
+	struct event *sigs[3];
+	const int signums[3] = { SIGHUP, SIGTERM, SIGINT };
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(srv.base, signums[i], server_signal_cb, &srv);
+		evsignal_add(sigs[i], NULL);
+	}
 	int **fds = xcalloc(srv.nworkers, sizeof *fds);
 	size_t nfds = 0;
 	if (server_listen(&srv, cfg, fds, &nfds, ready, sizeof ready) != 0 || server_drop_privileges(cfg) != 0)
@@ -310,6 +308,8 @@ out:
 	}
 	free(fds);
 	free(srv.workers);
+	for (int i = 0; i < 3; i++)
+		event_free(sigs[i]);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	backend_health_free(srv.health);

@@ -87,7 +87,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 	s->n_mail++;
 	if (smtp_mail_parse(cmd->arg, cmd->arg_len, &mail, &err) != 0) {
 		session_reply(s, err.code, err.enhanced, "%s", err.text);
-		session_log_decision(s, "mail", NULL, err.code, err.enhanced, err.text);
+		session_log_decision(s, "mail", NULL, err.code, err.enhanced, err.text, NULL);
 		return;
 	}
 	if (!s->esmtp && mail_params_given(&mail.params)) {
@@ -96,7 +96,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 	}
 	if (mail.params.has_size && mail.params.size > s->cfg->max_message_size) {
 		session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
-		session_log_decision(s, "mail", &mail.from, 552, "5.3.4", "declared SIZE over the limit");
+		session_log_decision(s, "mail", &mail.from, 552, "5.3.4", "declared SIZE over the limit", NULL);
 		return;
 	}
 	s->tx = xcalloc(1, sizeof *s->tx);
@@ -105,7 +105,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 	s->tx->started_ms = now_ms();
 	s->state = SMTP_STATE_MAIL;
 	session_reply(s, 250, "2.1.0", "Sender OK");
-	session_log_decision(s, "mail", &s->tx->from, 250, "2.1.0", "sender accepted");
+	session_log_decision(s, "mail", &s->tx->from, 250, "2.1.0", "sender accepted", NULL);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
@@ -124,7 +124,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	s->n_rcpt++;
 	if (smtp_rcpt_parse(cmd->arg, cmd->arg_len, s->tx->params.smtputf8, &rc, &err) != 0) {
 		session_reply(s, err.code, err.enhanced, "%s", err.text);
-		session_log_decision(s, "rcpt", NULL, err.code, err.enhanced, err.text);
+		session_log_decision(s, "rcpt", NULL, err.code, err.enhanced, err.text, NULL);
 		return;
 	}
 	smtp_address_format(&rc.to, addr, sizeof addr);
@@ -134,13 +134,13 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	}
 	if (s->tx->nrcpts >= s->cfg->max_recipients) {
 		session_reply(s, 452, "4.5.3", "Error: too many recipients");
-		session_log_decision(s, "rcpt", &rc.to, 452, "4.5.3", "too many recipients");
+		session_log_decision(s, "rcpt", &rc.to, 452, "4.5.3", "too many recipients", NULL);
 		return;
 	}
 	policy_relay_check(s->cfg, &rc.to, &rd);
 	if (rd.verdict != RELAY_ACCEPT) {
 		session_reply(s, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);
-		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason);
+		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason, "source=policy");
 		return;
 	}
 	session_rcpt_accept_check(s, &rc, rd.domain);

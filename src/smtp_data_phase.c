@@ -54,7 +54,7 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	if (ans->code != 354) {
 		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
 			      "%s", ans->text);
-		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA");
+		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA", NULL);
 		session_resume(s);
 		return;
 	}
@@ -100,7 +100,7 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
 		 (unsigned long long)s->tx->dec.octets, backend ? backend : "-");
-	session_log_decision(s, "data", NULL, code, enh, detail);
+	session_log_decision(s, "data", NULL, code, enh, detail, NULL);
 	if (code >= 200 && code < 300) {
 		s->n_data_ok++;
 		s->junk = 0;

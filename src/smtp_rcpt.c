@@ -35,17 +35,16 @@ static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 {
 	struct rcpt_pending *p = arg;
 	struct smtp_session *s = p->s;
-	char addr[SMTP_PATH_MAX + 8], why[SMTP_REPLY_TEXT_MAX + 96];
+	char extra[SMTP_DOMAIN_MAX + 96];
 
-	smtp_address_format(&p->rc.to, addr, sizeof addr);
 	if (ans->code >= 200 && ans->code < 300) {
 		rcpt_add(s->tx, &p->rc, p->dom);
 		s->n_rcpt_ok++;
 	}
 	session_reply(s, ans->code, ans->enhanced, "%s", ans->text);
-	snprintf(why, sizeof why, "backend %s: %s latency_ms=%llu", ans->backend ? ans->backend : "-",
-		 ans->text, (unsigned long long)(now_ms() - p->started_ms));
-	session_log_decision(s, "rcpt", &p->rc.to, ans->code, ans->enhanced, why);
+	snprintf(extra, sizeof extra, "source=backend backend=%s latency_ms=%llu", ans->backend ? ans->backend : "-",
+		 (unsigned long long)(now_ms() - p->started_ms));
+	session_log_decision(s, "rcpt", &p->rc.to, ans->code, ans->enhanced, ans->text, extra);
 	free(p);
 	s->rcpt_pending = NULL;
 	session_resume(s);

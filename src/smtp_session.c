@@ -207,7 +207,7 @@ void session_reply(struct smtp_session *s, int code, const char *enhanced, const
 }
 
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
-			  int code, const char *enhanced, const char *reason)
+			  int code, const char *enhanced, const char *reason, const char *extra)
 {
 	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof s->helo * 4];
 	char raw[SMTP_PATH_MAX + 8], why[512];
@@ -227,9 +227,9 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 	log_sanitize(helo, sizeof helo, s->helo, strlen(s->helo));
 	log_sanitize(why, sizeof why, reason, strlen(reason));
 	log_msg(code >= 400 ? LOG_LVL_NOTICE : LOG_LVL_INFO,
-		"session=%s %s client=%s helo=%s from=<%s>%s code=%d status=%s reason=\"%s\"",
+		"session=%s %s client=%s helo=%s from=<%s>%s code=%d status=%s reason=\"%s\"%s%s",
 		s->id, what, s->client_ip, helo[0] ? helo : "-", from, rcpt, code,
-		enhanced ? enhanced : "-", why);
+		enhanced ? enhanced : "-", why, extra ? " " : "", extra ? extra : "");
 }
 
 void session_close(struct smtp_session *s)

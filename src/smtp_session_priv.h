@@ -82,8 +82,9 @@ void session_reply(struct smtp_session *s, int code, const char *enhanced, const
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
+/* One log line per decision. extra: more key=value pairs (verdict, source, latency), or NULL. */
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
-			  int code, const char *enhanced, const char *reason);
+			  int code, const char *enhanced, const char *reason, const char *extra);
 void session_tx_reset(struct smtp_session *s);
 void session_start_tls(struct smtp_session *s);
 /* Stop processing input until session_resume() (an asynchronous step is under way). */
