@@ -1,0 +1,240 @@
+/* verify_cli.c - the admin's view of recipient verification:
+ *   backstop verify -c FILE [--no-cache] ADDR...   ask the chain (and cache) as the gateway would
+ *   backstop cache -c FILE stats | show ADDR | purge ADDR|@DOMAIN | flush
+ * verify exits 0 when every address is valid, 2 when any is unavailable, else 1 when any is
+ * invalid (or not in one of our domains); 3 on a usage or configuration error. */
+#include "verify_cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+#include "verify.h"
+
+#define CLI_USAGE_ERROR 3
+
+/* -c FILE and --no-cache; returns the index of the first operand, or -1. */
+static int cli_options(int argc, char **argv, const char **conf, bool *no_cache)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "no-cache", no_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	*conf = CONFIG_DEFAULT_PATH;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+		if (ch == 'c')
+			*conf = optarg;
+		else if (ch == 'n' && no_cache)
+			*no_cache = true;
+		else
+			return -1;
+	}
+	return optind;
+}
+
+static struct bs_config *cli_config(const char *path)
+{
+	struct config_errors errs = { 0 };
+	struct bs_config *cfg = config_load(path, &errs);
+
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.msgs[i]);
+	config_errors_free(&errs);
+	return cfg;
+}
+
+/* Split "local@domain" into a parsed address (domain normalised); -1 if it is not one. */
+static int cli_address(const char *text, struct smtp_address *a)
+{
+	const char *at = strrchr(text, '@');
+
+	memset(a, 0, sizeof *a);
+	if (at == NULL || at == text || (size_t)(at - text) > SMTP_LOCAL_MAX)
+		return -1;
+	a->local_len = a->local_raw_len = (size_t)(at - text);
+	memcpy(a->local, text, a->local_len);
+	memcpy(a->local_raw, text, a->local_len);
+	a->domain_len = domain_normalise(at + 1, strlen(at + 1), true, a->domain, sizeof a->domain);
+	return a->domain_len ? 0 : -1;
+}
+
+struct cli_wait { bool done; struct verify_result r; };
+
+static void cli_on_result(void *arg, const struct verify_result *r)
+{
+	struct cli_wait *w = arg;
+	w->done = true;
+	w->r = *r;
+}
+
+static void cli_print(const char *addr, const struct verify_result *r)
+{
+	printf("%s: %s source=%s cached=%s", addr, rcpt_verdict_name(r->verdict), r->source, r->cached ? "yes" : "no");
+	if (r->cached)
+		printf(" age=%llus ttl_left=%llus", (unsigned long long)(r->age_ms / 1000),
+		       (unsigned long long)(r->ttl_left_ms / 1000));
+	printf(" latency=%llums reply=\"%d %s %s\" reason=\"%s\"\n", (unsigned long long)r->latency_ms, r->code,
+	       r->enhanced, r->text, r->reason);
+}
+
+/* Verify one address; returns its exit-code contribution (0, 1 or 2). */
+static int cli_verify_one(const struct bs_config *cfg, struct verifier *v, struct event_base *base,
+			  const char *text, bool no_cache)
+{
+	struct smtp_address a;
+	bool parsed = cli_address(text, &a) == 0;
+	const struct bs_domain *dom = parsed ? config_find_domain(cfg, a.domain) : NULL;
+
+	if (dom == NULL) {
+		printf("%s: invalid reason=\"%s\"\n", text, parsed ? "not one of our domains" : "not an address");
+		return 1;
+	}
+	struct cli_wait w = { 0 };
+	if (no_cache)
+		verify_start_nocache(v, base, dom, &a, cli_on_result, &w);
+	else
+		verify_start(v, base, dom, &a, cli_on_result, &w);
+	while (!w.done)
+		event_base_loop(base, EVLOOP_ONCE);
+	cli_print(text, &w.r);
+	return w.r.verdict == RCPT_VALID ? 0 : w.r.verdict == RCPT_INVALID ? 1 : 2;
+}
+
+static struct vcache *cli_cache(const struct bs_config *cfg)
+{
+	char why[512] = "";
+	struct vcache *c = vcache_open(cfg->cache, cfg, why, sizeof why);
+
+	if (c == NULL)
+		fprintf(stderr, "backstop: %s\n", why);
+	return c;
+}
+
+int verify_cli_main(int argc, char **argv)
+{
+	const char *conf;
+	bool no_cache = false;
+	int first = cli_options(argc, argv, &conf, &no_cache);
+
+	if (first < 0 || first >= argc) {
+		fprintf(stderr, "usage: backstop verify [-c FILE] [--no-cache] ADDRESS...\n");
+		return CLI_USAGE_ERROR;
+	}
+	struct bs_config *cfg = cli_config(conf);
+	if (cfg == NULL)
+		return CLI_USAGE_ERROR;
+	log_open(false, LOG_LVL_WARN);
+	struct rcpt_registry *reg = rcpt_registry_open(cfg);
+	struct vcache *cache = no_cache ? NULL : cli_cache(cfg);
+	struct verifier *v = verifier_new(cfg, reg, cache);
+	struct event_base *base = event_base_new();
+	int worst_invalid = 0, any_unavailable = 0;
+	for (int i = first; i < argc; i++) {
+		int rc = cli_verify_one(cfg, v, base, argv[i], no_cache);
+		worst_invalid |= rc == 1;
+		any_unavailable |= rc == 2;
+	}
+	event_base_dispatch(base); /* lookups past the budget finish and fill the cache */
+	verifier_shutdown_base(v, base);
+	verifier_free(v);
+	event_base_free(base);
+	vcache_close(cache);
+	rcpt_registry_close(reg);
+	config_unref(cfg);
+	return any_unavailable ? 2 : worst_invalid ? 1 : 0;
+}
+
+/* The cache key for ADDR (domain rules from the config when it is one of ours) or @DOMAIN. */
+static int cli_cache_key(const struct bs_config *cfg, const char *text, char *key, size_t keysz)
+{
+	struct smtp_address a;
+	struct rcpt_addr ra;
+
+	if (text[0] == '@') {
+		char d[SMTP_DOMAIN_MAX + 1];
+		if (domain_normalise(text + 1, strlen(text + 1), true, d, sizeof d) == 0)
+			return -1;
+		snprintf(key, keysz, "@%s", d);
+		return 0;
+	}
+	if (cli_address(text, &a) != 0 ||
+	    rcpt_addr_make(&ra, a.local_raw, a.local_raw_len, a.domain, config_find_domain(cfg, a.domain)) != 0)
+		return -1;
+	snprintf(key, keysz, "%s", ra.full);
+	return 0;
+}
+
+static void cli_on_show(void *arg, int found, const struct vcache_entry *e)
+{
+	const char *key = arg;
+	uint64_t now = vcache_now();
+
+	if (!found) {
+		printf("%s: not cached\n", key);
+		return;
+	}
+	printf("%s: %s source=%s age=%llus ttl_left=%llus\n", key, rcpt_verdict_name(e->verdict), e->source,
+	       (unsigned long long)((now - e->stored_ms) / 1000),
+	       (unsigned long long)((e->stored_ms + e->ttl_ms - now) / 1000));
+}
+
+static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const char *op, const char *arg)
+{
+	char key[RCPT_ADDR_MAX + 2];
+
+	if (strcmp(op, "stats") == 0) {
+		vcache_stats(c, stdout);
+		return 0;
+	}
+	if (strcmp(op, "flush") == 0)
+		return vcache_flush(c) == 0 ? 0 : 1;
+	if (strcmp(op, "show") != 0 && strcmp(op, "purge") != 0) {
+		fprintf(stderr, "backstop cache: unknown command %s (stats, show ADDR, purge ADDR|@DOMAIN, flush)\n", op);
+		return CLI_USAGE_ERROR;
+	}
+	if (arg == NULL || cli_cache_key(cfg, arg, key, sizeof key) != 0) {
+		fprintf(stderr, "backstop cache %s: needs an address%s\n", op, strcmp(op, "purge") == 0 ? " or @domain" : "");
+		return CLI_USAGE_ERROR;
+	}
+	if (strcmp(op, "show") == 0) {
+		if (key[0] == '@') {
+			fprintf(stderr, "backstop cache show: needs an address\n");
+			return CLI_USAGE_ERROR;
+		}
+		struct event_base *base = event_base_new();
+		vcache_get(c, base, key, cli_on_show, key);
+		event_base_dispatch(base); /* for a store that answers later */
+		event_base_free(base);
+		return 0;
+	}
+	long n = vcache_purge(c, key);
+	printf("%s: %ld entr%s removed\n", key, n, n == 1 ? "y" : "ies");
+	return n < 0 ? 1 : 0;
+}
+
+int cache_cli_main(int argc, char **argv)
+{
+	const char *conf;
+	int first = cli_options(argc, argv, &conf, NULL);
+
+	if (first < 0 || first >= argc) {
+		fprintf(stderr, "usage: backstop cache [-c FILE] stats | show ADDR | purge ADDR|@DOMAIN | flush\n");
+		return CLI_USAGE_ERROR;
+	}
+	struct bs_config *cfg = cli_config(conf);
+	if (cfg == NULL)
+		return CLI_USAGE_ERROR;
+	log_open(false, LOG_LVL_WARN);
+	struct vcache *c = cli_cache(cfg);
+	int rc = c ? cli_cache_op(c, cfg, argv[first], first + 1 < argc ? argv[first + 1] : NULL) : 1;
+	vcache_close(c);
+	config_unref(cfg);
+	return rc;
+}
