@@ -285,11 +285,12 @@ static void cfg_begin_ldap(struct cfg_loader *L, const char *name, size_t len)
 /* The text between the brackets of a section header: "gateway", "domain NAME", "ldap NAME". */
 static void cfg_begin_section(struct cfg_loader *L, const char *s, size_t len)
 {
-	size_t wlen = strcspn(s, " \t"), rlen;
+	size_t wlen = 0, rlen;
 	const char *rest;
 	char shown[128];
 
-	wlen = wlen < len ? wlen : len;
+	while (wlen < len && s[wlen] != ' ' && s[wlen] != '\t') /* s is not NUL-terminated */
+		wlen++;
 	rest = s + wlen;
 	rlen = len - wlen;
 	while (rlen && (*rest == ' ' || *rest == '\t'))

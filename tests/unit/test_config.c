@@ -697,7 +697,10 @@ static void test_random_input(void **state)
 				buf[(size_t)rand_r(&seed) % len] =
 					alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
 		}
-		struct bs_config *cfg = config_load_buffer("r.conf", buf, len, &errs);
+		char *exact = malloc(len ? len : 1); /* ASan sees any read past the end */
+		memcpy(exact, buf, len);
+		struct bs_config *cfg = config_load_buffer("r.conf", exact, len, &errs);
+		free(exact);
 		if (cfg) {
 			assert_int_equal(errs.n, 0);
 			assert_true(cfg->listen.n > 0 && cfg->ndomains > 0 && cfg->hostname);
