@@ -27,8 +27,7 @@ int config_check_deliver(const char *value, const char **why)
 		if (l.items[i].host[0] == '\0' || strcmp(l.items[i].host, "*") == 0) {
 			*why = "a backend needs a host name or address, not *";
 			rc = -1;
-		} else if (strcmp(l.items[i].port, "0") == 0 || strspn(l.items[i].port, "0") ==
-			   strlen(l.items[i].port)) {
+		} else if (strspn(l.items[i].port, "0") == strlen(l.items[i].port)) { /* 0, 00 */
 			*why = "a backend needs a port other than 0";
 			rc = -1;
 		}
