@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -219,12 +220,14 @@ static int map_write(const char *path, const char *buf, size_t len)
 {
 	char *dcopy = xstrdup(path), *bcopy = xstrdup(path);
 	const char *dir = dirname(dcopy);
-	char *tmp = xmalloc(strlen(path) + 16);
+	char tmp[PATH_MAX];
 	struct stat st;
-	int fd, dfd, ret = -1;
+	int fd = -1, dfd, ret = -1;
 
-	sprintf(tmp, "%s/.%s.XXXXXX", dir, basename(bcopy));
-	fd = mkstemp(tmp);
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, basename(bcopy)) < sizeof(tmp))
+		fd = mkstemp(tmp);
+	else
+		errno = ENAMETOOLONG;
 	if (fd < 0) {
 		fprintf(stderr, "backstop sync: cannot create a file in %s: %s\n", dir, strerror(errno));
 		goto out;
@@ -248,7 +251,6 @@ static int map_write(const char *path, const char *buf, size_t len)
 	}
 	ret = 0;
 out:
-	free(tmp);
 	free(dcopy);
 	free(bcopy);
 	return ret;

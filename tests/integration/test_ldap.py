@@ -24,8 +24,13 @@ TOOL = os.environ.get("LDAP_TOOL", str(Path(BACKSTOP_BIN).parent / "tests" / "ld
 SUFFIX = gen_ldif.SUFFIX
 AD, PEOPLE = gen_ldif.AD_BASE, gen_ldif.PEOPLE_BASE
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(TOOL) and os.path.exists(slapd_fixture.SLAPD)),
-                                reason="needs tests/ldap_tool and /usr/sbin/slapd")
+pytestmark = pytest.mark.skipif(not os.path.exists(slapd_fixture.SLAPD),
+                                reason="needs /usr/sbin/slapd (Debian package slapd)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tool_built():
+    assert os.path.exists(TOOL), "%s is missing: build the tree (it is tests/ldap_tool)" % TOOL
 
 
 def write_conf(tmp, slapd, sections, name="backstop.conf"):
@@ -250,10 +255,12 @@ def test_server_down_then_back(tmp_path):
         deadline = time.monotonic() + 15
         while True:
             verdicts, answers, _ = lk.batch(probe)
-            assert "invalid" not in verdicts[:1], answers
             if verdicts == ["valid", "invalid"]:
                 break
-            assert verdicts == ["unavailable", "unavailable"], answers
+            # while reconnecting (each connection has its own back-off) answers may be mixed,
+            # but an address is never answered wrongly
+            assert verdicts[0] in ("valid", "unavailable"), answers
+            assert verdicts[1] in ("invalid", "unavailable"), answers
             assert time.monotonic() < deadline, "no recovery after slapd came back"
         stats = lk.close()
         assert "unavailable=" in stats
@@ -279,7 +286,12 @@ def test_hung_server_times_out_without_blocking_the_loop(tmp_path):
         assert gap < 400, "the event loop was blocked for %d ms" % gap
         s.resume()
         deadline = time.monotonic() + 15
-        while lk.batch(probe)[0] != ["valid", "invalid", "valid"]:
+        while True:
+            verdicts, answers, _ = lk.batch(probe)
+            if verdicts == ["valid", "invalid", "valid"]:
+                break
+            assert all(v in (e, "unavailable") for v, e in
+                       zip(verdicts, ["valid", "invalid", "valid"])), answers
             assert time.monotonic() < deadline, "no recovery after slapd resumed"
         lk.close()
     finally:
@@ -292,7 +304,10 @@ def test_hung_server_times_out_without_blocking_the_loop(tmp_path):
 def sync(conf, name, output, *args, tty=False):
     cmd = [TOOL, "sync", "-c", conf, "ldap:" + name, "--output", str(output), *args]
     if not tty:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sanitizer_env())
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sanitizer_env())
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert marker not in r.stderr, r.stderr
+        return r
     master, slave = pty.openpty()
     p = subprocess.Popen(cmd, stdout=slave, stderr=subprocess.PIPE, text=True, env=sanitizer_env())
     os.close(slave)
