@@ -23,6 +23,7 @@ static int log_syslog_priority(enum log_level level)
 	return prio[level];
 }
 
+__attribute__((format(printf, 2, 0)))
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
 	static const char *const names[] = { "error", "warning", "notice", "info", "debug" };

@@ -8,8 +8,11 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "ldap_sync.h"
 #include "log.h"
+#include "rcpt.h"
 #include "server.h"
+#include "verify_cli.h"
 #include "version.h"
 
 #define DEFAULT_CONFIG BACKSTOP_SYSCONFDIR "/backstop/backstop.conf"
@@ -24,10 +27,17 @@ struct command {
 static int cmd_run(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 
+/* Subcommands that parse their own options get argv from their name on. */
 static const struct command commands[] = {
 	{ "run", cmd_run, "run [-c FILE]", "run the gateway in the foreground" },
 	{ "check-config", cmd_check_config, "check-config [-c FILE]",
 	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not" },
+	{ "verify", verify_cli_main, "verify [-c FILE] [--no-cache] ADDRESS...",
+	  "verdict of each address with its source and cache state; exit 0 all valid, 1 any invalid, 2 any unavailable" },
+	{ "cache", cache_cli_main, "cache [-c FILE] stats|show ADDR|purge ADDR|@DOMAIN|flush",
+	  "inspect or edit the verdict cache" },
+	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
+	  "export a directory's addresses into a map file; exit 0 changed, 3 unchanged, 1 error" },
 };
 
 static void usage(FILE *out)
@@ -85,6 +95,27 @@ static struct bs_config *load_or_report(const char *path, FILE *out)
 	return cfg;
 }
 
+/* Open every recipient source the way the daemon would; report those that fail (the daemon
+ * would start, but tempfail their lookups). */
+static int check_sources(const struct bs_config *cfg)
+{
+	int bad = 0;
+	log_open(false, LOG_LVL_ERR);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct bs_domain *d = &cfg->domains[i];
+		for (size_t j = 0; j < d->verify.n; j++) {
+			struct rcpt_source *src = rcpt_source_open(d->verify.items[j], cfg);
+			if (src->surrogate) {
+				printf("%s:%u: [domain %s] verify source %s cannot be opened; its lookups would answer 451\n",
+				       cfg->path, d->line, d->name, d->verify.items[j]);
+				bad++;
+			}
+			rcpt_source_close(src);
+		}
+	}
+	return bad;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
 	const char *path;
@@ -95,14 +126,19 @@ static int cmd_check_config(int argc, char **argv)
 	if (cfg == NULL)
 		return 1;
 	char why[512];
-	struct bs_runtime *rt = runtime_new(cfg, why, sizeof why);
+	struct runtime_opts o = { 0 };
+	struct bs_runtime *rt = runtime_new(config_ref(cfg), &o, why, sizeof why);
 	if (rt == NULL) {
 		printf("%s\n", why);
+		config_unref(cfg);
 		return 1;
 	}
-	printf("%s: OK (%zu domains)\n", path, cfg->ndomains);
 	runtime_unref(rt);
-	return 0;
+	int bad = check_sources(cfg);
+	if (bad == 0)
+		printf("%s: OK (%zu domains)\n", path, cfg->ndomains);
+	config_unref(cfg);
+	return bad ? 1 : 0;
 }
 
 static int cmd_run(int argc, char **argv)

@@ -22,6 +22,8 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "vcache.h"
+#include "verify.h"
 #include "util.h"
 #include "worker.h"
 
@@ -33,6 +35,9 @@ struct server {
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
 	struct backend_health *health;
+	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
+	struct runtime_graveyard *grave;
+	bool workers_freed;
 	uint64_t start_time;
 	struct worker *workers;
 	unsigned nworkers;
@@ -191,6 +196,20 @@ static bool hostport_lists_equal(const struct bs_hostport_list *a, const struct 
 	return true;
 }
 
+static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
+{
+	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave };
+	return runtime_new(cfg, &o, why, whysz);
+}
+
+static bool config_verifies(const struct bs_config *cfg)
+{
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		if (cfg->domains[i].verify.n > 0)
+			return true;
+	return false;
+}
+
 static void server_reload(struct server *srv)
 {
 	struct config_errors errs = { 0 };
@@ -205,7 +224,7 @@ static void server_reload(struct server *srv)
 		config_errors_free(&errs);
 		return;
 	}
-	struct bs_runtime *rt = runtime_new(cfg, why, sizeof why);
+	struct bs_runtime *rt = server_new_runtime(srv, cfg, why, sizeof why);
 	if (rt == NULL) {
 		log_err("reload refused: %s; keeping the running configuration", why);
 		return;
@@ -215,8 +234,9 @@ static void server_reload(struct server *srv)
 	srv->rt = rt;
 	pthread_mutex_unlock(&srv->rt_lock);
 	if (!hostport_lists_equal(&old->cfg->listen, &rt->cfg->listen) ||
-	    server_worker_count(old->cfg) != server_worker_count(rt->cfg))
-		log_warn("reload: changes to listen and workers take effect at the next restart");
+	    server_worker_count(old->cfg) != server_worker_count(rt->cfg) ||
+	    strcmp(old->cfg->cache, rt->cfg->cache) != 0 || (srv->cache == NULL && config_verifies(rt->cfg)))
+		log_warn("reload: changes to listen, workers and cache take effect at the next restart");
 	log_notice("configuration reloaded: %zu domains", rt->cfg->ndomains);
 	runtime_unref(old);
 }
@@ -254,13 +274,38 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds)
 	return 0;
 }
 
+static void server_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)fd;
+	(void)what;
+	runtime_graveyard_reap(srv->grave, false);
+}
+
 static int server_main_loop(struct server *srv)
 {
+	static const struct timeval second = { 1, 0 };
+	struct event *reap = event_new(srv->base, -1, EV_PERSIST, server_reap_cb, srv);
+
+	evtimer_add(reap, &second);
 	event_base_dispatch(srv->base);
+	event_free(reap);
 	for (unsigned i = 0; i < srv->nworkers; i++)
 		worker_join(&srv->workers[i]);
-	log_notice("stopped");
 	return 0;
+}
+
+/* Loops have stopped: cancel what generations still run on them, then free it all. */
+static void server_teardown(struct server *srv)
+{
+	runtime_unref(srv->rt); /* into the graveyard with the others */
+	srv->rt = NULL;
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+		runtime_graveyard_shutdown_base(srv->grave, srv->workers[i].base);
+	runtime_graveyard_free(srv->grave);
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+		worker_free(&srv->workers[i]);
+	vcache_close(srv->cache);
 }
 
 int server_run(const char *config_path, struct bs_config *cfg)
@@ -271,9 +316,18 @@ int server_run(const char *config_path, struct bs_config *cfg)
 
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&srv.rt_lock, NULL);
-	srv.rt = runtime_new(cfg, why, sizeof why);
+	srv.grave = runtime_graveyard_new();
+	if (config_verifies(cfg) && (srv.cache = vcache_open(cfg->cache, cfg, why, sizeof why)) == NULL) {
+		log_err("cache %s: %s", cfg->cache, why);
+		config_unref(cfg);
+		runtime_graveyard_free(srv.grave);
+		return 1;
+	}
+	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
 	if (srv.rt == NULL) {
 		log_err("%s", why);
+		vcache_close(srv.cache);
+		runtime_graveyard_free(srv.grave);
 		return 1;
 	}
 	srv.connlimit = connlimit_new();
@@ -298,6 +352,9 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		log_notice("ready %s", tok);
 	log_notice("started: %u workers, %zu domains", srv.nworkers, cfg->ndomains);
 	status = server_main_loop(&srv);
+	server_teardown(&srv);
+	log_notice("stopped");
+	srv.workers_freed = true;
 out:
 	if (srv.workers == NULL) {
 		for (unsigned w = 0; w < srv.nworkers; w++) {
@@ -307,12 +364,16 @@ out:
 		}
 	}
 	free(fds);
+	if (!srv.workers_freed) {
+		runtime_unref(srv.rt);
+		runtime_graveyard_free(srv.grave);
+		vcache_close(srv.cache);
+	}
 	free(srv.workers);
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	backend_health_free(srv.health);
-	runtime_unref(srv.rt);
 	return status;
 }

@@ -143,6 +143,10 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason, "source=policy");
 		return;
 	}
+	if (rc.to.domain_len == 0) { /* <postmaster> (RFC 5321 4.5.1): postmaster of our domain */
+		rc.to.domain_len = strlen(rd.domain->name);
+		memcpy(rc.to.domain, rd.domain->name, rc.to.domain_len + 1);
+	}
 	session_rcpt_accept_check(s, &rc, rd.domain);
 }
 

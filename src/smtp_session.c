@@ -461,9 +461,9 @@ static void session_free(struct smtp_session *s)
 		event_free(s->greet_timer);
 	if (s->watchdog)
 		event_free(s->watchdog);
+	session_rcpt_cancel(s);
 	session_tx_reset(s);
 	relay_free(s->relay);
-	free(s->rcpt_pending);
 	if (s->bev) {
 		bool bev_owns_fd = bufferevent_openssl_get_ssl(s->bev) != NULL;
 		bufferevent_free(s->bev);

@@ -95,6 +95,7 @@ struct relay *session_relay(struct smtp_session *s); /* created on first use */
 /* smtp_rcpt.c: a recipient that passed parsing and relay control */
 void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
 			       const struct bs_domain *dom);
+void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the pending RCPT */
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);

@@ -362,6 +362,14 @@ void verifier_free(struct verifier *v)
 	free(v);
 }
 
+size_t verifier_background(struct verifier *v)
+{
+	pthread_mutex_lock(&v->lock);
+	size_t n = v->nbackground;
+	pthread_mutex_unlock(&v->lock);
+	return n;
+}
+
 void verifier_stats(struct verifier *v, FILE *out)
 {
 	pthread_mutex_lock(&v->lock);

@@ -68,6 +68,10 @@ struct verify_query *verify_start_nocache(struct verifier *v, struct event_base 
  * called; a lookup in progress goes on in the background to fill the cache. */
 void verify_cancel(struct verify_query *q);
 
+/* Background lookups still running (a released configuration generation is torn down only
+ * once this is 0). */
+size_t verifier_background(struct verifier *v);
+
 /* Counters: lookups, cache hits, misses, timeouts, background refreshes. */
 void verifier_stats(struct verifier *v, FILE *out);
 

@@ -149,6 +149,10 @@ void worker_stop(struct worker *w)
 void worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
+}
+
+void worker_free(struct worker *w)
+{
 	if (w->nsessions > 0)
 		return; /* the process is exiting: leave the stragglers to the kernel */
 	if (w->deadline_ev)

@@ -40,7 +40,8 @@ struct worker {
 int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds);
 int worker_start(struct worker *w);   /* spawn the thread */
 void worker_stop(struct worker *w);   /* thread-safe: stop accepting, drain, then exit the loop */
-void worker_join(struct worker *w);   /* wait for the thread and free everything */
+void worker_join(struct worker *w);   /* wait for the thread */
+void worker_free(struct worker *w);   /* after worker_join: free the loop and all */
 
 /* Called by sessions when they end, so that a stopping worker can exit once empty. */
 void worker_session_ended(struct worker *w);
