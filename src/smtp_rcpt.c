@@ -22,7 +22,7 @@ struct rcpt_pending {
 	const struct bs_domain *dom;
 	struct verify_query *vq;
 	uint64_t started_ms;
-	char verdict[160]; /* key=value pairs from verification, for the log line */
+	char verdict[RCPT_REASON_MAX * 2 + 200]; /* key=value pairs from verification, for the log line */
 };
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
@@ -67,13 +67,14 @@ static void rcpt_verified(void *arg, const struct verify_result *res)
 	struct rcpt_pending *p = arg;
 	struct smtp_session *s = p->s;
 
+	char detail[RCPT_REASON_MAX * 2];
+
 	p->vq = NULL;
-	snprintf(p->verdict, sizeof p->verdict, "verdict=%s source=%s cached=%s%s",
+	log_sanitize(detail, sizeof detail, res->reason, strlen(res->reason));
+	snprintf(p->verdict, sizeof p->verdict, "verdict=%s source=%s cached=%s%s detail=\"%s\"",
 		 rcpt_verdict_name(res->verdict), res->source, res->cached ? "yes" : "no",
-		 res->timed_out ? " timed_out=yes" : "");
+		 res->timed_out ? " timed_out=yes" : "", detail);
 	if (res->action != VERIFY_ACCEPT) {
-		if (res->reason[0])
-			log_info("session=%s verify %s: %s", s->id, res->source, res->reason);
 		rcpt_finish(p, res->code, res->enhanced, res->text, NULL);
 		return;
 	}
