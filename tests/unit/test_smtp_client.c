@@ -910,6 +910,47 @@ static void test_large_body(void **state)
 	big_pattern = NULL;
 }
 
+static const struct step big_tls_script[] = {
+	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake\r\n250 STARTTLS\r\n" }, { S_EXPECT, "STARTTLS" },
+	{ S_SEND, "220 go\r\n" }, { S_TLS, NULL }, { S_EXPECT, "EHLO" }, { S_SEND, "250 fake\r\n" },
+	{ S_EXPECT, "MAIL" }, { S_SEND, "250 ok\r\n" }, { S_EXPECT, "RCPT" }, { S_SEND, "250 ok\r\n" },
+	{ S_EXPECT, "DATA" }, { S_SEND, "354 go\r\n" }, { S_DATA, NULL }, { S_SEND, "250 2.0.0 got it\r\n" },
+	{ S_END, NULL },
+};
+
+static SSL_CTX *server_ctx(void);
+static SSL_CTX *client_ctx(void);
+
+/* The same through TLS: pending counts what waits above and below the TLS filter. */
+static void test_large_body_tls(void **state)
+{
+	struct t *t = *state;
+	big_make();
+	t->body_len = 4u << 20;
+	t->chunk = 65536 - 7;
+	t->high = 256 * 1024;
+	t->on_ready = queue_data_only;
+	t->on_354 = big_start;
+	t->stop_at = 5;
+	t->opts.tls = DELIVER_TLS_MUST;
+	t->opts.tls_ctx = client_ctx();
+	fake_start(&t->srv, t->base, big_tls_script);
+	t->srv.ctx = server_ctx();
+	t->srv.sink = true;
+	connect_client(t);
+	run(t, 60000);
+	assert_script_ok(t);
+	assert_reply(&t->got[4], 250, "2.0.0", "got it");
+	uint64_t octets, hash;
+	big_expected(t->body_len, &octets, &hash);
+	assert_int_equal(t->srv.sink_octets, octets);
+	assert_true(t->srv.sink_hash == hash);
+	assert_true(t->drains > 3);
+	assert_true(t->max_pending <= t->high + 2 * t->chunk + 4096);
+	free(big_pattern);
+	big_pattern = NULL;
+}
+
 /* ---- STARTTLS ---- */
 
 static const struct step tls_script[] = {
@@ -1191,6 +1232,7 @@ int main(void)
 		T(test_close_mid_data),
 		T(test_stall_after_dot),
 		T(test_large_body),
+		T(test_large_body_tls),
 		T(test_starttls_may_verified),
 		T(test_starttls_must),
 		T(test_starttls_must_not_offered),
