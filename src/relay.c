@@ -32,6 +32,10 @@ struct relay {
 	size_t target;                  /* index into domain->deliver */
 	char key[SMTP_DOMAIN_MAX + 16]; /* "host:port" of the target */
 	size_t tries;                   /* targets considered in this connection attempt */
+	struct dns_query *dq;           /* resolving the current target */
+	struct sockaddr_storage addrs[DNS_ADDRS_MAX]; /* the current target's addresses */
+	socklen_t addrlens[DNS_ADDRS_MAX];
+	size_t naddrs, addr_next;
 	size_t first;                   /* first target of this attempt (round-robin start) */
 	/* the pending operation */
 	relay_cb cb;
@@ -117,6 +121,8 @@ void relay_free(struct relay *r)
 	if (r == NULL)
 		return;
 	relay_drop_client(r, r->state == RELAY_READY || r->state == RELAY_IN_TX);
+	if (r->dq)
+		dns_cancel(r->dq);
 	event_free(r->defer_ev);
 	free(r);
 }
@@ -239,6 +245,7 @@ static void relay_begin_tx(struct relay *r)
 }
 
 static void relay_connect_next(struct relay *r);
+static bool relay_connect_addr(struct relay *r);
 
 static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
 {
@@ -258,19 +265,8 @@ static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
 		backend_health_report(r->env.health, r->key, false);
 	relay_drop_client(r, false);
 	r->any_unreachable = true;
-	relay_connect_next(r);
-}
-
-static int relay_sockaddr(const struct bs_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
-{
-	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res = NULL;
-	if (getaddrinfo(hp->host, hp->port, &hints, &res) != 0 || res == NULL)
-		return -1;
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
+	if (!relay_connect_addr(r))
+		relay_connect_next(r);
 }
 
 static SSL_CTX *relay_tls_ctx(const struct relay *r)
@@ -282,6 +278,49 @@ static SSL_CTX *relay_tls_ctx(const struct relay *r)
 	if (r->env.domain_tls && i < cfg->ndomains && r->env.domain_tls[i])
 		return r->env.domain_tls[i];
 	return r->env.tls_client;
+}
+
+/* Connect to the next address of the current target; false when none is left. */
+static bool relay_connect_addr(struct relay *r)
+{
+	const struct bs_config *cfg = r->env.cfg;
+	const struct bs_domain *dom = r->domain;
+	const struct bs_hostport *hp = &dom->deliver.items[r->target];
+
+	while (r->addr_next < r->naddrs) {
+		size_t i = r->addr_next++;
+		struct smtp_client_opts o = {
+			.helo_name = cfg->hostname, .tls = dom->deliver_tls, .tls_ctx = relay_tls_ctx(r),
+			.tls_server_name = hp->host, .tls_verify = dom->deliver_tls == DELIVER_TLS_MUST && dom->deliver_tls_ca,
+			.connect_timeout_ms = cfg->backend_connect_timeout_ms,
+			.command_timeout_ms = cfg->backend_command_timeout_ms,
+			.data_timeout_ms = cfg->backend_data_timeout_ms,
+		};
+		r->client = smtp_client_new(r->env.base, (struct sockaddr *)&r->addrs[i], r->addrlens[i], &o,
+					    relay_ready_cb, r);
+		if (r->client != NULL)
+			return true;
+	}
+	return false;
+}
+
+static void relay_resolved_cb(void *arg, const struct dns_addrs *res)
+{
+	struct relay *r = arg;
+
+	r->dq = NULL;
+	r->naddrs = r->addr_next = 0;
+	if (res->status != DNS_OK) {
+		log_notice("backend %s: cannot resolve: %s", r->key, res->error ? res->error : "no address");
+	} else {
+		for (size_t i = 0; i < res->count && i < DNS_ADDRS_MAX; i++) {
+			r->addrs[i] = res->addr[i];
+			r->addrlens[i] = res->addrlen[i];
+		}
+		r->naddrs = res->count < DNS_ADDRS_MAX ? res->count : DNS_ADDRS_MAX;
+	}
+	if (!relay_connect_addr(r))
+		relay_connect_next(r);
 }
 
 /* Try the next target of the domain that the circuit breaker lets through. */
@@ -296,22 +335,10 @@ static void relay_connect_next(struct relay *r)
 		snprintf(r->key, sizeof r->key, "%s:%s", hp->host, hp->port);
 		if (!backend_health_try(r->env.health, r->key, cfg->backend_retry_after_ms))
 			continue;
-		struct sockaddr_storage ss;
-		socklen_t sslen;
-		if (relay_sockaddr(hp, &ss, &sslen) != 0) {
-			log_err("backend %s: not a numeric address", r->key);
-			continue;
-		}
-		struct smtp_client_opts o = {
-			.helo_name = cfg->hostname, .tls = dom->deliver_tls, .tls_ctx = relay_tls_ctx(r),
-			.tls_server_name = hp->host, .tls_verify = dom->deliver_tls == DELIVER_TLS_MUST && dom->deliver_tls_ca,
-			.connect_timeout_ms = cfg->backend_connect_timeout_ms,
-			.command_timeout_ms = cfg->backend_command_timeout_ms,
-			.data_timeout_ms = cfg->backend_data_timeout_ms,
-		};
 		r->target = i;
-		r->client = smtp_client_new(r->env.base, (struct sockaddr *)&ss, sslen, &o, relay_ready_cb, r);
-		if (r->client != NULL)
+		r->dq = dns_resolve_host(r->env.dns, hp->host, (uint16_t)atoi(hp->port), AF_UNSPEC,
+					 relay_resolved_cb, r);
+		if (r->dq != NULL)
 			return;
 	}
 	r->state = RELAY_IDLE;

@@ -17,6 +17,7 @@
 
 #include "backend_health.h"
 #include "config.h"
+#include "dns.h"
 #include "smtp_client.h"
 #include "smtp_parse.h"
 
@@ -26,6 +27,7 @@ struct relay_env {
 	SSL_CTX *tls_client;           /* opportunistic TLS (no verification) */
 	SSL_CTX *const *domain_tls;    /* per cfg->domains[i]: verifying context for must + CA, or NULL */
 	struct backend_health *health;
+	struct dns_resolver *dns;      /* the worker's resolver, for deliver targets given by name */
 	unsigned *rr_counter;          /* worker-local, for deliver_policy = round-robin */
 };
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dns.h"
 #include "log.h"
 #include "server.h"
 #include "smtp_session.h"
@@ -126,6 +127,12 @@ int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, siz
 	}
 	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
 	w->scratch = xmalloc(WORKER_SCRATCH_SIZE);
+	const char *why = NULL;
+	w->dns = dns_resolver_new_opts(w->base, 2000, 2, &why);
+	if (w->dns == NULL) {
+		log_err("worker %u: DNS resolver: %s", id, why ? why : "unknown error");
+		return -1;
+	}
 	return 0;
 }
 
@@ -164,5 +171,6 @@ void worker_free(struct worker *w)
 	free(w->listeners);
 	free(w->fds);
 	free(w->scratch);
+	dns_resolver_free(w->dns);
 	event_base_free(w->base);
 }

@@ -34,6 +34,7 @@ struct worker {
 	uint64_t seq;                /* sessions accepted, for session ids */
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
 	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
+	struct dns_resolver *dns;    /* this loop's resolver (c-ares) */
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
