@@ -186,7 +186,8 @@ static void export_sort_unique(struct ldap_export *ex)
 {
 	size_t out = 0;
 
-	qsort(ex->addrs, ex->n, sizeof(char *), addr_cmp);
+	if (ex->n > 1)
+		qsort(ex->addrs, ex->n, sizeof(char *), addr_cmp);
 	for (size_t i = 0; i < ex->n; i++) {
 		if (out > 0 && strcmp(ex->addrs[out - 1], ex->addrs[i]) == 0)
 			free(ex->addrs[i]);

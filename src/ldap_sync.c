@@ -107,7 +107,8 @@ static void map_parse_keys(struct sync_map *m)
 		}
 		line = eol + 1;
 	}
-	qsort(m->keys, m->n, sizeof(char *), key_cmp);
+	if (m->n > 1)
+		qsort(m->keys, m->n, sizeof(char *), key_cmp);
 }
 
 static int map_read(const char *path, struct sync_map *m)
