@@ -463,3 +463,36 @@ def test_sync_usage_errors(sync_conf, tmp_path):
                         str(tmp_path / "m")], capture_output=True, text=True)
     assert r.returncode == 1 and "no [ldap nosuch] section" in r.stderr
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the daemon and the real command line
+
+def test_daemon_verifies_recipients_with_ldap(directory, backstop_factory, backend, tmp_path):
+    """verify = ldap:ad in a [domain]: RCPT answers come from the directory, through the chain."""
+    section = directory.config_section("ad", AD, "active-directory")
+    doms = {d: {"deliver": backend.addr, "verify": "ldap:ad"} for d in gen_ldif.DOMAINS}
+    b = backstop_factory(gateway={"log_level": "debug"}, domains=doms, extra="\n" + section)
+    s = directory.dir.samples
+    with b.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        assert c.cmd("RCPT TO:<%s>" % s["primary"]).code == 250
+        assert c.cmd("RCPT TO:<%s>" % s["mixed"]).code == 250
+        assert c.cmd("RCPT TO:<%s>" % s["contact"]).code == 250
+        for k in ("missing", "x500", "sip", "disabled"):
+            r = c.cmd("RCPT TO:<%s>" % s[k])
+            assert r.code == 550, (k, r)
+        assert c.cmd('RCPT TO:<"a)(mail=*"@example.test>').code == 550
+        assert c.cmd("RCPT TO:<*@example.test>").code == 550
+
+
+def test_backstop_sync_command(directory, sync_conf, tmp_path):
+    out = tmp_path / "map"
+    r = subprocess.run([BACKSTOP_BIN, "sync", "-c", sync_conf, "ldap:ad", "--output", str(out)],
+                       capture_output=True, text=True, timeout=120, env=sanitizer_env())
+    assert r.returncode == 0, r.stderr
+    assert map_keys(out) == directory.dir.expected_sync("active-directory")
+    r = subprocess.run([BACKSTOP_BIN, "sync", "-c", sync_conf, "ldap:ad", "--output", str(out)],
+                       capture_output=True, text=True, timeout=120, env=sanitizer_env())
+    assert r.returncode == 3, r.stdout + r.stderr
