@@ -86,10 +86,9 @@ void backend_health_report(struct backend_health *h, const char *key, bool ok)
 		if (ok) {
 			e->state = BACKEND_HEALTHY;
 			e->failures = 0;
-		} else {
+		} else if (++e->failures >= BACKEND_TRIP_FAILURES || e->state == BACKEND_HALF_OPEN) {
 			e->state = BACKEND_FAILING;
 			e->failed_at_ms = now_ms();
-			e->failures++;
 		}
 		if (before != e->state)
 			log_notice("backend %s is now %s", key, ok ? "healthy" : "failing (skipped for a while)");

@@ -1,6 +1,8 @@
 /* backend_health.h - circuit breaker for backends (delivery targets and validation servers),
- * shared by all workers. A target that refused connections or timed out is skipped for
- * retry_after; then one session at a time may probe it (half-open) until one succeeds.
+ * shared by all workers. A target that failed BACKEND_TRIP_FAILURES times in a row (refused
+ * connections, timed out, answered 4xx to the greeting) is skipped for retry_after; then one
+ * session at a time may probe it (half-open) until one succeeds. One failure alone does not
+ * trip it: a single lost SYN under load must not turn into 30 s of 451s for every client.
  * Keyed by "host:port". Thread-safe. */
 #ifndef BACKSTOP_BACKEND_HEALTH_H
 #define BACKSTOP_BACKEND_HEALTH_H
@@ -9,6 +11,8 @@
 #include <stdint.h>
 
 struct backend_health;
+
+#define BACKEND_TRIP_FAILURES 2
 
 enum backend_state { BACKEND_HEALTHY = 0, BACKEND_FAILING, BACKEND_HALF_OPEN };
 
