@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import ssl
 import subprocess
 import threading
@@ -171,19 +172,105 @@ def dead_port():
     s.close()
 
 
+class _BackendHandler(socketserver.StreamRequestHandler):
+    """Just enough SMTP server for a backend: accepts everything except local parts starting
+    with "unknown" (550 5.1.1); records each message (envelope and the data as received)."""
+
+    def reply(self, text):
+        self.wfile.write(text.encode() + b"\r\n")
+
+    def handle(self):
+        be = self.server.backend
+        mail, rcpts = None, []
+        self.reply("220 backend.test ESMTP test-backend")
+        be.greeted += 1
+        while True:
+            line = self.rfile.readline(4096)
+            if not line:
+                return
+            cmd = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            verb = cmd[:4].upper()
+            be.commands.append(cmd)
+            if verb in ("EHLO", "HELO"):
+                self.reply("250-backend.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                           "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n"
+                           "250 SIZE 104857600" if verb == "EHLO" else "250 backend.test")
+            elif verb == "MAIL":
+                mail, rcpts = cmd[10:].strip(), []
+                self.reply("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                addr = cmd[8:].strip()
+                if addr.lower().startswith("<unknown"):
+                    self.reply("550 5.1.1 User unknown in backend")
+                else:
+                    rcpts.append(addr)
+                    self.reply("250 2.1.5 Ok")
+            elif verb == "DATA":
+                self.reply("354 End data with <CR><LF>.<CR><LF>")
+                data = b""
+                while not (data == b".\r\n" or data.endswith(b"\r\n.\r\n")):
+                    chunk = self.rfile.readline(1 << 20)
+                    if not chunk:
+                        return
+                    data += chunk
+                be.messages.append({"mail": mail, "rcpts": list(rcpts), "data": data})
+                self.reply(f"250 2.0.0 Ok: queued as BE{len(be.messages)}")
+            elif verb in ("RSET", "NOOP"):
+                mail, rcpts = (None, []) if verb == "RSET" else (mail, rcpts)
+                self.reply("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                self.reply("221 2.0.0 Bye")
+                return
+            else:
+                self.reply("502 5.5.2 Error: command not recognized")
+
+
+class _BackendServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Backend:
+    """A recording SMTP backend on 127.0.0.1 (in this process, one thread per connection)."""
+
+    def __init__(self):
+        self.messages, self.commands = [], []
+        self.greeted = 0  # connections that were sent the banner
+        self.server = _BackendServer(("127.0.0.1", 0), _BackendHandler)
+        self.server.backend = self
+        self.host, self.port = self.server.server_address
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self):
+        return f"{self.host}:{self.port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
-def backstop_factory(tmp_path, dead_port):
+def backend():
+    be = Backend()
+    yield be
+    be.close()
+
+
+@pytest.fixture
+def backstop_factory(tmp_path, backend):
     """start(gateway={...}, domains={...}, extra="", wait=True) -> Backstop.
 
     gateway keys are merged over default_gateway(); domains defaults to example.test delivering to
-    a port that refuses connections. Every started daemon is stopped and checked at teardown."""
+    the recording `backend` fixture. Every started daemon is stopped and checked at teardown."""
     started = []
 
     def start(gateway=None, domains=None, extra="", wait=True, name="backstop.conf"):
         gw = default_gateway()
         gw.update(gateway or {})
         if domains is None:
-            domains = {"example.test": {"deliver": f"127.0.0.1:{dead_port}"}}
+            domains = {"example.test": {"deliver": backend.addr}}
         conf = tmp_path / name
         conf.write_text(render_config(gw, domains, extra))
         b = Backstop(conf)
@@ -194,11 +281,12 @@ def backstop_factory(tmp_path, dead_port):
 
     start.render = lambda gateway=None, domains=None, extra="": render_config(
         {**default_gateway(), **(gateway or {})},
-        domains if domains is not None else {"example.test": {"deliver": f"127.0.0.1:{dead_port}"}},
+        domains if domains is not None else {"example.test": {"deliver": backend.addr}},
         extra)
     yield start
     errors = []
     for b in started:
+        print(f"--- backstop {b.conf} log:\n{b.log_text()}")  # shown by pytest on failure
         try:
             b.check_clean_exit()
         except AssertionError as e:

@@ -118,10 +118,10 @@ def test_refused_recipient_does_not_spoil_transaction(backstop):
         assert c.cmd("DATA").code == 354
 
 
-def test_second_domain(backstop_factory, dead_port):
+def test_second_domain(backstop_factory, backend):
     b = backstop_factory(domains={
-        "example.test": {"deliver": f"127.0.0.1:{dead_port}"},
-        "other.test": {"deliver": f"127.0.0.1:{dead_port}"},
+        "example.test": {"deliver": backend.addr},
+        "other.test": {"deliver": backend.addr},
     })
     assert rcpt(b, "user@other.test").code == 250
     assert rcpt(b, "user@example.test").code == 250
@@ -152,8 +152,16 @@ def test_swaks_percent_hack_refused(backstop):
     assert "550 5.7.1" in r.stdout, r.stdout
 
 
-def test_swaks_full_message_not_accepted_without_backend(backstop):
-    r = swaks(backstop, "--to", "user@example.test", "--body", "hello")
+def test_swaks_full_message_delivered_inline(backstop, backend):
+    r = swaks(backstop, "--to", "user@example.test", "--body", "hello from swaks")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(backend.messages) == 1
+    assert b"hello from swaks" in backend.messages[0]["data"]
+
+
+def test_swaks_full_message_not_accepted_without_backend(backstop_factory, dead_port):
+    b = backstop_factory(domains={"example.test": {"deliver": f"127.0.0.1:{dead_port}"}})
+    r = swaks(b, "--to", "user@example.test", "--body", "hello")
     assert r.returncode != 0, r.stdout
-    assert "354" in r.stdout
     assert not [l for l in r.stdout.splitlines() if l.startswith("<-  250 2.0.0")], r.stdout
+    assert [l for l in r.stdout.splitlines() if l.startswith("<** 4")], r.stdout

@@ -24,14 +24,14 @@ def poll(fn, timeout=10.0, interval=0.05):
         time.sleep(interval)  # polling a condition, not synchronising on time
 
 
-def test_reload_adds_domain(backstop_factory, dead_port):
+def test_reload_adds_domain(backstop_factory, backend):
     b = backstop_factory()
     assert rcpt_code(b, "user@other.test") == 554
     with b.connect() as old:                      # a session open across the reload
         old.ehlo()
         b.conf.write_text(backstop_factory.render(domains={
-            "example.test": {"deliver": f"127.0.0.1:{dead_port}"},
-            "other.test": {"deliver": f"127.0.0.1:{dead_port}"}}))
+            "example.test": {"deliver": backend.addr},
+            "other.test": {"deliver": backend.addr}}))
         b.send_signal(signal.SIGHUP)
         assert poll(lambda: rcpt_code(b, "user@other.test") == 250), b.log_text()
         assert rcpt_code(b, "user@example.test") == 250
@@ -40,9 +40,9 @@ def test_reload_adds_domain(backstop_factory, dead_port):
     assert b.alive()
 
 
-def test_reload_refuses_broken_file(backstop_factory, dead_port):
-    b = backstop_factory(domains={"example.test": {"deliver": f"127.0.0.1:{dead_port}"},
-                                  "other.test": {"deliver": f"127.0.0.1:{dead_port}"}})
+def test_reload_refuses_broken_file(backstop_factory, backend):
+    b = backstop_factory(domains={"example.test": {"deliver": backend.addr},
+                                  "other.test": {"deliver": backend.addr}})
     good = b.conf.read_text()
     broken = good + "\n[gateway]\nmax_recipients = lots\n"
     bad_line = broken.count("\n")                 # the line of "max_recipients = lots"

@@ -189,20 +189,53 @@ def test_every_reply_has_enhanced_code(backstop_factory):
         assert r.enhanced == "2.0.0"
 
 
-def test_data_end_is_never_250_without_a_backend(backstop):
-    """The backend refuses connections: the end of DATA must be a temporary failure, not 250."""
-    with backstop.connect() as c:
+def test_never_250_without_a_backend(backstop_factory, dead_port):
+    """The backend refuses connections: the recipient or the end of DATA gets a temporary
+    failure; the message is never answered 250."""
+    b = backstop_factory(domains={"example.test": {"deliver": f"127.0.0.1:{dead_port}"}})
+    with b.connect() as c:
         c.ehlo()
         assert c.cmd("MAIL FROM:<a@client.test>").code == 250
-        assert c.cmd("RCPT TO:<user@example.test>").code == 250
-        r = c.cmd("DATA")
-        assert r.code == 354, r
-        r = c.cmd("Subject: hello\r\n\r\nbody\r\n.")
+        r = c.cmd("RCPT TO:<user@example.test>")
+        if r.code == 250:
+            assert c.cmd("DATA").code == 354
+            r = c.cmd("Subject: hello\r\n\r\nbody\r\n.")
         assert 400 <= r.code < 500, r
         assert r.enhanced.startswith("4."), r
         # the session is still usable
         assert c.cmd("RSET").code == 250
         assert c.cmd("QUIT").code == 221
+
+
+def test_message_delivered_inline(backstop, backend):
+    """The backend's answer to the end of DATA is the client's answer; the text arrives intact."""
+    with backstop.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.test>").code == 250
+        assert c.cmd("RCPT TO:<second@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        r = c.cmd("Subject: hello\r\n\r\nline one\r\n..dot line\r\n.")
+        assert (r.code, r.enhanced) == (250, "2.0.0"), r
+        assert c.cmd("QUIT").code == 221
+    assert len(backend.messages) == 1, backend.messages
+    m = backend.messages[0]
+    assert m["mail"].startswith("<sender@client.test>"), m
+    assert [a.split()[0] for a in m["rcpts"]] == ["<user@example.test>", "<second@example.test>"], m
+    assert b"Subject: hello\r\n" in m["data"] and b"\r\n..dot line\r\n" in m["data"], m
+    assert m["data"].endswith(b"\r\n.\r\n")
+
+
+def test_backend_refusal_is_relayed(backstop, backend):
+    with backstop.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@client.test>").code == 250
+        r = c.cmd("RCPT TO:<unknown-person@example.test>")
+        assert r.code == 550, r
+        assert c.cmd("RCPT TO:<user@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        assert c.cmd("Subject: x\r\n\r\nx\r\n.").code == 250
+    assert [a.split()[0] for a in backend.messages[0]["rcpts"]] == ["<user@example.test>"]
 
 
 def test_decision_log_line(backstop):

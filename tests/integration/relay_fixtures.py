@@ -1,0 +1,177 @@
+"""Helpers for the in-line delivery tests (test_relay_*.py): backstop configs with short backend
+timeouts, fake backends and smtp-sink as peers, one-message SMTP transactions, and the fd/RSS
+readings used by the leak checks. Reuses conftest.py's backstop_factory."""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from fake_backend import FakeBackend
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def relay_gateway(**over):
+    """[gateway] keys for relay tests: short backend timeouts so stalls end quickly."""
+    gw = {
+        "backend_connect_timeout": "1s",
+        "backend_command_timeout": "1s",
+        "backend_data_timeout": "2s",
+        "backend_retry_after": "0s",
+        "max_connections_per_ip": 10000,
+        "max_connections": 10000,
+    }
+    gw.update(over)
+    return gw
+
+
+def message(subject="relay test", body_lines=None, extra_headers=()):
+    """An RFC 5322 message with CRLF line ends, as bytes (without the final dot)."""
+    hdr = [
+        "From: Sender <sender@client.test>",
+        "To: <user@example.test>",
+        f"Subject: {subject}",
+        "Date: Mon, 01 Jan 2024 00:00:00 +0000",
+        f"Message-ID: <{abs(hash(subject))}.{time.monotonic_ns()}@client.test>",
+        *extra_headers,
+    ]
+    body = body_lines if body_lines is not None else [
+        "Hello,", "", ".a line that starts with a dot", "..two dots", ".", " .", "last line"]
+    return ("\r\n".join(hdr) + "\r\n\r\n" + "\r\n".join(body) + "\r\n").encode()
+
+
+def stuff(content):
+    """Dot-stuff CRLF content for the wire."""
+    lines = content.split(b"\r\n")
+    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in lines)
+
+
+class Outcome:
+    """What the client saw in one transaction."""
+
+    def __init__(self):
+        self.mail = self.data = self.final = None
+        self.rcpts = []
+
+    @property
+    def delivered(self):
+        return self.final is not None and self.final.code == 250
+
+    def __repr__(self):
+        return f"Outcome(mail={self.mail!r}, rcpts={self.rcpts!r}, data={self.data!r}, final={self.final!r})"
+
+
+def transaction(c, rcpts, content=None, mail_from="sender@client.test", mail_params=""):
+    """MAIL, RCPTs, and DATA+content if any recipient was accepted. Returns an Outcome."""
+    o = Outcome()
+    o.mail = c.cmd(f"MAIL FROM:<{mail_from}>{mail_params}")
+    if o.mail.code != 250:
+        return o
+    for r in ([rcpts] if isinstance(rcpts, str) else rcpts):
+        o.rcpts.append(c.cmd(f"RCPT TO:<{r}>"))
+    if not any(r.code == 250 for r in o.rcpts):
+        c.cmd("RSET")
+        return o
+    o.data = c.cmd("DATA")
+    if o.data.code != 354:
+        return o
+    content = message() if content is None else content
+    c.send(stuff(content) + b".\r\n")
+    o.final = c.reply()
+    return o
+
+
+def deliver(b, rcpts, content=None, **kw):
+    """One session: EHLO, one transaction, QUIT."""
+    with b.connect() as c:
+        c.ehlo()
+        o = transaction(c, rcpts, content, **kw)
+        try:
+            c.cmd("QUIT")
+        except (ConnectionError, OSError):
+            pass
+        return o
+
+
+def proc_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(port, timeout=10.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"process exited with {proc.returncode} before listening")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            time.sleep(0.02)  # polling a port with a deadline: there is no event to wait on
+
+
+class SmtpSink:
+    """/usr/sbin/smtp-sink on 127.0.0.1:PORT (accepts everything, keeps nothing)."""
+
+    def __init__(self, backlog=256, extra=()):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([SMTP_SINK, "-u", "postfix", *extra, f"127.0.0.1:{self.port}", str(backlog)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        wait_listening(self.port, proc=self.proc)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def fakes():
+    """fakes(**kw) -> a started FakeBackend; all are stopped at teardown."""
+    made = []
+
+    def make(**kw):
+        f = FakeBackend(**kw)
+        made.append(f)
+        return f
+    yield make
+    for f in made:
+        f.stop()
+
+
+@pytest.fixture
+def smtp_sink():
+    made = []
+
+    def make(**kw):
+        s = SmtpSink(**kw)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.stop()
