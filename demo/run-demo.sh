@@ -2,7 +2,8 @@
 # make demo: build backstop, start it on loopback with demo/backstop.conf, and show with swaks
 #   1. a message for a domain we serve (RCPT accepted; DATA answered by the backend in-line),
 #   2. a relay attempt to a foreign domain refused at RCPT,
-#   3. an address-form relay trick (percent hack) refused at RCPT;
+#   3. an address-form relay trick (percent hack) refused at RCPT,
+#   4. the first message again with the backend down: 4xx, never 250;
 # then stop backstop. Installs missing packages with apt-get (needs root) only if any is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +12,10 @@ BUILD=${BUILD:-build}
 CONF=demo/backstop.conf
 RUN=demo/run
 NEEDED=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev liblmdb-dev
-	libc-ares-dev libldap2-dev libhiredis-dev libinih-dev libcmocka-dev swaks)
+	libc-ares-dev libldap2-dev libhiredis-dev libinih-dev libcmocka-dev swaks postfix)
+BACKEND=127.0.0.1:2526     # must match deliver = in demo/backstop.conf
 BACKSTOP_PID=
+SINK_PID=
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -28,6 +31,7 @@ install_missing() {
 		exit 1
 	fi
 	apt-get update
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
@@ -36,9 +40,25 @@ build() {
 	make --no-print-directory build BUILD="$BUILD"
 }
 
-# A backend for in-line delivery will be started here (and stopped in stop_all) once in-line
-# delivery lands; until then the end of DATA is answered 4xx by design.
-start_backend() { :; }
+# The backend that backstop delivers to in-line: Postfix's smtp-sink test server, which
+# accepts every message and throws it away. (Only the program is used; no Postfix instance.)
+start_backend() {
+	say "starting the backend: smtp-sink on $BACKEND"
+	/usr/sbin/smtp-sink -u nobody -h backend.demo.test "$BACKEND" 10 &
+	SINK_PID=$!
+	for _ in $(seq 50); do
+		(exec 3<>"/dev/tcp/${BACKEND%:*}/${BACKEND#*:}") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "smtp-sink did not start on $BACKEND" >&2
+	exit 1
+}
+
+# A message while the backend is down: never 250, the client is told to try again later.
+stop_backend() {
+	if [ -n "$SINK_PID" ]; then kill -TERM "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
+	SINK_PID=
+}
 
 start_backstop() {
 	say "starting backstop -c $CONF"
@@ -63,6 +83,7 @@ stop_all() {
 		wait "$BACKSTOP_PID" || true
 	fi
 	BACKSTOP_PID=
+	stop_backend
 }
 trap stop_all EXIT
 
@@ -79,13 +100,17 @@ main() {
 	build
 	start_backend
 	start_backstop
-	swaks_demo "1. a message for a domain we serve" \
-		"RCPT 250 2.1.5; end of DATA 4xx while no backend answers" \
+	swaks_demo "1. a message for a domain we serve, delivered in-line to the backend" \
+		"RCPT 250 2.1.5; end of DATA 250 with the backend's own answer" \
 		--to bob@example.test --body "Hello from the backstop demo."
 	swaks_demo "2. relay attempt to a foreign domain" "RCPT refused: 554 5.7.1 Relay access denied" \
 		--to victim@elsewhere.test --quit-after RCPT
 	swaks_demo "3. address-form relay trick (percent hack through our domain)" \
 		"RCPT refused: 550 5.7.1" --to 'victim%elsewhere.test@example.test' --quit-after RCPT
+	stop_backend
+	swaks_demo "4. the same message while the backend is down" \
+		"4xx (try again later): never 250 unless a backend accepted; no bounce is ever sent" \
+		--to bob@example.test --body "Hello again."
 	stop_all
 	say "backstop's log (one line per decision)"
 	sed 's/^/    /' "$RUN/backstop.log"
