@@ -10,11 +10,11 @@
 #include "util.h"
 
 /* Adding a source type: write src/rcpt_NAME.c defining `const struct rcpt_source_type
- * rcpt_NAME_type`, declare it in rcpt.h and add one row here. Row still to come:
- * &rcpt_callout_type (rcpt_callout.c). */
+ * rcpt_NAME_type`, declare it in rcpt.h and add one row here. */
 static const struct rcpt_source_type *const types[] = {
 	&rcpt_map_type,
 	&rcpt_ldap_type,
+	&rcpt_callout_type,
 };
 
 /* Test-only additions (rcpt_type_register_extra); written before any worker thread starts. */

@@ -142,6 +142,7 @@ void rcpt_source_close(struct rcpt_source *src);
  * line here and one row to types[] in rcpt.c. */
 extern const struct rcpt_source_type rcpt_map_type;
 extern const struct rcpt_source_type rcpt_ldap_type;   /* rcpt_ldap.c */
+extern const struct rcpt_source_type rcpt_callout_type; /* rcpt_callout.c */
 /* The surrogate is not in the registry: rcpt_source_open() uses it when open fails. Its state
  * is made by rcpt_surrogate_create(spec, reason) (never fails); it answers UNAVAILABLE with
  * "SPEC: unavailable: REASON" to every lookup. */

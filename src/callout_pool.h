@@ -1,0 +1,78 @@
+/* callout_pool.h - recipient callouts to one validation server, on one event loop (the callout
+ * thread's): a queue of addresses to probe, at most max_conns persistent SMTP connections that
+ * carry batches of RCPTs in one MAIL transaction (RSET between batches, PIPELINING when the
+ * server offers it), single-flight (lookups of an address already being probed wait for that
+ * probe; its answer is remembered a few seconds), catch-all detection per domain, and a circuit
+ * breaker so that a server that is down answers UNAVAILABLE at once.
+ * Everything here runs on the pool's loop; only the counters are read from other threads. */
+#ifndef BACKSTOP_CALLOUT_POOL_H
+#define BACKSTOP_CALLOUT_POOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <event2/event.h>
+
+#include "rcpt.h"
+#include "smtp_client.h"
+
+/* The verdict an RCPT reply gives: 2xx VALID; 550, 551, 553 or a 5xx with a 5.1.x enhanced code
+ * INVALID; anything else (4xx, other 5xx, code 0 = no reply) UNAVAILABLE. */
+enum rcpt_verdict callout_verdict(const struct smtp_reply *r);
+
+/* "RCPT TO:<addr>" into buf, the local part quoted when it is not a dot-atom. -1 if addr has
+ * no '@', holds control characters or does not fit. */
+int callout_rcpt_line(const char *addr, char *buf, size_t bufsz);
+
+/* Counters, written on the pool's loop and read by stats from any thread. */
+struct callout_counters {
+	atomic_ulong probes;       /* RCPTs sent for addresses (catch-all checks not included) */
+	atomic_ulong shared;       /* lookups that joined a probe in progress or a fresh answer */
+	atomic_ulong connections;  /* connections opened */
+	atomic_ulong connect_failures;
+	atomic_ulong open_now;     /* connections currently open or opening */
+	atomic_ulong valid, invalid, unavailable;
+	atomic_ulong catchall_checks;
+	atomic_ulong catchall_domains; /* domains found to be catch-all (currently) */
+	atomic_ulong queued;       /* addresses waiting for a connection */
+};
+
+struct callout_domain_ttl {
+	const char *name;          /* normalised domain */
+	uint64_t positive_ttl_ms;  /* how long a catch-all check holds */
+};
+
+struct callout_pool_opts {
+	const char *spec;          /* "callout:host:port": answers name it (kept by the caller) */
+	const char *host, *port;
+	const char *sender;        /* MAIL FROM:<sender>; "" = null sender */
+	const char *helo;          /* our EHLO name */
+	uint64_t timeout_ms;       /* connect + banner, and each reply */
+	unsigned max_conns;        /* at least 1 */
+	uint64_t retry_after_ms;   /* circuit breaker: a server that failed is not tried for this long */
+	const struct callout_domain_ttl *ttls; /* per domain, copied; may be NULL */
+	size_t nttls;
+	uint64_t default_ttl_ms;   /* for domains not in ttls */
+	struct callout_counters *counters; /* kept by the caller, outlives the pool */
+};
+
+typedef void (*callout_answer_cb)(void *arg, const struct rcpt_answer *ans);
+
+struct callout_pool;
+
+/* A pool on base (its loop must be run by the caller). Copies opts. NULL with why set if the
+ * resolver cannot start. */
+struct callout_pool *callout_pool_new(struct event_base *base, const struct callout_pool_opts *opts,
+				      char *why, size_t whysz);
+
+/* Probe addr ("local@domain", local part unquoted) and call cb once from the loop, never from
+ * inside this call. There is no cancel: the caller ignores answers it no longer wants. */
+void callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answer_cb cb, void *arg);
+
+/* Close every connection; lookups still waiting get UNAVAILABLE ("shutting down") before this
+ * returns. */
+void callout_pool_free(struct callout_pool *p);
+
+#endif
