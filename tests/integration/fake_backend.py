@@ -157,6 +157,7 @@ class _Session:
         self.fake = fake
         self.sock = sock
         self.sock.settimeout(120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.tls = False
 

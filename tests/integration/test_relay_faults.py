@@ -227,6 +227,22 @@ def test_failover_to_second_target(backstop_factory, fakes, dead_port):
     assert len(fb.acked) == 3
 
 
+def test_banner_with_connect_completion(backstop_factory, fakes, dead_port):
+    """A backend whose greeting arrives in the same loop iteration as the connect completion
+    (likely right after a failed first target) must still be talked to; a greeting that is
+    already buffered must not be left unread until the connect timeout."""
+    fb = fakes()
+    b = start(backstop_factory, {"example.test": f"127.0.0.1:{dead_port}, {fb.addr}"},
+              gateway={"backend_connect_timeout": "3s"})
+    slow = []
+    for i in range(40):
+        t0 = time.monotonic()
+        o = deliver(b, "user@example.test", message(f"race {i}"))
+        if not o.delivered or time.monotonic() - t0 > 1.0:
+            slow.append((i, round(time.monotonic() - t0, 2), o.rcpts[0].code if o.rcpts else None))
+    assert not slow, f"sessions that waited for a greeting already received: {slow}"
+
+
 def test_failover_after_banner_421(backstop_factory, fakes):
     bad, good = fakes(faults={"banner": "421"}), fakes()
     b = start(backstop_factory, {"example.test": f"{bad.addr}, {good.addr}"})
