@@ -611,6 +611,8 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state == CS_CONNECTING) {
 			c->state = CS_BANNER;
+			/* the banner may have been read before the connect event was delivered */
+			client_read_lines(c);
 		} else if (c->state == CS_HANDSHAKE) {
 			client_ext_clear(c);
 			client_send(c, CS_EHLO_TLS, "EHLO", c->helo_name);

@@ -113,7 +113,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	struct smtp_rcpt_cmd rc;
 	struct smtp_parse_error err;
 	struct relay_decision rd;
-	char addr[SMTP_PATH_MAX + 8];
+	char addr[SMTP_PATH_MAX + 8], text[SMTP_PATH_MAX + 128];
 
 	if (session_need_greeting(s))
 		return;
@@ -123,24 +123,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	}
 	s->n_rcpt++;
 	if (smtp_rcpt_parse(cmd->arg, cmd->arg_len, s->tx->params.smtputf8, &rc, &err) != 0) {
-		session_reply(s, err.code, err.enhanced, "%s", err.text);
-		session_log_decision(s, "rcpt", NULL, err.code, err.enhanced, err.text, NULL);
+		session_rcpt_refuse(s, NULL, err.code, err.enhanced, err.text, "source=syntax");
 		return;
 	}
 	smtp_address_format(&rc.to, addr, sizeof addr);
 	if (!s->esmtp && (rc.params.notify || rc.params.orcpt[0])) {
-		session_reply(s, 555, "5.5.4", "ESMTP parameters need EHLO");
+		session_rcpt_refuse(s, &rc.to, 555, "5.5.4", "ESMTP parameters need EHLO", "source=syntax");
 		return;
 	}
-	if (s->tx->nrcpts >= s->cfg->max_recipients) {
-		session_reply(s, 452, "4.5.3", "Error: too many recipients");
-		session_log_decision(s, "rcpt", &rc.to, 452, "4.5.3", "too many recipients", NULL);
+	if (s->tx->nrcpts + session_rcpt_queued(s) >= s->cfg->max_recipients) {
+		session_rcpt_refuse(s, &rc.to, 452, "4.5.3", "Error: too many recipients", "source=limit");
 		return;
 	}
 	policy_relay_check(s->cfg, &rc.to, &rd);
 	if (rd.verdict != RELAY_ACCEPT) {
-		session_reply(s, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);
-		session_log_decision(s, "rcpt", &rc.to, rd.code, rd.enhanced, rd.reason, "source=policy");
+		snprintf(text, sizeof text, "<%s>: %s", addr, rd.reason);
+		session_rcpt_refuse(s, &rc.to, rd.code, rd.enhanced, text, "source=policy");
 		return;
 	}
 	if (rc.to.domain_len == 0) { /* <postmaster> (RFC 5321 4.5.1): postmaster of our domain */

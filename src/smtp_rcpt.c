@@ -1,8 +1,11 @@
-/* smtp_rcpt.c - the asynchronous part of RCPT TO, after parsing and relay control accepted a
- * recipient: first recipient verification (verify.c: verdict cache, then the domain's sources),
- * then the backend's own live answer (relay.c). The session pauses while an answer is under
- * way, so pipelined commands are answered in order. Each outcome logs one line with verdict,
- * source, cache state and latency. */
+/* smtp_rcpt.c - RCPT TO after parsing and relay control: recipient verification (verify.c:
+ * verdict cache, then the domain's sources) and then the backend's own live answer (relay.c).
+ *
+ * Pipelined RCPTs are verified in parallel: each gets an entry in the session's RCPT queue and
+ * its lookup starts at once; replies leave strictly in command order as the head of the queue
+ * completes, and the backend is asked one recipient at a time in that order. Any other command
+ * waits until the queue is empty. Each outcome logs one line (verdict, source, cache state,
+ * backend, latency). */
 #include "smtp_session_priv.h"
 
 #include <stdio.h>
@@ -15,14 +18,21 @@
 #include "verify.h"
 #include "worker.h"
 
-/* The recipient being decided (one at a time per session), owned by the session. */
+enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
+
 struct rcpt_pending {
+	struct rcpt_pending *next;
 	struct smtp_session *s;
+	enum rcpt_step step;
+	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT */
 	struct smtp_rcpt_cmd rc;
 	const struct bs_domain *dom;
 	struct verify_query *vq;
 	uint64_t started_ms;
-	char verdict[RCPT_REASON_MAX * 2 + 200]; /* key=value pairs from verification, for the log line */
+	int code;                       /* the reply, once known */
+	char enhanced[16];
+	char text[SMTP_REPLY_TEXT_MAX + SMTP_PATH_MAX + 64];
+	char verdict[RCPT_REASON_MAX * 2 + 200]; /* key=value pairs for the log line */
 };
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
@@ -37,36 +47,75 @@ static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const s
 	r->domain = dom;
 }
 
-static void rcpt_finish(struct rcpt_pending *p, int code, const char *enhanced, const char *text,
-			const char *backend)
+static void rcpt_set_reply(struct rcpt_pending *p, int code, const char *enhanced, const char *text)
 {
-	struct smtp_session *s = p->s;
-	char extra[sizeof p->verdict + SMTP_DOMAIN_MAX + 64];
-
-	if (code >= 200 && code < 300) {
-		rcpt_add(s->tx, &p->rc, p->dom);
-		s->n_rcpt_ok++;
-	}
-	session_reply(s, code, enhanced, "%s", text);
-	snprintf(extra, sizeof extra, "%s backend=%s latency_ms=%llu", p->verdict, backend ? backend : "-",
-		 (unsigned long long)(now_ms() - p->started_ms));
-	session_log_decision(s, "rcpt", &p->rc.to, code, enhanced, text, extra);
-	free(p);
-	s->rcpt_pending = NULL;
-	session_resume(s);
+	p->code = code;
+	snprintf(p->enhanced, sizeof p->enhanced, "%s", enhanced);
+	snprintf(p->text, sizeof p->text, "%s", text);
+	p->step = RCPT_DONE;
 }
+
+static void rcpt_log(struct rcpt_pending *p, const char *backend)
+{
+	char extra[sizeof p->verdict + SMTP_DOMAIN_MAX + 64];
+	snprintf(extra, sizeof extra, "%s%sbackend=%s latency_ms=%llu", p->verdict, p->verdict[0] ? " " : "",
+		 backend ? backend : "-", (unsigned long long)(now_ms() - p->started_ms));
+	session_log_decision(p->s, "rcpt", p->has_rcpt ? &p->rc.to : NULL, p->code, p->enhanced, p->text, extra);
+}
+
+static void rcpt_push(struct smtp_session *s, struct rcpt_pending *p)
+{
+	p->s = s;
+	p->started_ms = now_ms();
+	if (s->rq_tail)
+		s->rq_tail->next = p;
+	else
+		s->rq_head = p;
+	s->rq_tail = p;
+	s->rq_len++;
+}
+
+static void rcpt_pump(struct smtp_session *s);
 
 static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 {
 	struct rcpt_pending *p = arg;
-	rcpt_finish(p, ans->code, ans->enhanced, ans->text, ans->backend);
+	rcpt_set_reply(p, ans->code, ans->enhanced, ans->text);
+	rcpt_log(p, ans->backend);
+	rcpt_pump(p->s);
+}
+
+/* Answer, in order, every finished entry at the head; hand the next verified one to the backend. */
+static void rcpt_pump(struct smtp_session *s)
+{
+	struct rcpt_pending *p;
+
+	while ((p = s->rq_head) != NULL) {
+		if (p->step == RCPT_VERIFIED) {
+			p->step = RCPT_AT_BACKEND;
+			relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->rc.to,
+				   &p->rc.params, rcpt_backend_answer, p);
+			return;
+		}
+		if (p->step != RCPT_DONE)
+			return;
+		if (p->code >= 200 && p->code < 300) {
+			rcpt_add(s->tx, &p->rc, p->dom);
+			s->n_rcpt_ok++;
+		}
+		session_reply(s, p->code, p->enhanced, "%s", p->text);
+		s->rq_head = p->next;
+		if (s->rq_head == NULL)
+			s->rq_tail = NULL;
+		s->rq_len--;
+		free(p);
+	}
+	session_resume(s); /* a command that waited for the queue to empty may go on */
 }
 
 static void rcpt_verified(void *arg, const struct verify_result *res)
 {
 	struct rcpt_pending *p = arg;
-	struct smtp_session *s = p->s;
-
 	char detail[RCPT_REASON_MAX * 2];
 
 	p->vq = NULL;
@@ -75,11 +124,12 @@ static void rcpt_verified(void *arg, const struct verify_result *res)
 		 rcpt_verdict_name(res->verdict), res->source, res->cached ? "yes" : "no",
 		 res->timed_out ? " timed_out=yes" : "", detail);
 	if (res->action != VERIFY_ACCEPT) {
-		rcpt_finish(p, res->code, res->enhanced, res->text, NULL);
-		return;
+		rcpt_set_reply(p, res->code, res->enhanced, res->text);
+		rcpt_log(p, NULL);
+	} else {
+		p->step = RCPT_VERIFIED;
 	}
-	relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->rc.to, &p->rc.params,
-		   rcpt_backend_answer, p);
+	rcpt_pump(p->s);
 }
 
 void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
@@ -87,22 +137,49 @@ void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cm
 {
 	struct rcpt_pending *p = xcalloc(1, sizeof *p);
 
-	p->s = s;
+	p->has_rcpt = true;
 	p->rc = *rc;
 	p->dom = dom;
-	p->started_ms = now_ms();
-	s->rcpt_pending = p;
-	session_pause(s);
+	p->step = RCPT_VERIFYING;
+	rcpt_push(s, p);
 	p->vq = verify_start(s->rt->verifier, s->worker->base, dom, &rc->to, rcpt_verified, p);
+}
+
+void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
+			 const char *enhanced, const char *text, const char *extra)
+{
+	if (s->rq_head == NULL) {
+		session_reply(s, code, enhanced, "%s", text);
+		session_log_decision(s, "rcpt", to, code, enhanced, text, extra);
+		return;
+	}
+	/* earlier recipients are still being decided: this answer waits its turn */
+	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	rcpt_push(s, p);
+	if (to != NULL) {
+		p->has_rcpt = true;
+		p->rc.to = *to;
+	}
+	snprintf(p->verdict, sizeof p->verdict, "%s", extra ? extra : "");
+	rcpt_set_reply(p, code, enhanced, text);
+	rcpt_log(p, NULL);
+}
+
+size_t session_rcpt_queued(const struct smtp_session *s)
+{
+	return s->rq_len;
 }
 
 void session_rcpt_cancel(struct smtp_session *s)
 {
-	struct rcpt_pending *p = s->rcpt_pending;
-	if (p == NULL)
-		return;
-	if (p->vq)
-		verify_cancel(p->vq);
-	free(p);
-	s->rcpt_pending = NULL;
+	struct rcpt_pending *p, *next;
+
+	for (p = s->rq_head; p != NULL; p = next) {
+		next = p->next;
+		if (p->vq)
+			verify_cancel(p->vq);
+		free(p);
+	}
+	s->rq_head = s->rq_tail = NULL;
+	s->rq_len = 0;
 }

@@ -256,6 +256,12 @@ static void session_settle(struct smtp_session *s)
 		session_free(s);
 }
 
+static bool session_line_is_rcpt(const char *line, size_t len)
+{
+	struct smtp_command cmd;
+	return smtp_command_parse(line, len, &cmd) == 0 && cmd.verb == SMTP_VERB_RCPT;
+}
+
 /* One command line from the input buffer. Returns false when a full line is not there yet. */
 static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 {
@@ -281,6 +287,10 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 	size_t linelen = len;
 	if (linelen > 0 && line[linelen - 1] == '\r')
 		linelen--;
+	if (session_rcpt_queued(s) > 0 && !session_line_is_rcpt(line, linelen)) {
+		session_pause(s); /* answered in order: wait until the queued RCPTs are decided */
+		return false;
+	}
 	session_command(s, line, linelen);
 	evbuffer_drain(in, len + 1);
 	return true;

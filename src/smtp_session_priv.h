@@ -62,7 +62,8 @@ struct smtp_session {
 	unsigned errors, junk;
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
-	struct rcpt_pending *rcpt_pending; /* the RCPT being decided, owned */
+	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
+	size_t rq_len;
 	struct event *watchdog;           /* while paused for backend backpressure */
 	unsigned n_tx;
 	char id[24];
@@ -95,7 +96,12 @@ struct relay *session_relay(struct smtp_session *s); /* created on first use */
 /* smtp_rcpt.c: a recipient that passed parsing and relay control */
 void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
 			       const struct bs_domain *dom);
-void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the pending RCPT */
+/* A RCPT refused before any lookup (syntax, policy, limits): answered now, or after the
+ * recipients still being decided if there are any. to may be NULL. */
+void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
+			 const char *enhanced, const char *text, const char *extra);
+size_t session_rcpt_queued(const struct smtp_session *s);
+void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the queue */
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);
