@@ -7,6 +7,7 @@
 
 #include <event2/thread.h>
 
+#include "callout_probe.h"
 #include "config.h"
 #include "ldap_sync.h"
 #include "log.h"
@@ -34,6 +35,8 @@ static const struct command commands[] = {
 	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not" },
 	{ "verify", verify_cli_main, "verify [-c FILE] [--no-cache] ADDRESS...",
 	  "verdict of each address with its source and cache state; exit 0 all valid, 1 any invalid, 2 any unavailable" },
+	{ "probe", callout_probe_main, "probe HOST:PORT ADDRESS [--sender ADDR] [--helo NAME] [--timeout 10s]",
+	  "one SMTP callout, printing the dialogue; exit 0 valid, 1 invalid, 2 unavailable" },
 	{ "cache", cache_cli_main, "cache [-c FILE] stats|show ADDR|purge ADDR|@DOMAIN|flush",
 	  "inspect or edit the verdict cache" },
 	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
