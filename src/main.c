@@ -49,7 +49,7 @@ static void usage(FILE *out)
 		     "backstop is an SMTP edge gateway that refuses at RCPT what it cannot deliver,\n"
 		     "delivers in-line to the backend, and so never bounces.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		fprintf(out, "  %-28s %s\n", commands[i].usage, commands[i].summary);
+		fprintf(out, "  backstop %s\n      %s\n", commands[i].usage, commands[i].summary);
 	fprintf(out, "\noptions:\n"
 		     "  -c, --config FILE            configuration file (default %s)\n"
 		     "  -h, --help                   this help (also: backstop COMMAND --help)\n"
