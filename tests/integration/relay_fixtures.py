@@ -175,3 +175,23 @@ def smtp_sink():
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def ip_tls_files(tmp_path_factory):
+    """A CA and a backend certificate for IP 127.0.0.1 signed by it: (ca, cert, key)."""
+    d = tmp_path_factory.mktemp("iptls")
+    ca, ca_key = d / "ca.pem", d / "ca.key"
+    cert, key, csr = d / "cert.pem", d / "key.pem", d / "req.csr"
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:backend.pf.test\n")
+
+    def run(*a):
+        subprocess.run(["openssl", *map(str, a)], check=True, capture_output=True, timeout=30)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "2", "-subj", "/CN=backstop test CA", "-keyout", ca_key, "-out", ca)
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", cert)
+    return ca, cert, key
