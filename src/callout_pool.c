@@ -300,6 +300,7 @@ static void flight_answer(struct callout_pool *p, struct flight *f)
 			 p->host, f->dom->name);
 	}
 	counters_add(p, f->ans.verdict);
+	log_debug("%s: %s: %s (%s)", p->spec, f->addr, rcpt_verdict_name(f->ans.verdict), f->ans.reason);
 	for (struct waiter *w = f->waiters, *n; w; w = n) {
 		n = w->next;
 		w->cb(w->arg, &f->ans);
@@ -547,6 +548,7 @@ static void conn_start_batch(struct cconn *c)
 		n++;
 	}
 	smtp_client_command(c->client, "RSET", conn_rset_cb, c);
+	log_debug("%s: %u RCPT%s sent, %zu waiting", p->spec, n, n == 1 ? "" : "s", p->queued);
 }
 
 static void conn_ready_cb(void *arg, const struct smtp_reply *r)
@@ -557,6 +559,7 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 
 	if (r->code == 250) {
 		backend_health_report(p->health, p->key, true);
+		log_debug("%s: connected%s", p->spec, smtp_client_has_ext(c->client, "PIPELINING") ? " (pipelining)" : "");
 		c->st = CC_IDLE;
 		pool_kick(p);
 		return;
@@ -604,6 +607,7 @@ static void conn_open(struct callout_pool *p, unsigned slot)
 	p->conns[slot] = c;
 	atomic_fetch_add(&p->o.counters->connections, 1);
 	atomic_fetch_add(&p->o.counters->open_now, 1);
+	log_debug("%s: opening connection %u", p->spec, slot + 1);
 	c->dq = dns_resolve_host(p->dns, p->host, (uint16_t)atoi(p->port), AF_UNSPEC, conn_resolved, c);
 }
 
