@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""In-line delivery throughput: Postfix's smtp-source sends 1 KB messages (one SMTP session per
+message, as an MX sees them) through backstop to smtp-sink, side by side in the same run with
+  (a) smtp-source straight to smtp-sink (the upper bound: no gateway at all), and
+  (b) the same load through a Postfix gateway configured the usual way (relay_domains =
+      example.test, relay_transport to the same sink; its own instance under a temp dir).
+Reports messages/s with 1 and 20 parallel sessions, the latency per message of one sequential
+session, and backstop's VmRSS per active session while 20 and 200 sessions are mid-DATA.
+
+usage: bench/relay_throughput.py [--messages N] [--parallel-messages N]
+env:   BACKSTOP_BIN (default build/backstop). Runs only on 127.0.0.1; the Postfix comparison needs
+       root and the postfix package. Not part of make test (a benchmark, not a timed test).
+
+Note on (b): Postfix answers 250 once the message is in its queue (fsync'd) and delivers later;
+its figure is the acceptance rate, and the time until its queue has drained is printed too.
+"""
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from postfix_fixture import Postfix, postfix_available  # noqa: E402
+from relay_fixtures import SmtpSink, proc_rss_kb, wait_listening  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
+
+
+class Backstop:
+    def __init__(self, sink_addr, tmp):
+        conf = Path(tmp) / "backstop.conf"
+        conf.write_text(f"""[gateway]
+listen = 127.0.0.1:0
+hostname = mx.bench.test
+workers = auto
+cache = memory:
+max_connections = 100000
+max_connections_per_ip = 100000
+log_level = notice
+backend_command_timeout = 30s
+backend_data_timeout = 60s
+
+[domain example.test]
+deliver = {sink_addr}
+""")
+        self.log = open(Path(tmp) / "backstop.log", "w+")
+        self.proc = subprocess.Popen([BACKSTOP_BIN, "run", "-c", str(conf)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.log)
+        deadline = time.monotonic() + 10
+        while True:
+            self.log.seek(0)
+            m = re.search(r"ready listen=127\.0\.0\.1:(\d+)", self.log.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                sys.exit(f"backstop did not start:\n{self.log.read()}")
+            time.sleep(0.05)
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def source(addr, sessions, messages, size=1024, extra=()):
+    """Run smtp-source; returns elapsed seconds."""
+    cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
+           "-M", "client.bench.test", "-f", "sender@client.test", "-t", "user@example.test",
+           *extra, addr]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    dt = time.monotonic() - t0
+    if r.returncode != 0 or "rejected" in r.stdout + r.stderr or "error" in (r.stdout + r.stderr).lower():
+        print(f"  smtp-source to {addr} reported: {(r.stdout + r.stderr).strip()[:400]}")
+    return dt
+
+
+def mid_data_rss(b, n):
+    """Open n sessions to backstop, each mid-DATA (354 received, some content sent); return the
+    VmRSS delta per session in kB."""
+    rss0 = proc_rss_kb(b.proc.pid)
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=30)
+            f = s.makefile("rb")
+
+            def reply():
+                while True:
+                    line = f.readline()
+                    if line[3:4] != b"-":
+                        return line
+            reply()
+            for cmd in (b"EHLO client.bench.test", b"MAIL FROM:<sender@client.test>",
+                        b"RCPT TO:<user@example.test>", b"DATA"):
+                s.sendall(cmd + b"\r\n")
+                rep = reply()
+            assert rep.startswith(b"354"), rep
+            s.sendall(b"Subject: mid-data\r\n\r\n" + b"x" * 998 + b"\r\n")
+            socks.append((s, f))
+        time.sleep(0.5)  # measurement: let the sessions' buffers settle before reading RSS
+        rss1 = proc_rss_kb(b.proc.pid)
+    finally:
+        for s, f in socks:
+            f.close()
+            s.close()
+    return (rss1 - rss0) / n, rss0, rss1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=1000, help="messages for the 1-session runs")
+    ap.add_argument("--parallel-messages", type=int, default=5000,
+                    help="messages for the 20-session runs")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="backstop-relay-bench-")
+    sink = SmtpSink(backlog=1024)
+    b = Backstop(sink.addr, tmp)
+    pf = None
+    targets = [("smtp-sink direct", sink.addr), ("backstop -> sink", b.addr)]
+    if postfix_available():
+        pf = Postfix(domain="unused.test", main_extra={
+            "relay_domains": "example.test",
+            "relay_transport": f"relay:[127.0.0.1]:{sink.port}",
+            "smtp_tls_security_level": "none",
+            "relay_destination_concurrency_limit": "20",
+            "default_process_limit": "200",
+        })
+        targets.append(("postfix -> sink", pf.addr))
+    else:
+        print("Postfix comparison skipped (needs root and the postfix package)")
+    print(f"bench/relay_throughput.py: 1 KB messages, one SMTP session per message; "
+          f"{os.cpu_count()} cores; backstop {BACKSTOP_BIN}")
+    try:
+        for _, addr in targets:  # warm-up
+            source(addr, 5, 100)
+        if pf:
+            pf.wait_idle(120)
+        results = {}
+        for label, addr in targets:
+            dt1 = source(addr, 1, args.messages)
+            drain1 = 0.0
+            if label.startswith("postfix"):
+                t0 = time.monotonic()
+                pf.wait_idle(300)
+                drain1 = time.monotonic() - t0
+            dt20 = source(addr, 20, args.parallel_messages)
+            drain20 = 0.0
+            if label.startswith("postfix"):
+                t0 = time.monotonic()
+                pf.wait_idle(600)
+                drain20 = time.monotonic() - t0
+            results[label] = (dt1, dt20, drain1, drain20)
+        print(f"\n{'target':<18} {'1 session msg/s':>16} {'latency ms/msg':>15} "
+              f"{'20 sessions msg/s':>18}")
+        for label, (dt1, dt20, drain1, drain20) in results.items():
+            print(f"{label:<18} {args.messages / dt1:>16,.0f} {1000 * dt1 / args.messages:>15.2f} "
+                  f"{args.parallel_messages / dt20:>18,.0f}")
+            if label.startswith("postfix"):
+                print(f"{'':<18} (queue drained {drain1:.1f} s / {drain20:.1f} s after the runs: "
+                      f"end-to-end {args.messages / (dt1 + drain1):,.0f} and "
+                      f"{args.parallel_messages / (dt20 + drain20):,.0f} msg/s)")
+        for n in (20, 200):
+            per, r0, r1 = mid_data_rss(b, n)
+            print(f"backstop VmRSS with {n} sessions mid-DATA: {r0} kB -> {r1} kB, "
+                  f"{per:.1f} kB per session (client side, backend session and buffers)")
+        print(f"backstop VmRSS after the runs: {proc_rss_kb(b.proc.pid)} kB")
+    finally:
+        b.stop()
+        sink.stop()
+        if pf:
+            pf.stop()
+
+
+if __name__ == "__main__":
+    main()
