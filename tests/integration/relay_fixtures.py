@@ -195,3 +195,11 @@ def ip_tls_files(tmp_path_factory):
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
         "-extfile", ext, "-out", cert)
     return ca, cert, key
+
+
+@pytest.fixture
+def small_asan_quarantine(monkeypatch):
+    """Under ASan, freed memory sits in a 256 MB quarantine and shows as RSS: keep it small for
+    the tests that measure RSS (no effect on a normal build)."""
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=1:"
+                       "thread_local_quarantine_size_kb=64")

@@ -391,7 +391,8 @@ def is_asan():
 def test_no_leak_after_1000_faulty_sessions(backstop_factory, fakes, tls_files, monkeypatch):
     asan = is_asan()
     if asan:  # keep ASan's quarantine small so RSS shows real growth
-        monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=8")
+        monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=1:"
+                           "thread_local_quarantine_size_kb=64")
     backends = {}
     for step, action in LEAK_CASES:
         faults = {} if step == "none" else {step: action}

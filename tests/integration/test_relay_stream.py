@@ -6,7 +6,12 @@ import hashlib
 import threading
 import time
 
-from relay_fixtures import SmtpSink, fakes, message, proc_rss_kb, relay_gateway, smtp_sink  # noqa: F401
+import pytest
+
+from relay_fixtures import (SmtpSink, fakes, message, proc_rss_kb, relay_gateway,  # noqa: F401
+                            small_asan_quarantine, smtp_sink)
+
+pytestmark = pytest.mark.usefixtures("small_asan_quarantine")
 
 SIZE = 100 * 1024 * 1024
 LINE = (b"0123456789abcdefghijklmnopqrstuvwxyz" * 27)[:998] + b"\r\n"  # 1000 octets
