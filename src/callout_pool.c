@@ -433,6 +433,7 @@ static void conn_idle_timeout(evutil_socket_t fd, short what, void *arg)
 static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 {
 	struct cconn *c = arg;
+	struct callout_pool *p = c->p;
 	static const struct timeval idle = { POOL_IDLE_MS / 1000, 0 };
 
 	if (r->code == 0) {
@@ -445,7 +446,7 @@ static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 		c->st = CC_IDLE;
 		evtimer_add(c->idle, &idle);
 	}
-	pool_kick(c->p);
+	pool_kick(p);
 }
 
 static void conn_mail_cb(void *arg, const struct smtp_reply *r)

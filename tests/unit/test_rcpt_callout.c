@@ -287,6 +287,30 @@ static void test_single_flight(void **state)
 	fake_stop(f);
 }
 
+/* More rejections than one connection carries (it is replaced after 8): every answer arrives. */
+static void test_many_unknowns(void **state)
+{
+	struct fake *f = fake_start(false);
+	struct src s = src_open(f->port);
+	struct event_base *base = event_base_new();
+	struct answer w[40];
+
+	memset(w, 0, sizeof w);
+	for (int i = 0; i < 40; i++) {
+		char local[32];
+		snprintf(local, sizeof local, "unknown-%d", i);
+		assert_non_null(ask(&s, base, local, &w[i]));
+	}
+	for (int i = 0; i < 40; i++) {
+		wait_for(base, &w[i], 1);
+		assert_int_equal(w[i].a.verdict, RCPT_INVALID);
+	}
+	assert_true(fake_count(f, &f->connections) >= 5);
+	src_close(&s);
+	event_base_free(base);
+	fake_stop(f);
+}
+
 static void test_cancel(void **state)
 {
 	struct fake *f = fake_start(false);
@@ -384,6 +408,7 @@ int main(void)
 		cmocka_unit_test(test_rcpt_line),
 		cmocka_unit_test(test_valid_invalid_subaddress),
 		cmocka_unit_test(test_single_flight),
+		cmocka_unit_test(test_many_unknowns),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_server_down),
 		cmocka_unit_test(test_catchall),

@@ -1,0 +1,293 @@
+#!/usr/bin/python3
+"""bench/verify_flood.py - recipient verification, backstop (verify = callout:) side by side with
+a Postfix gateway using reject_unverified_recipient + address_verify_map, both asking the same
+validation server (a private Postfix with relay_recipient_maps). Not a test: prints figures.
+
+  (a) rejections per second: 20 parallel sessions, each RCPT to an unknown but already verified
+      (cached) address, for a fixed number of sessions;
+  (b) first contact: 1,000 fresh addresses (half known users, half unknown), 20 in parallel: what
+      the client sees at the first RCPT, and the time until it has a verdict (250/550), retrying
+      a 4xx once a second the way a sending MTA would (faster than real MTAs do);
+  (c) a dictionary flood against backstop: 100,000 RCPTs (50 per session, 20 sessions in
+      parallel) to random addresses drawn from 20,000 names: how many probes reach the validation
+      server, and the most connections it saw open at once (callout_max_connections = 2).
+
+Needs root (Postfix instances under a temp dir; the system's Postfix is not touched), the
+postfix package, smtp-sink, and the backstop binary ($BACKSTOP_BIN, default build/backstop).
+Usage: sudo bench/verify_flood.py [--sessions 5000] [--fresh 1000] [--flood 100000]
+"""
+import argparse
+import asyncio
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from callout_fixtures import Postfix, SmtpSink, free_port, wait_listening  # noqa: E402
+
+BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
+KNOWN = [f"user{i}@example.test" for i in range(2000)]
+
+
+# ---- a small asyncio SMTP client that counts replies ----
+
+async def reply(reader):
+    code, lines = None, []
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("closed")
+        code = int(line[:3])
+        lines.append(line[4:].decode(errors="replace").strip())
+        if line[3:4] != b"-":
+            return code, " ".join(lines)
+
+
+async def session(host, port, rcpts):
+    """One session: EHLO, MAIL, each RCPT (its reply code and latency), QUIT. A connection that
+    fails gives code 0 for the RCPTs it did not answer."""
+    try:
+        return await session_raw(host, port, rcpts)
+    except (ConnectionError, OSError, ValueError) as e:
+        return [(r, 0, repr(e), 0.0) for r in rcpts]
+
+
+async def session_raw(host, port, rcpts):
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await reply(reader)
+        writer.write(b"EHLO bench.client.test\r\n")
+        await reply(reader)
+        writer.write(b"MAIL FROM:<bench@client.test>\r\n")
+        await reply(reader)
+        out = []
+        for r in rcpts:
+            t0 = time.monotonic()
+            writer.write(f"RCPT TO:<{r}>\r\n".encode())
+            code, text = await reply(reader)
+            out.append((r, code, text, time.monotonic() - t0))
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        return out
+    finally:
+        writer.close()
+
+
+async def pool(jobs, parallel, fn):
+    """Run fn(job) for every job with at most `parallel` at once; results in job order."""
+    sem = asyncio.Semaphore(parallel)
+    results = [None] * len(jobs)
+
+    async def one(i, job):
+        async with sem:
+            results[i] = await fn(job)
+    await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
+    return results
+
+
+# ---- the peers ----
+
+class Backstop:
+    def __init__(self, validator, sink, tmp):
+        self.conf = Path(tmp) / "backstop.conf"
+        self.conf.write_text(f"""[gateway]
+listen = 127.0.0.1:0
+hostname = mx.backstop.bench
+workers = 2
+log_level = notice
+cache = memory:
+max_connections = 2000
+max_connections_per_ip = 2000
+max_recipients = 100
+max_errors = 100000
+verify_timeout = 20s
+
+[domain example.test]
+deliver = {sink.addr}
+verify = callout:{validator.addr}
+""")
+        self.err = open(Path(tmp) / "backstop.log", "w+")
+        self.proc = subprocess.Popen([BACKSTOP_BIN, "run", "-c", str(self.conf)], stderr=self.err,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            m = re.search(r"ready listen=127\.0\.0\.1:(\d+)", Path(self.err.name).read_text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("backstop did not start:\n" + Path(self.err.name).read_text())
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def postfix_gateway(validator):
+    """A Postfix gateway verifying recipients against the validator (address probes through its
+    queue, verdicts kept in address_verify_map)."""
+    return Postfix(name="gateway", procs=100, extra=f"""
+relay_recipient_maps =
+transport_maps = inline:{{ example.test=smtp:[127.0.0.1]:{validator.port} }}
+smtpd_recipient_restrictions = reject_unverified_recipient
+unverified_recipient_reject_code = 550
+address_verify_map = btree:$data_directory/verify_cache
+address_verify_negative_cache = yes
+smtp_tls_security_level = none
+smtp_helo_name = mx.postfix.bench
+myhostname = mx.postfix.bench
+""")
+
+
+# ---- the phases ----
+
+def warm(host, port, addrs):
+    """Verify addrs until each gives a final verdict (retrying 4xx)."""
+    pending = list(addrs)
+    deadline = time.monotonic() + 120
+    while pending and time.monotonic() < deadline:
+        res = asyncio.run(pool(pending, 20, lambda a: session(host, port, [a])))
+        pending = [r[0][0] for r in res if r[0][1] // 100 == 4]
+        if pending:
+            time.sleep(1)
+    return not pending
+
+
+def phase_a(port, unknown, n):
+    jobs = [[random.choice(unknown)] for _ in range(n)]
+    t0 = time.monotonic()
+    res = asyncio.run(pool(jobs, 20, lambda rc: session("127.0.0.1", port, rc)))
+    dt = time.monotonic() - t0
+    rejected = sum(1 for r in res if r[0][1] == 550)
+    return rejected, dt
+
+
+async def until_verdict(port, addr):
+    """First reply, and seconds until a 250/550 (retrying a 4xx once a second)."""
+    t0 = time.monotonic()
+    first = None
+    while True:
+        (_, code, text, _), = await session("127.0.0.1", port, [addr])
+        if first is None:
+            first = (code, text, time.monotonic() - t0)
+        if code // 100 != 4 or time.monotonic() - t0 > 120:
+            return first, code, time.monotonic() - t0
+        await asyncio.sleep(1)
+
+
+def phase_b(port, fresh):
+    t0 = time.monotonic()
+    res = asyncio.run(pool(fresh, 20, lambda a: until_verdict(port, a)))
+    total = time.monotonic() - t0
+    firsts = {}
+    for (code, text, _), _, _ in res:
+        key = f"{code} {text[:60]}" if code // 100 == 4 else str(code)
+        firsts[key] = firsts.get(key, 0) + 1
+    first_lat = [f[2] for f, _, _ in res]
+    verdict_t = [t for _, _, t in res]
+    wrong = sum(1 for a, (_, code, _) in zip(fresh, res) if code != (250 if a in KNOWN else 550))
+    return firsts, first_lat, verdict_t, total, wrong
+
+
+def validator_window(validator, start_len):
+    """RCPT rejections and the most connections open at once, in the validator's log since start_len."""
+    text = validator.log()[start_len:]
+    rejects, open_now, most = 0, 0, 0
+    for line in text.splitlines():
+        if "reject: RCPT" in line:
+            rejects += 1
+        elif re.search(r"smtpd\[\d+\]: connect from", line):
+            open_now += 1
+            most = max(most, open_now)
+        elif re.search(r"smtpd\[\d+\]: disconnect from", line):
+            open_now -= 1
+    return rejects, most
+
+
+def phase_c(port, validator, total, names, per_session):
+    dictionary = [f"w{random.getrandbits(48):012x}@example.test" for _ in range(names)]
+    jobs = [[random.choice(dictionary) for _ in range(per_session)] for _ in range(total // per_session)]
+    mark = len(validator.log())
+    t0 = time.monotonic()
+    res = asyncio.run(pool(jobs, 20, lambda rc: session("127.0.0.1", port, rc)))
+    dt = time.monotonic() - t0
+    codes = {}
+    for r in res:
+        for _, code, _, _ in r:
+            codes[code] = codes.get(code, 0) + 1
+    distinct = len({a for j in jobs for a in j})
+    time.sleep(2)  # postlogd writes asynchronously; a benchmark can afford to let it settle
+    rejects, most = validator_window(validator, mark)
+    return codes, dt, distinct, rejects, most
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", type=int, default=5000)
+    ap.add_argument("--fresh", type=int, default=1000)
+    ap.add_argument("--flood", type=int, default=100000)
+    ap.add_argument("--names", type=int, default=20000)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (private Postfix instances)")
+    random.seed(4)
+    tmp = tempfile.mkdtemp(prefix="bs-bench-")
+    validator = Postfix(users=KNOWN, name="validator", procs=50)
+    sink = SmtpSink()
+    pfgw = postfix_gateway(validator)
+    bs = Backstop(validator, sink, tmp)
+    gws = {"backstop": bs.port, "postfix": pfgw.port}
+    try:
+        print(f"verify_flood: validation server Postfix {subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()}"
+              f" with {len(KNOWN)} users; {os.cpu_count()} cores; 20 parallel sessions\n")
+        unknown = [f"nobody{i}@example.test" for i in range(200)]
+        for name, port in gws.items():
+            ok = warm("127.0.0.1", port, unknown)
+            print(f"warm-up {name}: 200 unknown addresses verified{'' if ok else ' (NOT all within 120 s)'}")
+        print("\n(a) rejections/s, sessions to unknown cached recipients "
+              f"({args.sessions} sessions: connect, EHLO, MAIL, RCPT 550, QUIT)")
+        for name, port in gws.items():
+            rej, dt = phase_a(port, unknown, args.sessions)
+            print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s")
+
+        print(f"\n(b) first contact, {args.fresh} fresh addresses (half known users, half unknown)")
+        for name, port in gws.items():
+            fresh = [random.choice(KNOWN[1000:]) if i % 2 == 0 else f"fresh{name}{i}@example.test"
+                     for i in range(args.fresh)]
+            fresh = list(dict.fromkeys(fresh))
+            firsts, first_lat, verdict_t, total, wrong = phase_b(port, fresh)
+            print(f"    {name}: first RCPT reply: " + ", ".join(f"{k} x{v}" for k, v in sorted(firsts.items())))
+            print(f"    {name}: first reply latency median {statistics.median(first_lat) * 1000:.0f} ms,"
+                  f" p95 {pct(first_lat, 95) * 1000:.0f} ms; time to verdict median"
+                  f" {statistics.median(verdict_t) * 1000:.0f} ms, p95 {pct(verdict_t, 95) * 1000:.0f} ms,"
+                  f" max {max(verdict_t):.1f} s; all {len(fresh)} in {total:.1f} s; wrong verdicts: {wrong}")
+
+        print(f"\n(c) dictionary flood against backstop: {args.flood} RCPTs of {args.names} random names"
+              " (50 RCPTs per session)")
+        codes, dt, distinct, rejects, most = phase_c(bs.port, validator, args.flood, args.names, 50)
+        print(f"    replies: {codes} in {dt:.1f} s = {sum(codes.values()) / dt:.0f} RCPT/s")
+        print(f"    distinct addresses {distinct}; probes reaching the validation server {rejects}"
+              f" ({rejects / max(1, sum(codes.values())) * 100:.1f}% of RCPTs); most connections open"
+              f" at once at the validator: {most} (callout_max_connections = 2)")
+    finally:
+        bs.stop()
+        pfgw.stop()
+        sink.stop()
+        validator.stop()
+
+
+if __name__ == "__main__":
+    main()
