@@ -81,8 +81,10 @@ static void relay_answer_reply(struct relay *r, const struct smtp_reply *rep, co
 	struct relay_answer a = { .backend = r->key };
 	relay_cb cb = r->cb;
 
-	if (rep->code == 0) {
-		log_notice("backend %s: %s during %s", r->key, rep->text, what);
+	if (rep->code == 0 || rep->code == 421) {
+		/* 421: the backend is closing the connection; for the client that is a failure of
+		 * the backend link, not a reason to end its own session */
+		log_notice("backend %s: %s%s during %s", r->key, rep->code ? "421 " : "", rep->text, what);
 		a.code = 451;
 		snprintf(a.enhanced, sizeof a.enhanced, "4.4.2");
 		snprintf(a.text, sizeof a.text, "Backend connection failed; try again later");

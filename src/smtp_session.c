@@ -31,6 +31,10 @@
 #define SESSION_PARAM_ALLOWANCE 600
 /* Input is read at most this far ahead of processing. */
 #define SESSION_READ_HIGHWATER (64 * 1024)
+/* Replies waiting for a client that does not read: past HIGH, input is not processed (nor read)
+ * until the client has taken them down to LOW. Pipelining cannot make backstop buffer more. */
+#define SESSION_OUTPUT_HIGH (64 * 1024)
+#define SESSION_OUTPUT_LOW (16 * 1024)
 
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
@@ -118,6 +122,7 @@ static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
 		return NULL;
 	bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_HIGHWATER);
+	bufferevent_setwatermark(bev, EV_WRITE, SESSION_OUTPUT_LOW, 0);
 	return bev;
 }
 
@@ -306,6 +311,11 @@ static void session_process(struct smtp_session *s)
 		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_TLS ||
 		    s->state == SMTP_STATE_GREETING)
 			break;
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SESSION_OUTPUT_HIGH) {
+			s->output_blocked = true;
+			bufferevent_disable(s->bev, EV_READ);
+			break;
+		}
 		bool progressed = s->state == SMTP_STATE_DATA ? session_data_input(s, in)
 							       : session_command_input(s, in);
 		if (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_DATA &&
@@ -339,7 +349,8 @@ void session_resume(struct smtp_session *s)
 		session_settle(s);
 		return;
 	}
-	bufferevent_enable(s->bev, EV_READ);
+	if (!s->output_blocked)
+		bufferevent_enable(s->bev, EV_READ);
 	session_process(s);
 	session_settle(s);
 }
@@ -420,9 +431,18 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	struct smtp_session *s = arg;
 
 	(void)bev;
+	size_t pending = evbuffer_get_length(bufferevent_get_output(s->bev));
 	if (s->state == SMTP_STATE_TLS && !s->tls && bufferevent_openssl_get_ssl(s->bev) == NULL) {
-		session_tls_switch(s);
+		if (pending == 0)
+			session_tls_switch(s);
 		return;
+	}
+	if (s->output_blocked && pending <= SESSION_OUTPUT_LOW && s->state != SMTP_STATE_CLOSING) {
+		s->output_blocked = false;
+		if (!s->paused) {
+			bufferevent_enable(s->bev, EV_READ);
+			session_process(s);
+		}
 	}
 	session_settle(s);
 }

@@ -58,6 +58,7 @@ struct smtp_session {
 	bool tls;                         /* TLS active */
 	bool discarding_line;             /* skipping the rest of an over-long command line */
 	bool paused;                      /* waiting on an asynchronous step; input not processed */
+	bool output_blocked;              /* the client is not reading its replies; input waits */
 	bool pregreet;
 	unsigned errors, junk;
 	struct smtp_tx *tx;
