@@ -227,6 +227,7 @@ class _BackendHandler(socketserver.StreamRequestHandler):
 
 class _BackendServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    request_queue_size = 128  # smtp-source opens many at once
     allow_reuse_address = True
 
 
