@@ -352,7 +352,7 @@ static SSL *client_ssl_new(struct smtp_client *c)
 	SSL *ssl = SSL_new(c->opts.tls_ctx);
 	if (ssl == NULL)
 		return NULL;
-	const char *name = c->server_name;
+	char *name = c->server_name; /* the OpenSSL macro casts away const */
 	if (name && !is_ip_literal(name))
 		SSL_set_tlsext_host_name(ssl, name);
 	if (c->opts.tls_verify) {
