@@ -1,9 +1,11 @@
 #!/bin/bash
 # make demo: build backstop, start it on loopback with demo/backstop.conf, and show with swaks
-#   1. a message for a domain we serve (RCPT accepted; DATA answered by the backend in-line),
-#   2. a relay attempt to a foreign domain refused at RCPT,
-#   3. an address-form relay trick (percent hack) refused at RCPT,
-#   4. the first message again with the backend down: 4xx, never 250;
+#   1. a message for an existing user, delivered in-line to the backend (and where it landed),
+#   2. a message for a user who does not exist, refused at RCPT with 550 (no bounce anywhere),
+#   3. `backstop verify` explaining both verdicts,
+#   4. a relay attempt to a foreign domain refused at RCPT,
+#   5. an address-form relay trick (percent hack) refused at RCPT,
+#   6. the first message again with the backend down: 4xx, never 250;
 # then stop backstop. Installs missing packages with apt-get (needs root) only if any is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,11 @@ build() {
 # accepts every message and throws it away. (Only the program is used; no Postfix instance.)
 start_backend() {
 	say "starting the backend: smtp-sink on $BACKEND"
-	/usr/sbin/smtp-sink -u nobody -h backend.demo.test "$BACKEND" 10 &
+	rm -rf "$RUN/mailbox"
+	mkdir -p "$RUN/mailbox"
+	chmod 777 "$RUN/mailbox"
+	# -d: keep each message it accepts as a file in the mailbox folder (%M = a unique name)
+	/usr/sbin/smtp-sink -u nobody -h backend.demo.test -d "$RUN/mailbox/%M." "$BACKEND" 10 &
 	SINK_PID=$!
 	for _ in $(seq 50); do
 		(exec 3<>"/dev/tcp/${BACKEND%:*}/${BACKEND#*:}") 2>/dev/null && return 0
@@ -95,20 +101,39 @@ swaks_demo() {  # title, expected, swaks args...
 	echo "    (expected: $expect)"
 }
 
+# Where message 1 landed: the backend's copy, with backstop's Received: header on top.
+show_mailbox() {
+	local f
+	for _ in $(seq 50); do
+		f=$(ls "$RUN"/mailbox/* 2>/dev/null | head -1) && [ -n "$f" ] && break
+		sleep 0.1
+	done
+	if [ -z "${f:-}" ]; then echo "    (no message in $RUN/mailbox)"; return; fi
+	echo "    the backend stored it as $f:"
+	sed 's/^/    | /' "$f"
+}
+
 main() {
 	install_missing
 	build
 	start_backend
 	start_backstop
-	swaks_demo "1. a message for a domain we serve, delivered in-line to the backend" \
+	swaks_demo "1. a message for an existing user, delivered in-line to the backend" \
 		"RCPT 250 2.1.5; end of DATA 250 with the backend's own answer" \
 		--to bob@example.test --body "Hello from the backstop demo."
-	swaks_demo "2. relay attempt to a foreign domain" "RCPT refused: 554 5.7.1 Relay access denied" \
+	show_mailbox
+	swaks_demo "2. a message for a user who does not exist" \
+		"RCPT refused: 550 5.1.1 User unknown, in the session: the sender's server tells its user; nobody bounces" \
+		--to nobody@example.test --body "This one never gets past RCPT."
+	say "3. backstop verify explains both verdicts"
+	"$BUILD/backstop" verify -c "$CONF" bob@example.test nobody@example.test 2>&1 | sed 's/^/    /' || true
+	echo "    (exit status 1: at least one address is invalid)"
+	swaks_demo "4. relay attempt to a foreign domain" "RCPT refused: 554 5.7.1 Relay access denied" \
 		--to victim@elsewhere.test --quit-after RCPT
-	swaks_demo "3. address-form relay trick (percent hack through our domain)" \
+	swaks_demo "5. address-form relay trick (percent hack through our domain)" \
 		"RCPT refused: 550 5.7.1" --to 'victim%elsewhere.test@example.test' --quit-after RCPT
 	stop_backend
-	swaks_demo "4. the same message while the backend is down" \
+	swaks_demo "6. the same message while the backend is down" \
 		"4xx (try again later): never 250 unless a backend accepted; no bounce is ever sent" \
 		--to bob@example.test --body "Hello again."
 	stop_all
