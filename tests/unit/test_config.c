@@ -160,7 +160,7 @@ static void test_every_gateway_key(void **state)
 		 "log_level = debug\nshutdown_timeout = 0s\nbackend_connect_timeout = 1s\n"
 		 "backend_command_timeout = 2s\nbackend_data_timeout = 3s\n"
 		 "backend_retry_after = 4s\ncache = memory:\ncache_max_size = 1G\n"
-		 "positive_ttl = 2h\nnegative_ttl = 0\nverify_timeout = 500ms\n"
+		 "positive_ttl = 2h\nnegative_ttl = 30s\nverify_timeout = 500ms\n"
 		 "callout_max_connections = 3\ncallout_sender = probe@example.test\n"
 		 "callout_timeout = 1m\n" MIN_CONF, cert, key);
 	cfg = load_ok(text);
@@ -198,7 +198,7 @@ static void test_every_gateway_key(void **state)
 	assert_string_equal(cfg->cache, "memory:");
 	assert_int_equal(cfg->cache_max_size, 1u << 30);
 	assert_int_equal(cfg->positive_ttl_ms, 7200000);
-	assert_int_equal(cfg->negative_ttl_ms, 0);
+	assert_int_equal(cfg->negative_ttl_ms, 30000);
 	assert_int_equal(cfg->verify_timeout_ms, 500);
 	assert_int_equal(cfg->callout_max_connections, 3);
 	assert_string_equal(cfg->callout_sender, "probe@example.test");
@@ -327,14 +327,14 @@ static void test_ttl_inheritance(void **state)
 	/* [gateway] after the domains still gives them its TTLs */
 	cfg = load_ok("[domain a.test]\ndeliver = h:25\n"
 		      "[domain b.test]\ndeliver = h:25\npositive_ttl = 10m\n"
-		      "[domain c.test]\ndeliver = h:25\nnegative_ttl = 0s\n"
+		      "[domain c.test]\ndeliver = h:25\nnegative_ttl = 45s\n"
 		      "[gateway]\npositive_ttl = 3h\nnegative_ttl = 2m\n");
 	assert_int_equal(config_find_domain(cfg, "a.test")->positive_ttl_ms, 3 * 3600000);
 	assert_int_equal(config_find_domain(cfg, "a.test")->negative_ttl_ms, 120000);
 	assert_int_equal(config_find_domain(cfg, "b.test")->positive_ttl_ms, 600000);
 	assert_int_equal(config_find_domain(cfg, "b.test")->negative_ttl_ms, 120000);
 	assert_int_equal(config_find_domain(cfg, "c.test")->positive_ttl_ms, 3 * 3600000);
-	assert_int_equal(config_find_domain(cfg, "c.test")->negative_ttl_ms, 0);
+	assert_int_equal(config_find_domain(cfg, "c.test")->negative_ttl_ms, 45000);
 	/* postmaster_domain is the first domain in file order, not in sorted order */
 	config_unref(cfg);
 	cfg = load_ok("[domain z.test]\ndeliver = h:25\n[domain a.test]\ndeliver = h:25\n");
