@@ -50,18 +50,19 @@ static void usage(FILE *out)
 		     "delivers in-line to the backend, and so never bounces.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		fprintf(out, "  backstop %s\n      %s\n", commands[i].usage, commands[i].summary);
-	fprintf(out, "\noptions:\n"
+	fprintf(out, "\noptions of the commands:\n"
 		     "  -c, --config FILE            configuration file (default %s)\n"
-		     "  -h, --help                   this help (also: backstop COMMAND --help)\n"
-		     "  -V, --version                print the version\n"
+		     "  -h, --help                   help of one command: backstop COMMAND --help\n"
+		     "\nbackstop --help, backstop --version\n"
 		     "\nSee backstop(8) and backstop.conf(5).\n", DEFAULT_CONFIG);
 }
 
 static void command_usage(const struct command *c, FILE *out)
 {
-	fprintf(out, "usage: backstop %s\n\n%s\n\n"
-		     "  -c, --config FILE   configuration file (default %s)\n"
-		     "  -h, --help          this help\n", c->usage, c->summary, DEFAULT_CONFIG);
+	fprintf(out, "usage: backstop %s\n\n%s\n\n", c->usage, c->summary);
+	if (strstr(c->usage, "-c FILE") != NULL)
+		fprintf(out, "  -c, --config FILE   configuration file (default %s)\n", DEFAULT_CONFIG);
+	fprintf(out, "  -h, --help          this help\n\nSee backstop(8).\n");
 }
 
 /* Parse "-c FILE" / "--config FILE" / "-h" for a subcommand; returns 0, 1 (help shown) or -1. */
@@ -175,9 +176,17 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	evthread_use_pthreads();
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (strcmp(argv[1], commands[i].name) == 0)
-			return commands[i].main(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(argv[1], commands[i].name) != 0)
+			continue;
+		for (int a = 2; a < argc && strcmp(argv[a], "--") != 0; a++) {
+			if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+				command_usage(&commands[i], stdout);
+				return 0;
+			}
+		}
+		return commands[i].main(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "backstop: unknown command '%s'\n\n", argv[1]);
 	usage(stderr);
 	return 2;
