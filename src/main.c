@@ -1,5 +1,6 @@
 /* main.c - the backstop command: parses the subcommand and its options and hands over to the
  * module that does the work (server_run for `run`, config_load for `check-config`, ...). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,9 @@
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
+#include "rcpt_map_table.h"
 #include "server.h"
+#include "util.h"
 #include "verify_cli.h"
 #include "version.h"
 
@@ -99,6 +102,34 @@ static struct bs_config *load_or_report(const char *path, FILE *out)
 	return cfg;
 }
 
+/* A map: file must exist and parse; the daemon would keep answering 451 until it does. */
+static int check_map_file(const struct bs_config *cfg, const struct bs_domain *d, const char *path)
+{
+	char why[512];
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		printf("%s:%u: [domain %s] map %s: %s\n", cfg->path, d->line, d->name, path, strerror(errno));
+		return 1;
+	}
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+	do {
+		if (len + 65536 > cap)
+			buf = xrealloc(buf, cap = (cap + 65536) * 2);
+		n = fread(buf + len, 1, cap - len, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	struct map_table *t = map_table_parse(path, buf, len, why, sizeof why);
+	free(buf);
+	if (t == NULL) {
+		printf("%s\n", why);
+		return 1;
+	}
+	map_table_free(t);
+	return 0;
+}
+
 /* Open every recipient source the way the daemon would; report those that fail (the daemon
  * would start, but tempfail their lookups). */
 static int check_sources(const struct bs_config *cfg)
@@ -108,6 +139,10 @@ static int check_sources(const struct bs_config *cfg)
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const struct bs_domain *d = &cfg->domains[i];
 		for (size_t j = 0; j < d->verify.n; j++) {
+			if (strncmp(d->verify.items[j], "map:", 4) == 0) {
+				bad += check_map_file(cfg, d, d->verify.items[j] + 4);
+				continue;
+			}
 			struct rcpt_source *src = rcpt_source_open(d->verify.items[j], cfg);
 			if (src->surrogate) {
 				printf("%s:%u: [domain %s] verify source %s cannot be opened; its lookups would answer 451\n",
