@@ -263,8 +263,12 @@ struct rcpt_chain_query {
 
 static void rcpt_chain_note_unavailable(struct rcpt_chain_query *q, const struct rcpt_answer *a)
 {
-	size_t len = strlen(q->reasons);
-	snprintf(q->reasons + len, sizeof q->reasons - len, "%s%s: %s", len ? "; " : "", a->source, a->reason);
+	/* cut short where it does not fit: the log line stays bounded */
+	if (q->reasons[0] != '\0')
+		strbuf_append(q->reasons, sizeof q->reasons, "; ");
+	strbuf_append(q->reasons, sizeof q->reasons, a->source);
+	strbuf_append(q->reasons, sizeof q->reasons, ": ");
+	strbuf_append(q->reasons, sizeof q->reasons, a->reason);
 }
 
 /* Is the answer for the current source final? A catch-all under on_catchall = unavailable is not. */

@@ -33,6 +33,16 @@ int strbuf_copy(char *dst, size_t dstsz, const char *src, size_t srclen)
 	return 0;
 }
 
+void strbuf_append(char *dst, size_t dstsz, const char *src)
+{
+	size_t len = strnlen(dst, dstsz);
+	if (len + 1 >= dstsz)
+		return;
+	size_t take = strnlen(src, dstsz - 1 - len);
+	memcpy(dst + len, src, take);
+	dst[len + take] = '\0';
+}
+
 uint64_t now_ms(void)
 {
 	struct timespec ts;

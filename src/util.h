@@ -20,6 +20,9 @@ char *xstrndup(const char *s, size_t n);
  * (dst is then an empty string). */
 int strbuf_copy(char *dst, size_t dstsz, const char *src, size_t srclen);
 
+/* Append the NUL-terminated src to the string in dst, cutting it short if it does not fit. */
+void strbuf_append(char *dst, size_t dstsz, const char *src);
+
 /* Monotonic clock in milliseconds. */
 uint64_t now_ms(void);
 
