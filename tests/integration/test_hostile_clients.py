@@ -496,3 +496,36 @@ def test_connection_limit_per_ip_released_on_every_path(backstop_factory, sink, 
         assert c.cmd("QUIT").code == 221
         c.close()
     assert transaction(b).code == 250
+
+
+def test_pipelined_rcpts_behind_a_slow_one_are_bounded(backstop_factory, sink):
+    """RCPTs are decided in parallel and answered in order, so while the first waits on a slow
+    backend every later RCPT (even one refused at once: syntax, policy, over max_recipients)
+    waits in the session's queue. A client pipelining RCPTs by the hundred thousand must not
+    make that queue, or the replies it releases at once, grow without limit."""
+    slow = __import__("hostile_support").SmtpSink(["-W", "rcpt:4"])
+    try:
+        b = backstop_factory(gateway=hostile_gateway(command_timeout="30s", backend_command_timeout="10s"),
+                             domains={"example.test": {"deliver": sink.addr}, "slow.test": {"deliver": slow.addr}})
+        n = 100_000
+        flood = (b"EHLO client.test\r\nMAIL FROM:<a@client.test>\r\nRCPT TO:<u@slow.test>\r\n"
+                 + b"RCPT TO:<>\r\n" * n + b"QUIT\r\n")
+        base = proc_rss_kb(b.pid)
+        s = socket.create_connection((b.host, b.port), timeout=5)
+        sender = threading.Thread(target=lambda: _sendall_quiet(s, flood), daemon=True)
+        sender.start()
+        peak = base
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not any("backend=127.0.0.1" in l and "u@slow.test" in l for l in b.log):
+            peak = max(peak, proc_rss_kb(b.pid))
+            with b._cond:
+                b._cond.wait(0.05)
+        peak = max(peak, proc_rss_kb(b.pid))
+        rst_close(s)
+        sender.join(10)
+        growth_mb = (peak - base) / 1024
+        assert growth_mb < 16, f"backstop grew by {growth_mb:.0f} MB queueing pipelined RCPTs"
+        assert b.alive()
+        assert transaction(b).code == 250
+    finally:
+        slow.stop()
