@@ -105,6 +105,10 @@ const struct cfg_key config_keys[] = {
 	{ G, "backend_data_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL,
 	  GW(backend_data_timeout_ms), NULL, "duration",
 	  "How long to wait for a backend's reply to the end of the message." },
+	{ G, "backend_idle_timeout", CFG_T_DURATION, "10s", NULL, 0, HOURS(1), NULL,
+	  GW(backend_idle_timeout_ms), NULL, "duration",
+	  "How long a backend session left idle by a finished client session is kept for the next "
+	  "one (per worker, at most 16 per backend); 0: close it when the client session ends." },
 	{ G, "backend_retry_after", CFG_T_DURATION, "30s", NULL, 0, DAYS(1), NULL,
 	  GW(backend_retry_after_ms), NULL, "duration",
 	  "How long a backend that failed is skipped before it is tried again." },

@@ -49,6 +49,8 @@ struct relay {
 	struct smtp_reply mail_reply;
 	bool mail_sent_now;             /* MAIL was pipelined with the pending RCPT */
 	bool any_unreachable;           /* an attempt got no session at all */
+	bool pooled_fresh;              /* the session came from the pool and has not answered yet */
+	bool no_pool;                   /* a pooled session just failed: connect afresh */
 	struct relay_answer deferred;
 	struct event *defer_ev;
 };
@@ -118,10 +120,27 @@ static void relay_drop_client(struct relay *r, bool quit)
 	}
 }
 
+/* Pool key: the target and the TLS policy its session was opened under. */
+static void relay_link_key(const char *target, const struct bs_domain *dom, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s|%d|%s", target, (int)dom->deliver_tls,
+		 dom->deliver_tls_ca ? dom->deliver_tls_ca : "");
+}
+
 void relay_free(struct relay *r)
 {
 	if (r == NULL)
 		return;
+	/* pooled only with no reply of ours outstanding (r->cb): nothing left that could call back
+	 * into r, whose RSET reply is ignored by design */
+	if (r->client && r->state == RELAY_READY && r->cb == NULL && r->env.pool &&
+	    r->env.cfg->backend_idle_timeout_ms > 0 && smtp_client_usable(r->client)) {
+		char pk[SMTP_DOMAIN_MAX + 600];
+		relay_link_key(r->key, r->domain, pk, sizeof pk);
+		smtp_client_set_drain_cb(r->client, 0, NULL, NULL); /* nothing may call back into r */
+		relay_pool_put(r->env.pool, pk, r->client, r->env.cfg->backend_idle_timeout_ms);
+		r->client = NULL;
+	}
 	relay_drop_client(r, r->state == RELAY_READY || r->state == RELAY_IN_TX);
 	if (r->dq)
 		dns_cancel(r->dq);
@@ -138,6 +157,15 @@ static bool domain_routes_to(const struct bs_domain *dom, const char *key)
 			return true;
 	}
 	return false;
+}
+
+/* May the current backend session carry a recipient of dom? Same target and same TLS policy. */
+static bool relay_link_fits(const struct relay *r, const struct bs_domain *dom)
+{
+	const struct bs_domain *cur = r->domain;
+	return domain_routes_to(dom, r->key) && cur != NULL && dom->deliver_tls == cur->deliver_tls &&
+	       ((dom->deliver_tls_ca == NULL && cur->deliver_tls_ca == NULL) ||
+		(dom->deliver_tls_ca && cur->deliver_tls_ca && strcmp(dom->deliver_tls_ca, cur->deliver_tls_ca) == 0));
 }
 
 static void relay_append_mail_params(const struct relay *r, const struct smtp_mail_params *mp, char *p, size_t n)
@@ -206,9 +234,23 @@ static void relay_mail_reply_cb(void *arg, const struct smtp_reply *rep)
 		log_info("backend %s refused MAIL: %d %s", r->key, rep->code, rep->text);
 }
 
+static void relay_connect(struct relay *r, const struct bs_domain *dom);
+
 static void relay_rcpt_reply_cb(void *arg, const struct smtp_reply *rep)
 {
 	struct relay *r = arg;
+	bool link_failed = rep->code == 0 || rep->code == 421 ||
+			   (r->mail_sent_now && (r->mail_reply.code == 0 || r->mail_reply.code == 421));
+	if (r->pooled_fresh && link_failed) {
+		/* the backend closed the idle session as we took it: once more on a new connection */
+		log_info("backend %s: pooled session gone (%s); reconnecting", r->key, rep->text);
+		r->pooled_fresh = false;
+		r->mail_sent_now = false;
+		r->no_pool = true;
+		relay_connect(r, r->domain);
+		return;
+	}
+	r->pooled_fresh = false;
 	if (r->mail_sent_now && !(r->mail_reply.code >= 200 && r->mail_reply.code < 300)) {
 		/* the sender was refused (or the link failed at MAIL): that is the client's answer */
 		r->mail_sent_now = false;
@@ -255,6 +297,7 @@ static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
 	if (rep->code >= 200 && rep->code < 300) {
 		backend_health_report(r->env.health, r->key, true);
 		r->state = RELAY_READY;
+		r->no_pool = false;
 		const char *v, *c;
 		smtp_client_tls_info(r->client, &v, &c);
 		log_info("backend %s: session open%s%s", r->key, v ? " with " : "", v ? v : "");
@@ -325,6 +368,23 @@ static void relay_resolved_cb(void *arg, const struct dns_addrs *res)
 		relay_connect_next(r);
 }
 
+/* An idle session to the current target from the worker's pool: the transaction starts at once. */
+static bool relay_take_pooled(struct relay *r)
+{
+	char pk[SMTP_DOMAIN_MAX + 600];
+
+	if (r->env.pool == NULL || r->no_pool)
+		return false;
+	relay_link_key(r->key, r->domain, pk, sizeof pk);
+	r->client = relay_pool_take(r->env.pool, pk);
+	if (r->client == NULL)
+		return false;
+	r->state = RELAY_READY;
+	r->pooled_fresh = true;
+	relay_begin_tx(r);
+	return true;
+}
+
 /* Try the next target of the domain that the circuit breaker lets through. */
 static void relay_connect_next(struct relay *r)
 {
@@ -338,6 +398,8 @@ static void relay_connect_next(struct relay *r)
 		if (!backend_health_try(r->env.health, r->key, cfg->backend_retry_after_ms))
 			continue;
 		r->target = i;
+		if (relay_take_pooled(r))
+			return;
 		r->dq = dns_resolve_host(r->env.dns, hp->host, (uint16_t)atoi(hp->port), AF_UNSPEC,
 					 relay_resolved_cb, r);
 		if (r->dq != NULL)
@@ -378,7 +440,7 @@ void relay_rcpt(struct relay *r, const struct bs_domain *dom, const struct smtp_
 		relay_answer_later(r, 451, "4.4.2", "Backend connection failed; try again later");
 		return;
 	}
-	if (r->state == RELAY_IN_TX && !domain_routes_to(dom, r->key)) {
+	if (r->state == RELAY_IN_TX && !relay_link_fits(r, dom)) {
 		relay_answer_later(r, 452, "4.5.3", "Too many recipients for this transaction; send the rest in another");
 		return;
 	}
@@ -390,7 +452,7 @@ void relay_rcpt(struct relay *r, const struct bs_domain *dom, const struct smtp_
 	snprintf(r->rcpt_line, sizeof r->rcpt_line, "RCPT TO:<%s>", addr);
 	r->mail_line[0] = '\0';
 	if (r->state == RELAY_IN_TX || (r->state == RELAY_READY && smtp_client_usable(r->client) &&
-					 domain_routes_to(dom, r->key))) {
+					 relay_link_fits(r, dom))) {
 		if (r->state == RELAY_IN_TX) {
 			relay_append_rcpt_params(r, rp, r->rcpt_line, sizeof r->rcpt_line);
 			relay_send_envelope(r);

@@ -18,6 +18,7 @@
 #include "backend_health.h"
 #include "config.h"
 #include "dns.h"
+#include "relay_pool.h"
 #include "smtp_client.h"
 #include "smtp_parse.h"
 
@@ -28,6 +29,7 @@ struct relay_env {
 	SSL_CTX *const *domain_tls;    /* per cfg->domains[i]: verifying context for must + CA, or NULL */
 	struct backend_health *health;
 	struct dns_resolver *dns;      /* the worker's resolver, for deliver targets given by name */
+	struct relay_pool *pool;       /* the worker's idle backend sessions (NULL: no reuse) */
 	unsigned *rr_counter;          /* worker-local, for deliver_policy = round-robin */
 };
 
@@ -44,7 +46,9 @@ typedef void (*relay_cb)(void *arg, const struct relay_answer *ans);
 struct relay;
 
 struct relay *relay_new(const struct relay_env *env);
-void relay_free(struct relay *r); /* QUIT to a usable backend; no callback afterwards */
+/* The client session ended: an idle usable backend session goes to the pool (for
+ * backend_idle_timeout), anything else is closed (QUIT when usable). No callback afterwards. */
+void relay_free(struct relay *r);
 
 /* Forward one recipient (already accepted by backstop's own checks). Opens the backend session
  * and sends MAIL first when the transaction has none. Answers: the backend's RCPT reply (or its

@@ -10,6 +10,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "relay_pool.h"
 #include "server.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -95,6 +96,8 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->stopping)
 		return;
 	w->stopping = true;
+	relay_pool_free(w->pool); /* idle backend sessions: QUIT now */
+	w->pool = NULL;
 	for (size_t i = 0; i < w->nfds; i++) {
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;
@@ -127,6 +130,7 @@ int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, siz
 	}
 	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
 	w->scratch = xmalloc(WORKER_SCRATCH_SIZE);
+	w->pool = relay_pool_new(w->base);
 	const char *why = NULL;
 	w->dns = dns_resolver_new_opts(w->base, 2000, 2, &why);
 	if (w->dns == NULL) {
@@ -171,6 +175,7 @@ void worker_free(struct worker *w)
 	free(w->listeners);
 	free(w->fds);
 	free(w->scratch);
+	relay_pool_free(w->pool);
 	dns_resolver_free(w->dns);
 	event_base_free(w->base);
 }

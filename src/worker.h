@@ -35,6 +35,7 @@ struct worker {
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
 	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
 	struct dns_resolver *dns;    /* this loop's resolver (c-ares) */
+	struct relay_pool *pool;     /* idle backend sessions kept between client sessions */
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */

@@ -1,0 +1,29 @@
+/* relay_pool.h - idle backend sessions kept by a worker between client sessions, so that the
+ * next client session to the same backend (with the same TLS policy) skips connect, banner and
+ * EHLO. One pool per worker loop: no locking. A pooled session that the backend closed is
+ * noticed when taken (or swept), never handed out. */
+#ifndef BACKSTOP_RELAY_POOL_H
+#define BACKSTOP_RELAY_POOL_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "smtp_client.h"
+
+#define RELAY_POOL_PER_KEY 16
+#define RELAY_POOL_MAX 256
+
+struct relay_pool;
+
+struct relay_pool *relay_pool_new(struct event_base *base);
+void relay_pool_free(struct relay_pool *p); /* QUITs and frees what it holds */
+
+/* Keep c (usable, no transaction open) under key for idle_ms; takes ownership. When the pool is
+ * full for that key or overall, the oldest entry is closed. */
+void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c, uint64_t idle_ms);
+
+/* A usable idle session for key, now owned by the caller, or NULL. */
+struct smtp_client *relay_pool_take(struct relay_pool *p, const char *key);
+
+#endif
