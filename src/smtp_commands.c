@@ -131,7 +131,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_rcpt_refuse(s, &rc.to, 555, "5.5.4", "ESMTP parameters need EHLO", "source=syntax");
 		return;
 	}
-	if (s->tx->nrcpts + session_rcpt_queued(s) >= s->cfg->max_recipients) {
+	if (s->tx->nrcpts + session_rcpt_live(s) >= s->cfg->max_recipients) {
 		session_rcpt_refuse(s, &rc.to, 452, "4.5.3", "Error: too many recipients", "source=limit");
 		return;
 	}

@@ -51,6 +51,10 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	struct smtp_session *s = arg;
 	struct smtp_tx *tx = s->tx;
 
+	if (s->state == SMTP_STATE_CLOSING) { /* timed out meanwhile: its 421 was the last word */
+		session_resume(s);
+		return;
+	}
 	if (ans->code != 354) {
 		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
 			      "%s", ans->text);
@@ -108,11 +112,16 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	session_tx_reset(s);
 	s->state = SMTP_STATE_READY;
 	session_set_read_timeout(s, s->cfg->command_timeout_ms);
+	session_arm_command_deadline(s);
 }
 
 static void data_backend_final(void *arg, const struct relay_answer *ans)
 {
 	struct smtp_session *s = arg;
+	if (s->state == SMTP_STATE_CLOSING) {
+		session_resume(s);
+		return;
+	}
 	data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
 	session_resume(s);
 }

@@ -25,6 +25,7 @@ struct rcpt_pending {
 	struct smtp_session *s;
 	enum rcpt_step step;
 	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT */
+	bool counted;                   /* a refusal already counted against max_errors */
 	struct smtp_rcpt_cmd rc;
 	const struct bs_domain *dom;
 	struct verify_query *vq;
@@ -85,32 +86,38 @@ static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 	rcpt_pump(p->s);
 }
 
-/* Answer, in order, every finished entry at the head; hand the next verified one to the backend. */
+/* Answer, in order, every finished entry at the head; hand the next verified one to the backend.
+ * Nothing is written once the session is closing (its 421 was the last word). */
 static void rcpt_pump(struct smtp_session *s)
 {
 	struct rcpt_pending *p;
+	bool popped = false;
 
-	while ((p = s->rq_head) != NULL) {
+	while (s->state != SMTP_STATE_CLOSING && (p = s->rq_head) != NULL) {
 		if (p->step == RCPT_VERIFIED) {
 			p->step = RCPT_AT_BACKEND;
 			relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->rc.to,
 				   &p->rc.params, rcpt_backend_answer, p);
-			return;
+			break;
 		}
 		if (p->step != RCPT_DONE)
-			return;
+			break;
 		if (p->code >= 200 && p->code < 300) {
 			rcpt_add(s->tx, &p->rc, p->dom);
 			s->n_rcpt_ok++;
 		}
-		session_reply(s, p->code, p->enhanced, "%s", p->text);
+		session_reply_text(s, p->code, p->enhanced, p->text);
+		if (p->code >= 400 && !p->counted)
+			s->errors++;
 		s->rq_head = p->next;
 		if (s->rq_head == NULL)
 			s->rq_tail = NULL;
 		s->rq_len--;
 		free(p);
+		popped = true;
 	}
-	session_resume(s); /* a command that waited for the queue to empty may go on */
+	if (popped || s->state == SMTP_STATE_CLOSING)
+		session_resume(s); /* a command that waited for room or for order may go on */
 }
 
 static void rcpt_verified(void *arg, const struct verify_result *res)
@@ -163,11 +170,22 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 	snprintf(p->verdict, sizeof p->verdict, "%s", extra ? extra : "");
 	rcpt_set_reply(p, code, enhanced, text);
 	rcpt_log(p, NULL);
+	p->counted = code >= 400;
+	if (p->counted)
+		s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
 }
 
 size_t session_rcpt_queued(const struct smtp_session *s)
 {
 	return s->rq_len;
+}
+
+size_t session_rcpt_live(const struct smtp_session *s)
+{
+	size_t n = 0;
+	for (const struct rcpt_pending *p = s->rq_head; p != NULL; p = p->next)
+		n += p->step != RCPT_DONE || (p->code >= 200 && p->code < 300);
+	return n;
 }
 
 void session_rcpt_cancel(struct smtp_session *s)

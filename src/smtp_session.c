@@ -40,6 +40,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_free(struct smtp_session *s);
+static void session_settle(struct smtp_session *s);
 
 static void session_peer_text(struct smtp_session *s)
 {
@@ -69,9 +70,41 @@ static void session_refuse_early(struct worker *w, evutil_socket_t fd, const cha
 	(void)w;
 }
 
+static void session_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_DATA || s->paused || s->rq_head) {
+		if (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_DATA)
+			session_arm_command_deadline(s); /* waiting on us, not on the client */
+		return;
+	}
+	log_notice("session=%s client=%s command not complete within %llu ms after %s", s->id, s->client_ip,
+		   (unsigned long long)s->cfg->command_timeout_ms, s->last_verb ? s->last_verb : "CONNECT");
+	if (s->state == SMTP_STATE_TLS) { /* mid-handshake: nothing can be said in clear */
+		session_free(s);
+		return;
+	}
+	session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
+	session_close(s);
+	session_settle(s);
+}
+
+void session_arm_command_deadline(struct smtp_session *s)
+{
+	struct timeval tv = { (time_t)(s->cfg->command_timeout_ms / 1000),
+			      (suseconds_t)(s->cfg->command_timeout_ms % 1000) * 1000 };
+	if (s->cmd_deadline == NULL)
+		s->cmd_deadline = evtimer_new(s->worker->base, session_deadline_cb, s);
+	evtimer_add(s->cmd_deadline, &tv);
+}
+
 static void session_banner(struct smtp_session *s)
 {
 	s->state = SMTP_STATE_INIT;
+	session_arm_command_deadline(s);
 	session_reply(s, 220, NULL, "%s ESMTP backstop", s->cfg->hostname);
 }
 
@@ -192,23 +225,43 @@ void session_write(struct smtp_session *s, const char *text, size_t len)
 	bufferevent_write(s->bev, text, len);
 }
 
-void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+static void session_reply_va(struct smtp_session *s, int code, const char *enhanced, const char *fmt, va_list ap)
 {
 	char buf[1024];
 	int n = enhanced ? snprintf(buf, sizeof buf, "%03d %s ", code, enhanced)
 			 : snprintf(buf, sizeof buf, "%03d ", code);
-	va_list ap;
-	va_start(ap, fmt);
 	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 2, fmt, ap);
-	va_end(ap);
 	if (m < 0)
 		m = 0;
 	size_t len = (size_t)n + ((size_t)m < sizeof buf - (size_t)n - 2 ? (size_t)m : sizeof buf - (size_t)n - 3);
 	buf[len++] = '\r';
 	buf[len++] = '\n';
 	session_write(s, buf, len);
+}
+
+void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	session_reply_va(s, code, enhanced, fmt, ap);
+	va_end(ap);
 	if (code >= 400)
 		s->errors++;
+}
+
+static void session_reply_fixed(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void session_reply_fixed(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	session_reply_va(s, code, enhanced, fmt, ap);
+	va_end(ap);
+}
+
+void session_reply_text(struct smtp_session *s, int code, const char *enhanced, const char *text)
+{
+	session_reply_fixed(s, code, enhanced, "%s", text);
 }
 
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
@@ -241,6 +294,10 @@ void session_close(struct smtp_session *s)
 {
 	s->state = SMTP_STATE_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
+	if (s->greet_timer)
+		evtimer_del(s->greet_timer);
+	if (s->cmd_deadline)
+		evtimer_del(s->cmd_deadline);
 }
 
 void session_tx_reset(struct smtp_session *s)
@@ -296,8 +353,14 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 		session_pause(s); /* answered in order: wait until the queued RCPTs are decided */
 		return false;
 	}
+	if (session_rcpt_queued(s) >= SESSION_RCPT_QUEUE_MAX) {
+		session_pause(s); /* bounded: read on once some queued RCPTs are answered */
+		return false;
+	}
 	session_command(s, line, linelen);
 	evbuffer_drain(in, len + 1);
+	if (s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_CLOSING)
+		session_arm_command_deadline(s);
 	return true;
 }
 
@@ -485,11 +548,15 @@ static void session_free(struct smtp_session *s)
 {
 	struct worker *w = s->worker;
 
+	/* released before the log line, so that a client that saw it may connect again at once */
+	connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
 	log_info("session=%s disconnect client=%s helo=%s mail=%u rcpt=%u/%u data=%u/%u duration_ms=%llu",
 		 s->id, s->client_ip, s->helo[0] ? s->helo : "-", s->n_mail, s->n_rcpt_ok, s->n_rcpt,
 		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));
 	if (s->greet_timer)
 		event_free(s->greet_timer);
+	if (s->cmd_deadline)
+		event_free(s->cmd_deadline);
 	if (s->watchdog)
 		event_free(s->watchdog);
 	session_rcpt_cancel(s);
@@ -503,7 +570,6 @@ static void session_free(struct smtp_session *s)
 	} else if (s->fd >= 0) {
 		evutil_closesocket(s->fd);
 	}
-	connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
 	if (s->prev)
 		s->prev->next = s->next;
 	else

@@ -53,6 +53,7 @@ struct smtp_session {
 	struct bufferevent *bev;
 	evutil_socket_t fd;
 	struct event *greet_timer;
+	struct event *cmd_deadline;       /* a whole command line must arrive within command_timeout */
 	enum smtp_state state;
 	bool esmtp;                       /* greeted with EHLO */
 	bool tls;                         /* TLS active */
@@ -81,6 +82,10 @@ struct smtp_session {
 /* smtp_session.c */
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* The same without counting a 4xx/5xx against max_errors (already counted when decided). */
+void session_reply_text(struct smtp_session *s, int code, const char *enhanced, const char *text);
+/* Start (again) the deadline for the next command line. */
+void session_arm_command_deadline(struct smtp_session *s);
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
@@ -102,6 +107,10 @@ void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cm
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
 			 const char *enhanced, const char *text, const char *extra);
 size_t session_rcpt_queued(const struct smtp_session *s);
+/* Recipients accepted or still being decided (refusals not counted), for max_recipients. */
+size_t session_rcpt_live(const struct smtp_session *s);
+/* Pipelined RCPTs waiting beyond this stop the reading of more input until some are answered. */
+#define SESSION_RCPT_QUEUE_MAX 128
 void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the queue */
 
 /* smtp_commands.c */
