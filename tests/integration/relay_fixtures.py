@@ -20,6 +20,9 @@ def relay_gateway(**over):
         "backend_command_timeout": "1s",
         "backend_data_timeout": "2s",
         "backend_retry_after": "0s",
+        # backend sessions end with their client session, so that tests can wait for the
+        # backend to be let go; test_relay_pool.py covers keeping them
+        "backend_idle_timeout": "0s",
         "max_connections_per_ip": 10000,
         "max_connections": 10000,
     }

@@ -123,7 +123,7 @@ def test_rset_mirrored_and_backend_session_reused(backstop_factory, fakes):
             o = transaction(c, ["x@example.test", "y@example.test"], message(f"reuse {i}"))
             assert o.delivered, o
         c.cmd("QUIT")
-    fb.wait_for(lambda f: "QUIT" in f.commands)
+    fb.wait_for(lambda f: len(f.messages) == 3)
     assert fb.connections == 1, fb.commands
     verbs = [c.split(" ")[0] for c in fb.commands if not c.startswith("EHLO")]
     assert verbs[:3] == ["MAIL", "RCPT", "RSET"], verbs
