@@ -235,6 +235,7 @@ def pct(xs, p):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", type=int, default=5000)
     ap.add_argument("--fresh", type=int, default=1000)
@@ -245,12 +246,13 @@ def main():
         raise SystemExit("needs root (private Postfix instances)")
     random.seed(4)
     tmp = tempfile.mkdtemp(prefix="bs-bench-")
-    validator = Postfix(users=KNOWN, name="validator", procs=50)
-    sink = SmtpSink()
-    pfgw = postfix_gateway(validator)
-    bs = Backstop(validator, sink, tmp)
-    gws = {"backstop": bs.port, "postfix": pfgw.port}
+    validator = sink = pfgw = bs = None
     try:
+        validator = Postfix(users=KNOWN, name="validator", procs=50)
+        sink = SmtpSink()
+        pfgw = postfix_gateway(validator)
+        bs = Backstop(validator, sink, tmp)
+        gws = {"backstop": bs.port, "postfix": pfgw.port}
         print(f"verify_flood: validation server Postfix {subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()}"
               f" with {len(KNOWN)} users; {os.cpu_count()} cores; 20 parallel sessions\n")
         unknown = [f"nobody{i}@example.test" for i in range(200)]
@@ -283,10 +285,9 @@ def main():
               f" ({rejects / max(1, sum(codes.values())) * 100:.1f}% of RCPTs); most connections open"
               f" at once at the validator: {most} (callout_max_connections = 2)")
     finally:
-        bs.stop()
-        pfgw.stop()
-        sink.stop()
-        validator.stop()
+        for peer in (bs, pfgw, sink, validator):
+            if peer is not None:
+                peer.stop()
 
 
 if __name__ == "__main__":

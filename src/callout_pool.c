@@ -62,7 +62,7 @@ struct cdomain {
 	char name[SMTP_DOMAIN_MAX + 1];
 };
 
-enum conn_state { CC_RESOLVING, CC_CONNECTING, CC_IDLE, CC_BUSY };
+enum conn_state { CC_RESOLVING, CC_CONNECTING, CC_IDLE, CC_BUSY, CC_QUITTING };
 
 struct cconn {
 	struct callout_pool *p;
@@ -429,6 +429,15 @@ static void conn_idle_timeout(evutil_socket_t fd, short what, void *arg)
 	conn_close(c, true);
 }
 
+static void conn_quit_cb(void *arg, const struct smtp_reply *r)
+{
+	struct cconn *c = arg;
+	struct callout_pool *p = c->p;
+
+	conn_close(c, false);
+	pool_kick(p);
+}
+
 /* The batch is over (RSET answered): back to idle, or a fresh connection next time. */
 static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 {
@@ -441,7 +450,11 @@ static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 		return;
 	}
 	if (r->code != 250 || c->rejects >= POOL_CONN_MAX_REJECTS) {
-		conn_close(c, true);
+		/* keep the slot until the server has answered QUIT: its replacement must not make
+		 * one connection more than callout_max_connections, even for a moment */
+		c->st = CC_QUITTING;
+		smtp_client_command(c->client, "QUIT", conn_quit_cb, c);
+		return;
 	} else {
 		c->st = CC_IDLE;
 		evtimer_add(c->idle, &idle);

@@ -216,6 +216,7 @@ smtpd_peername_lookup = no
 smtpd_soft_error_limit = 100000
 smtpd_hard_error_limit = 100000
 smtpd_error_sleep_time = 0
+in_flow_delay = 0
 smtpd_junk_command_limit = 1000000
 smtpd_banner = $myhostname ESMTP
 default_process_limit = {procs}
