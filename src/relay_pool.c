@@ -19,6 +19,7 @@ struct relay_pool {
 	struct event *sweep;
 	struct pool_entry items[RELAY_POOL_MAX];
 	size_t n;
+	bool closed;
 };
 
 static void pool_remove(struct relay_pool *p, size_t i, bool quit)
@@ -52,12 +53,19 @@ struct relay_pool *relay_pool_new(struct event_base *base)
 	return p;
 }
 
+void relay_pool_close(struct relay_pool *p)
+{
+	while (p->n > 0)
+		pool_remove(p, p->n - 1, true);
+	evtimer_del(p->sweep);
+	p->closed = true;
+}
+
 void relay_pool_free(struct relay_pool *p)
 {
 	if (p == NULL)
 		return;
-	while (p->n > 0)
-		pool_remove(p, p->n - 1, true);
+	relay_pool_close(p);
 	event_free(p->sweep);
 	free(p);
 }
@@ -82,7 +90,7 @@ void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c
 	static const struct timeval second = { 1, 0 };
 	size_t count;
 
-	if (strlen(key) >= POOL_KEY_MAX) {
+	if (p->closed || strlen(key) >= POOL_KEY_MAX) {
 		smtp_client_free(c, true);
 		return;
 	}

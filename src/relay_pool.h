@@ -18,6 +18,8 @@ struct relay_pool;
 
 struct relay_pool *relay_pool_new(struct event_base *base);
 void relay_pool_free(struct relay_pool *p); /* QUITs and frees what it holds */
+/* The worker is stopping: QUIT what the pool holds now, and every session put later at once. */
+void relay_pool_close(struct relay_pool *p);
 
 /* Keep c (usable, no transaction open) under key for idle_ms; takes ownership. When the pool is
  * full for that key or overall, the oldest entry is closed. */

@@ -96,8 +96,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 	if (w->stopping)
 		return;
 	w->stopping = true;
-	relay_pool_free(w->pool); /* idle backend sessions: QUIT now */
-	w->pool = NULL;
+	relay_pool_close(w->pool); /* idle backend sessions: QUIT now, and when sessions end */
 	for (size_t i = 0; i < w->nfds; i++) {
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;

@@ -52,3 +52,19 @@ def test_sigterm_quits_pooled_sessions(backstop_factory, fakes):
     assert deliver(b, "user@example.test", message("then stop")).delivered
     assert b.stop(signal.SIGTERM) == 0
     fb.wait_for(lambda f: "QUIT" in f.commands)
+
+
+def test_session_ending_after_sigterm_does_not_pool(backstop_factory, fakes):
+    # a client session that ends after SIGTERM must not put its backend session into the
+    # stopping worker's pool: it is closed with QUIT, and backstop exits cleanly
+    fb = fakes()
+    b = start(backstop_factory, fb.addr, backend_idle_timeout="1h")
+    with b.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.test>").code == 250
+        b.send_signal(signal.SIGTERM)
+        b.wait_log("SIGTERM")
+        assert c.cmd("QUIT").code == 221
+    fb.wait_for(lambda f: "QUIT" in f.commands)
+    assert b.stop() == 0
