@@ -15,16 +15,9 @@
 
 #include <event2/event.h>
 
+#include "callout.h" /* callout_verdict, callout_rcpt_line */
 #include "rcpt.h"
 #include "smtp_client.h"
-
-/* The verdict an RCPT reply gives: 2xx VALID; 550, 551, 553 or a 5xx with a 5.1.x enhanced code
- * INVALID; anything else (4xx, other 5xx, code 0 = no reply) UNAVAILABLE. */
-enum rcpt_verdict callout_verdict(const struct smtp_reply *r);
-
-/* "RCPT TO:<addr>" into buf, the local part quoted when it is not a dot-atom. -1 if addr has
- * no '@', holds control characters or does not fit. */
-int callout_rcpt_line(const char *addr, char *buf, size_t bufsz);
 
 /* Counters, written on the pool's loop and read by stats from any thread. */
 struct callout_counters {

@@ -1,0 +1,53 @@
+/* callout.c - the rules of a recipient callout shared by the pool and the probe command: the
+ * RCPT line (local part quoted when needed) and the verdict of an RCPT reply. See callout.h. */
+#include "callout.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "smtp_address.h"
+
+enum rcpt_verdict callout_verdict(const struct smtp_reply *r)
+{
+	if (r->code >= 200 && r->code < 300)
+		return RCPT_VALID;
+	if (r->code == 550 || r->code == 551 || r->code == 553)
+		return RCPT_INVALID;
+	if (r->code >= 500 && r->code < 600 && strncmp(r->enhanced, "5.1.", 4) == 0)
+		return RCPT_INVALID;
+	return RCPT_UNAVAILABLE;
+}
+
+/* RCPT TO:<addr>, quoting the local part when it is not a dot-atom. -1 if it cannot be sent. */
+int callout_rcpt_line(const char *addr, char *buf, size_t bufsz)
+{
+	static const char atext[] = "!#$%&'*+-/=?^_`{|}~.";
+	const char *at = strrchr(addr, '@');
+	bool atom = at != NULL && at != addr && addr[0] != '.' && at[-1] != '.' && strstr(addr, "..") == NULL;
+	char local[2 * SMTP_LOCAL_MAX + 3];
+	size_t n = 0;
+
+	if (at == NULL)
+		return -1;
+	for (const char *s = addr; s < at; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch < 0x20 || ch == 0x7f)
+			return -1;
+		if (ch < 0x80 && !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+				   strchr(atext, ch)))
+			atom = false;
+	}
+	if (!atom)
+		local[n++] = '"';
+	for (const char *s = addr; s < at; s++) {
+		if (!atom && (*s == '"' || *s == '\\'))
+			local[n++] = '\\';
+		local[n++] = *s;
+	}
+	if (!atom)
+		local[n++] = '"';
+	local[n] = '\0';
+	int len = snprintf(buf, bufsz, "RCPT TO:<%s%s>", local, at);
+	return len > 0 && (size_t)len < bufsz ? 0 : -1;
+}
