@@ -372,6 +372,10 @@ out:
 	free(srv.workers);
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
+	/* libevent has put the default actions back: a second TERM while the process is already on
+	 * its way out must not turn a clean exit into death by signal */
+	for (int i = 0; i < 3; i++)
+		signal(signums[i], SIG_IGN);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	backend_health_free(srv.health);

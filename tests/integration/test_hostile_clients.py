@@ -327,8 +327,9 @@ def _loris(host, port, text, result, idx, limit):
             if i < len(text):
                 try:
                     s.send(text[i:i + 1])
-                except OSError:
-                    break
+                except OSError:  # backstop closed the connection (RST after our unread bytes)
+                    result[idx] = (got, time.monotonic() - t0, True)
+                    return
                 i += 1
             try:
                 chunk = s.recv(4096)  # also paces the attack: one byte a second
