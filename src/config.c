@@ -61,9 +61,11 @@ const struct cfg_key config_keys[] = {
 	{ G, "max_line_length", CFG_T_SIZE, "1000", NULL, 1000, MB(1), NULL, GW(max_line_length),
 	  NULL, "size", "Longest line of message text, CRLF included (RFC 5321 minimum: 1000)." },
 	{ G, "command_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL, GW(command_timeout_ms),
-	  NULL, "duration", "How long to wait for the client's next command." },
+	  NULL, "duration",
+	  "How long the client has to send its next complete command line (a deadline, not an idle "
+	  "timer: a client dribbling bytes is cut too); then 421 4.4.2." },
 	{ G, "data_timeout", CFG_T_DURATION, "3m", NULL, 1, HOURS(1), NULL, GW(data_timeout_ms), NULL,
-	  "duration", "How long to wait for more message text during DATA." },
+	  "duration", "How long to wait for more message text during DATA (idle time between reads)." },
 	{ G, "max_errors", CFG_T_UINT, "20", NULL, 1, 100000, NULL, GW(max_errors), NULL, "count",
 	  "Error replies in one session before backstop answers 421 and disconnects." },
 	{ G, "max_junk_commands", CFG_T_UINT, "100", NULL, 1, 1000000, NULL, GW(max_junk_commands),
