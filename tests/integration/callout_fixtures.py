@@ -1,14 +1,14 @@
 """Peers for the recipient-verification tests and benchmark: a private Postfix instance as a
 validation server (relay_recipient_maps, unknown users rejected at RCPT with 550 5.1.1) and an
 in-process fake validation server that counts what it receives (RCPTs per address, connections,
-most connections at once) and can accept everything (catch-all) or answer slowly (tarpit).
+most connections at once) and can accept everything (catch-all) or answer slowly (tarpit); the
+`fake` fixture makes them. smtp-sink as the delivery backend is peers.py's.
 
 Postfix gets its own config, queue and data directories under a temp dir (never the system's)
 and is started with `postfix -c DIR start`; its log goes to maillog_file in that dir.
 """
 import os
 import shutil
-import socket
 import socketserver
 import subprocess
 import tempfile
@@ -17,27 +17,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_listening(port, timeout=15.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"process exited with {proc.returncode} before listening")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-            time.sleep(0.02)  # polling a port with a deadline: there is no event to wait on
+# ports, smtp-sink and the loopback server live in peers.py; SmtpSink, free_port and
+# wait_listening stay importable from here for test_verify_map.py and bench/verify_flood.py
+from peers import LoopbackServer, SmtpSink, free_port, made_by, wait_listening  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,12 +77,6 @@ class _FakeHandler(socketserver.StreamRequestHandler):
                 self.reply("502 5.5.2 Error: command not recognized")
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 class FakeValidator:
     """known: addresses answered 250; accept_all: answer 250 to everything (catch-all);
     rcpt_delay: seconds before each RCPT reply (Exchange's tarpit); tempfail: 451 for unknowns."""
@@ -110,12 +88,9 @@ class FakeValidator:
         self.connections = self.open_now = self.max_open = self.data_seen = 0
         self.release = threading.Event()  # set: stop tarpitting
         self._cond = threading.Condition()
-        self.server = _Server(("127.0.0.1", 0), _FakeHandler)
-        self.server.fake = self
-        self.host, self.port = self.server.server_address
+        self.server = LoopbackServer(_FakeHandler, self, "fake")
+        self.host, self.port = self.server.host, self.server.port
         self.addr = f"{self.host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def _conn_open(self, d):
         with self._cond:
@@ -145,8 +120,7 @@ class FakeValidator:
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +203,7 @@ master_service_disable = pickup.unix
         r = subprocess.run(["postfix", "-c", str(self.conf), "start"], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise AssertionError(f"postfix did not start: {r.stdout}{r.stderr}")
-        wait_listening(self.port)
+        wait_listening(self.port, timeout=15.0)
 
     def log(self):
         try:
@@ -258,22 +232,8 @@ master_service_disable = pickup.unix
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class SmtpSink:
-    """/usr/sbin/smtp-sink on 127.0.0.1 (accepts everything, keeps nothing)."""
-
-    def __init__(self, backlog=256):
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "postfix", f"127.0.0.1:{self.port}",
-                                      str(backlog)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_listening(self.port, proc=self.proc)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+@pytest.fixture
+def fake():
+    """fake(**kw) -> a started FakeValidator; all are closed at teardown."""
+    with made_by(FakeValidator, stop=lambda f: f.close()) as make:
+        yield make

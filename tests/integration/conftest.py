@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from peers import LoopbackServer, made_by
+
 ROOT = Path(__file__).resolve().parents[2]
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
 READY_TIMEOUT = 10.0
@@ -225,38 +227,27 @@ class _BackendHandler(socketserver.StreamRequestHandler):
                 self.reply("502 5.5.2 Error: command not recognized")
 
 
-class _BackendServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    request_queue_size = 128  # smtp-source opens many at once
-    allow_reuse_address = True
-
-
 class Backend:
     """A recording SMTP backend on 127.0.0.1 (in this process, one thread per connection)."""
 
     def __init__(self):
         self.messages, self.commands = [], []
         self.greeted = 0  # connections that were sent the banner
-        self.server = _BackendServer(("127.0.0.1", 0), _BackendHandler)
-        self.server.backend = self
-        self.host, self.port = self.server.server_address
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LoopbackServer(_BackendHandler, self, "backend")
+        self.host, self.port = self.server.host, self.server.port
 
     @property
     def addr(self):
         return f"{self.host}:{self.port}"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
 def backend():
-    be = Backend()
-    yield be
-    be.close()
+    with made_by(Backend, stop=lambda be: be.close()) as make:
+        yield make()
 
 
 @pytest.fixture

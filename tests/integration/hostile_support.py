@@ -10,13 +10,15 @@ import random
 import re
 import socket
 import struct
-import subprocess
 import threading
 import time
 
 import pytest
 
-SMTP_SINK = "/usr/sbin/smtp-sink"
+# smtp-sink, the fast `sink` fixture and the /proc readings live in peers.py; the names stay
+# importable from here for the tests
+from peers import SmtpSink, made_by, proc_fds, proc_rss_kb, sink  # noqa: F401
+
 HOSTILE_SEED_ENV = "HOSTILE_SEED"
 
 
@@ -35,75 +37,11 @@ def make_seed(name):
 # ---------------------------------------------------------------------------------------------
 # Backends
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_accepting(host, port, proc=None, timeout=10.0):
-    """Wait until host:port answers an SMTP banner (the peer is up)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"backend exited with status {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=1.0) as s:
-                if s.recv(512).startswith(b"220"):
-                    return
-        except OSError as e:
-            last = e
-        # connection refused comes back at once: yield the CPU to the starting process
-        time.sleep(0.02)
-    raise AssertionError(f"{host}:{port} not accepting within {timeout}s: {last}")
-
-
-class SmtpSink:
-    """/usr/sbin/smtp-sink on a free loopback port. extra: more smtp-sink options, e.g.
-    ["-W", "rcpt:1"] to answer each RCPT one second late."""
-
-    def __init__(self, extra=()):
-        self.host = "127.0.0.1"
-        for _ in range(5):
-            self.port = free_port()
-            self.proc = subprocess.Popen([SMTP_SINK, "-u", "root", *extra, f"{self.host}:{self.port}", "100"],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE)
-            try:
-                wait_accepting(self.host, self.port, self.proc)
-                return
-            except AssertionError:
-                self.stop()
-        raise AssertionError("smtp-sink did not start")
-
-    @property
-    def addr(self):
-        return f"{self.host}:{self.port}"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-@pytest.fixture
-def sink():
-    s = SmtpSink()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def slow_sink():
     """A backend that waits a second before answering each RCPT."""
-    s = SmtpSink(["-W", "rcpt:1"])
-    yield s
-    s.stop()
+    with made_by(SmtpSink) as make:
+        yield make(extra=["-W", "rcpt:1"])
 
 
 def hostile_domains(sink, slow_sink=None):
@@ -130,18 +68,6 @@ def hostile_gateway(**over):
 
 # ---------------------------------------------------------------------------------------------
 # The daemon, seen from outside
-
-def proc_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def proc_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
 
 SESSION_RE = re.compile(r"session=(\S+) (connect|disconnect) ")
 

@@ -1,16 +1,16 @@
 """Helpers for the in-line delivery tests (test_relay_*.py): backstop configs with short backend
-timeouts, fake backends and smtp-sink as peers, one-message SMTP transactions, and the fd/RSS
-readings used by the leak checks. Reuses conftest.py's backstop_factory."""
-import os
-import socket
+timeouts, fake backends and smtp-sink as peers (peers.py), one-message SMTP transactions.
+Reuses conftest.py's backstop_factory."""
 import subprocess
 import time
 
 import pytest
 
 from fake_backend import FakeBackend
-
-SMTP_SINK = "/usr/sbin/smtp-sink"
+# process and port helpers and smtp-sink live in peers.py; the names stay importable from here
+# for the tests, postfix_fixture.py and bench/relay_throughput.py
+from peers import (SmtpSink, free_port, made_by, proc_fds, proc_rss_kb, smtp_sink,  # noqa: F401
+                   wait_listening)
 
 
 def relay_gateway(**over):
@@ -98,86 +98,11 @@ def deliver(b, rcpts, content=None, **kw):
         return o
 
 
-def proc_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def proc_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_listening(port, timeout=10.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"process exited with {proc.returncode} before listening")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-            time.sleep(0.02)  # polling a port with a deadline: there is no event to wait on
-
-
-class SmtpSink:
-    """/usr/sbin/smtp-sink on 127.0.0.1:PORT (accepts everything, keeps nothing)."""
-
-    def __init__(self, backlog=256, extra=()):
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([SMTP_SINK, "-u", "postfix", *extra, f"127.0.0.1:{self.port}", str(backlog)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        wait_listening(self.port, proc=self.proc)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
 def fakes():
     """fakes(**kw) -> a started FakeBackend; all are stopped at teardown."""
-    made = []
-
-    def make(**kw):
-        f = FakeBackend(**kw)
-        made.append(f)
-        return f
-    yield make
-    for f in made:
-        f.stop()
-
-
-@pytest.fixture
-def smtp_sink():
-    made = []
-
-    def make(**kw):
-        s = SmtpSink(**kw)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.stop()
+    with made_by(FakeBackend) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

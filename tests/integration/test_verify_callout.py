@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from callout_fixtures import FakeValidator, Postfix, SmtpSink
+from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
 from conftest import BACKSTOP_BIN, run_cli
+from peers import sink  # noqa: F401  (fixture)
 
 USERS = ["alice@example.test", "carol@example.test"]
 
@@ -21,26 +22,6 @@ def postfix():
     pf = Postfix(users=USERS)
     yield pf
     pf.stop()
-
-
-@pytest.fixture
-def sink():
-    s = SmtpSink()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def fake():
-    made = []
-
-    def make(**kw):
-        f = FakeValidator(**kw)
-        made.append(f)
-        return f
-    yield make
-    for f in made:
-        f.close()
 
 
 def gw(**over):

@@ -1,0 +1,167 @@
+"""Peers and process readings shared by the integration tests and the benchmarks: free loopback
+ports, waiting for a peer to listen, smtp-sink as a backend, the threaded loopback server under
+the in-process fake servers, /proc readings of a daemon, and fixtures that stop what they made.
+
+Nothing here sleeps to synchronise: waiting for a port polls it with a deadline (there is no
+event to wait on)."""
+import contextlib
+import os
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports
+
+def free_port():
+    """A loopback port nobody listens on now (it may be taken again before it is used)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, timeout=10.0, proc=None):
+    """Wait until something accepts connections on 127.0.0.1:port; fail early if proc exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"process exited with {proc.returncode} before listening")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            time.sleep(0.02)  # polling a port with a deadline: there is no event to wait on
+
+
+def wait_accepting(host, port, proc=None, timeout=10.0):
+    """Wait until host:port answers an SMTP banner (the peer is up)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"backend exited with status {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                if s.recv(512).startswith(b"220"):
+                    return
+        except OSError as e:
+            last = e
+        # connection refused comes back at once: yield the CPU to the starting process
+        time.sleep(0.02)
+    raise AssertionError(f"{host}:{port} not accepting within {timeout}s: {last}")
+
+
+# ---------------------------------------------------------------------------------------------
+# smtp-sink
+
+class SmtpSink:
+    """/usr/sbin/smtp-sink on a free loopback port (accepts everything, keeps nothing).
+    extra: more smtp-sink options, e.g. ["-W", "rcpt:1"] to answer each RCPT one second late;
+    backlog: its listen backlog; user: the user it runs as (-u)."""
+
+    def __init__(self, extra=(), backlog=256, user="postfix"):
+        self.host = "127.0.0.1"
+        for _ in range(5):  # the free port may be taken before smtp-sink binds it
+            self.port = free_port()
+            self.proc = subprocess.Popen([SMTP_SINK, "-u", user, *extra, f"{self.host}:{self.port}", str(backlog)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            try:
+                wait_accepting(self.host, self.port, self.proc)
+                return
+            except AssertionError:
+                self.stop()
+        raise AssertionError("smtp-sink did not start")
+
+    @property
+    def addr(self):
+        return f"{self.host}:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process fake servers
+
+class LoopbackServer(socketserver.ThreadingTCPServer):
+    """A threaded TCP server on 127.0.0.1:0 served by a daemon thread. owner is reachable from
+    the handler as self.server.owner (and under the name given, e.g. self.server.backend)."""
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # smtp-source opens many at once
+
+    def __init__(self, handler, owner, name="owner"):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.owner = owner
+        setattr(self, name, owner)
+        self.host, self.port = self.server_address
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon, seen from outside
+
+def proc_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+@contextlib.contextmanager
+def made_by(make_one, stop=lambda obj: obj.stop()):
+    """Yield make(**kw) -> make_one(**kw); everything made is stopped on the way out."""
+    made = []
+
+    def make(**kw):
+        obj = make_one(**kw)
+        made.append(obj)
+        return obj
+    try:
+        yield make
+    finally:
+        for obj in made:
+            stop(obj)
+
+
+@pytest.fixture
+def sink():
+    """A started smtp-sink, stopped at teardown."""
+    with made_by(SmtpSink) as make:
+        yield make()
+
+
+@pytest.fixture
+def smtp_sink():
+    """smtp_sink(**kw) -> a started SmtpSink; all are stopped at teardown."""
+    with made_by(SmtpSink) as make:
+        yield make
