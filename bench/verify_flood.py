@@ -170,6 +170,18 @@ def phase_a(port, unknown, n):
     return rejected, dt
 
 
+def phase_a_smtp_source(port, unknown, n):
+    """The same load driven by Postfix's smtp-source (C, so the client is not the limit): every
+    session is connect, HELO, MAIL, RCPT (refused), RSET, QUIT to one cached unknown address."""
+    cmd = ["/usr/sbin/smtp-source", "-A", "-s", "20", "-m", str(n), "-M", "client.test",
+           "-f", "sender@client.test", "-t", unknown[0], f"127.0.0.1:{port}"]
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    dt = time.monotonic() - t0
+    rejected = (out.stdout + out.stderr).count("recipient rejected: 550")
+    return rejected, dt
+
+
 async def until_verdict(port, addr):
     """First reply, and seconds until a 250/550 (retrying a 4xx once a second)."""
     t0 = time.monotonic()
@@ -263,7 +275,12 @@ def main():
               f"({args.sessions} sessions: connect, EHLO, MAIL, RCPT 550, QUIT)")
         for name, port in gws.items():
             rej, dt = phase_a(port, unknown, args.sessions)
-            print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s")
+            print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s"
+                  " (Python asyncio client)")
+        for name, port in gws.items():
+            rej, dt = phase_a_smtp_source(port, unknown, args.sessions * 4)
+            print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s"
+                  " (smtp-source, one cached address)")
 
         print(f"\n(b) first contact, {args.fresh} fresh addresses (half known users, half unknown)")
         for name, port in gws.items():
