@@ -225,6 +225,7 @@ void session_write(struct smtp_session *s, const char *text, size_t len)
 	bufferevent_write(s->bev, text, len);
 }
 
+__attribute__((format(printf, 4, 0)))
 static void session_reply_va(struct smtp_session *s, int code, const char *enhanced, const char *fmt, va_list ap)
 {
 	char buf[1024];
