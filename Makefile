@@ -14,10 +14,14 @@ PYTEST       = $(PYTHON) -m pytest -c tests/integration/pytest.ini tests/integra
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
-.PHONY: all build asan fuzz-build test unit unit-asan integration integration-asan fuzz demo \
+.PHONY: deps all build asan fuzz-build test unit unit-asan integration integration-asan fuzz demo \
 	install clean
 
 all: build
+
+# Packages for building and testing, installed only when some are missing (needs root then).
+deps:
+	@scripts/install-deps.sh --if-missing
 
 build:
 	@test -f $(BUILD)/build.ninja || meson setup $(BUILD)
@@ -35,7 +39,8 @@ fuzz-build:
 	$(NINJA) -C $(BUILD_FUZZ)
 
 # Every step must pass; pytest's "no tests collected" (exit 5) fails the build like any error.
-test: unit unit-asan integration integration-asan fuzz
+test: deps
+	$(MAKE) --no-print-directory unit unit-asan integration integration-asan fuzz
 	@echo "make test: all suites passed"
 
 unit: build
