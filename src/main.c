@@ -1,6 +1,5 @@
 /* main.c - the backstop command: parses the subcommand and its options and hands over to the
  * module that does the work (server_run for `run`, config_load for `check-config`, ...). */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +12,8 @@
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
-#include "rcpt_map_table.h"
+#include "rcpt_map.h"
 #include "server.h"
-#include "util.h"
 #include "verify_cli.h"
 #include "version.h"
 
@@ -106,28 +104,10 @@ static struct bs_config *load_or_report(const char *path, FILE *out)
 static int check_map_file(const struct bs_config *cfg, const struct bs_domain *d, const char *path)
 {
 	char why[512];
-	FILE *f = fopen(path, "rb");
-	if (f == NULL) {
-		printf("%s:%u: [domain %s] map %s: %s\n", cfg->path, d->line, d->name, path, strerror(errno));
-		return 1;
-	}
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
-	do {
-		if (len + 65536 > cap)
-			buf = xrealloc(buf, cap = (cap + 65536) * 2);
-		n = fread(buf + len, 1, cap - len, f);
-		len += n;
-	} while (n > 0);
-	fclose(f);
-	struct map_table *t = map_table_parse(path, buf, len, why, sizeof why);
-	free(buf);
-	if (t == NULL) {
-		printf("%s\n", why);
-		return 1;
-	}
-	map_table_free(t);
-	return 0;
+	if (rcpt_map_check(path, why, sizeof why) == 0)
+		return 0;
+	printf("%s:%u: [domain %s] map: %s\n", cfg->path, d->line, d->name, why);
+	return 1;
 }
 
 /* Open every recipient source the way the daemon would; report those that fail (the daemon

@@ -103,6 +103,28 @@ static char *map_read_file(const char *path, size_t *len, struct stat *st)
 	}
 }
 
+/* Read and parse path: the table, or NULL with "PATH: cannot read: ..." or "PATH:LINE: ..." */
+static struct map_table *map_file_parse(const char *path, struct stat *st, char *why, size_t whysz)
+{
+	size_t len = 0;
+	char *buf = map_read_file(path, &len, st);
+	if (buf == NULL) {
+		snprintf(why, whysz, "%s: cannot read: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct map_table *t = map_table_parse(path, buf, len, why, whysz);
+	free(buf);
+	return t;
+}
+
+int rcpt_map_check(const char *path, char *why, size_t whysz)
+{
+	struct stat st;
+	struct map_table *t = map_file_parse(path, &st, why, whysz);
+	map_table_free(t);
+	return t ? 0 : -1;
+}
+
 static bool map_same_file(const struct stat *a, const struct stat *b)
 {
 	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
@@ -126,17 +148,11 @@ static int map_load(struct rcpt_map *m)
 {
 	char why[RCPT_REASON_MAX];
 	struct stat st;
-	size_t len = 0;
 	uint64_t t0 = now_ms();
-	struct map_table *t = NULL;
+	struct map_table *t;
 
 	memset(&st, 0, sizeof st);
-	char *buf = map_read_file(m->path, &len, &st);
-	if (buf == NULL)
-		snprintf(why, sizeof why, "%s: cannot read: %s", m->path, strerror(errno));
-	else
-		t = map_table_parse(m->path, buf, len, why, sizeof why);
-	free(buf);
+	t = map_file_parse(m->path, &st, why, sizeof why);
 
 	pthread_mutex_lock(&m->load_lock);
 	m->attempts++;

@@ -15,6 +15,10 @@ struct rcpt_map_status {
 
 void rcpt_map_status(void *state, struct rcpt_map_status *out);
 
+/* Read and parse a map file the way the source does (for check-config): 0, or -1 with
+ * "PATH: cannot read: ..." or "PATH:LINE: ..." in why. */
+int rcpt_map_check(const char *path, char *why, size_t whysz);
+
 /* Wait until more than `attempts` loads have been tried, at most timeout_ms. Returns true if
  * that happened. For tests: lets them wait for the watcher without sleeping blindly. */
 bool rcpt_map_wait_attempts(void *state, unsigned attempts, unsigned timeout_ms);

@@ -48,7 +48,6 @@ struct relay {
 	struct smtp_rcpt_params rp;
 	struct smtp_reply mail_reply;
 	bool mail_sent_now;             /* MAIL was pipelined with the pending RCPT */
-	bool any_unreachable;           /* an attempt got no session at all */
 	bool pooled_fresh;              /* the session came from the pool and has not answered yet */
 	bool no_pool;                   /* a pooled session just failed: connect afresh */
 	struct relay_answer deferred;
@@ -148,14 +147,14 @@ void relay_free(struct relay *r)
 	free(r);
 }
 
-static bool domain_routes_to(const struct bs_domain *dom, const char *key)
+/* Does dom deliver to the target the current backend session is open to? */
+static bool relay_routes_to_target(const struct relay *r, const struct bs_domain *dom)
 {
-	char k[sizeof ((struct relay *)0)->key];
-	for (size_t i = 0; i < dom->deliver.n; i++) {
-		snprintf(k, sizeof k, "%s:%s", dom->deliver.items[i].host, dom->deliver.items[i].port);
-		if (strcmp(k, key) == 0)
+	const struct bs_hostport *cur = &r->domain->deliver.items[r->target];
+	for (size_t i = 0; i < dom->deliver.n; i++)
+		if (strcmp(dom->deliver.items[i].host, cur->host) == 0 &&
+		    strcmp(dom->deliver.items[i].port, cur->port) == 0)
 			return true;
-	}
 	return false;
 }
 
@@ -163,7 +162,7 @@ static bool domain_routes_to(const struct bs_domain *dom, const char *key)
 static bool relay_link_fits(const struct relay *r, const struct bs_domain *dom)
 {
 	const struct bs_domain *cur = r->domain;
-	return domain_routes_to(dom, r->key) && cur != NULL && dom->deliver_tls == cur->deliver_tls &&
+	return cur != NULL && relay_routes_to_target(r, dom) && dom->deliver_tls == cur->deliver_tls &&
 	       ((dom->deliver_tls_ca == NULL && cur->deliver_tls_ca == NULL) ||
 		(dom->deliver_tls_ca && cur->deliver_tls_ca && strcmp(dom->deliver_tls_ca, cur->deliver_tls_ca) == 0));
 }
@@ -309,7 +308,6 @@ static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
 	if (rep->code == 0 || rep->code == 421 || rep->code / 100 == 4)
 		backend_health_report(r->env.health, r->key, false);
 	relay_drop_client(r, false);
-	r->any_unreachable = true;
 	if (!relay_connect_addr(r))
 		relay_connect_next(r);
 }
