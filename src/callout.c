@@ -28,7 +28,7 @@ int callout_rcpt_line(const char *addr, char *buf, size_t bufsz)
 	char local[2 * SMTP_LOCAL_MAX + 3];
 	size_t n = 0;
 
-	if (at == NULL)
+	if (at == NULL || at - addr > SMTP_LOCAL_MAX) /* local[] holds at most 64 octets, quoted */
 		return -1;
 	for (const char *s = addr; s < at; s++) {
 		unsigned char ch = (unsigned char)*s;

@@ -202,6 +202,8 @@ void callout_conn_start_batch(struct cconn *c)
 	log_debug("%s: %u RCPT%s sent, %zu waiting", p->spec, n, n == 1 ? "" : "s", p->queued);
 }
 
+static bool conn_connect_next(struct cconn *c);
+
 static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 {
 	struct cconn *c = arg;
@@ -215,6 +217,13 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 		callout_pool_kick(p);
 		return;
 	}
+	if (r->code == 0 && c->st == CC_CONNECTING && c->next_addr < c->addrs.count) {
+		log_info("%s: %s; trying the next address", p->spec, r->text);
+		smtp_client_free(c->client, false);
+		c->client = NULL;
+		if (conn_connect_next(c))
+			return;
+	}
 	atomic_fetch_add(&p->o.counters->connect_failures, 1);
 	backend_health_report(p->health, p->key, false);
 	if (r->code)
@@ -225,14 +234,28 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 	conn_fail(c, why);
 }
 
-static void conn_resolved(void *arg, const struct dns_addrs *res)
+/* Connect to the next address of the server; false when none is left. */
+static bool conn_connect_next(struct cconn *c)
 {
-	struct cconn *c = arg;
 	struct callout_pool *p = c->p;
 	struct smtp_client_opts o = {
 		.helo_name = p->helo, .tls = DELIVER_TLS_NONE, .connect_timeout_ms = p->o.timeout_ms,
 		.command_timeout_ms = p->o.timeout_ms, .data_timeout_ms = p->o.timeout_ms,
 	};
+	while (c->next_addr < c->addrs.count) {
+		size_t i = c->next_addr++;
+		c->client = smtp_client_new(p->base, (const struct sockaddr *)&c->addrs.addr[i],
+					    c->addrs.addrlen[i], &o, conn_ready_cb, c);
+		if (c->client != NULL)
+			return true;
+	}
+	return false;
+}
+
+static void conn_resolved(void *arg, const struct dns_addrs *res)
+{
+	struct cconn *c = arg;
+	struct callout_pool *p = c->p;
 	char why[RCPT_REASON_MAX];
 
 	c->dq = NULL;
@@ -244,8 +267,11 @@ static void conn_resolved(void *arg, const struct dns_addrs *res)
 		conn_fail(c, why);
 		return;
 	}
+	c->addrs = *res;
+	c->next_addr = 0;
 	c->st = CC_CONNECTING;
-	c->client = smtp_client_new(p->base, (const struct sockaddr *)&res->addr[0], res->addrlen[0], &o, conn_ready_cb, c);
+	if (!conn_connect_next(c))
+		conn_fail(c, "cannot connect");
 }
 
 void callout_conn_open(struct callout_pool *p, unsigned slot)

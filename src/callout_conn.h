@@ -25,6 +25,8 @@ struct cconn {
 	unsigned rejects;          /* 5xx RCPT replies on this connection */
 	bool used;                 /* has carried a batch: a drop may be the server's idle close */
 	struct smtp_reply mail;    /* the reply to this batch's MAIL */
+	struct dns_addrs addrs;    /* the server's addresses, tried in turn while connecting */
+	size_t next_addr;
 };
 
 /* How many of the pool's slots hold a connection (any) or one in state only. */

@@ -27,7 +27,7 @@ struct rcpt_callout {
 	pthread_t thread;
 	pthread_mutex_t lock;        /* inbox, stop, and each query's cancelled/answered */
 	struct rcpt_query *inbox, *inbox_tail;
-	bool stop;
+	atomic_bool stop;            /* read by the callout thread without the lock */
 	atomic_ulong lookups;
 };
 

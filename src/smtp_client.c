@@ -562,8 +562,9 @@ static void client_line(struct smtp_client *c, const char *line, size_t len)
 		client_fail(c, &c->parser.reply);
 		return;
 	}
-	if ((c->state == CS_EHLO || c->state == CS_EHLO_TLS) && c->parser.lines > 1 && line[0] == '2')
-		client_ext_add(c, line + 4, len - 4); /* len > 4: a continued line has "NNN-" */
+	/* a keyword follows "NNN-" / "NNN "; a last line of just "250" has none (len - 4 would wrap) */
+	if ((c->state == CS_EHLO || c->state == CS_EHLO_TLS) && c->parser.lines > 1 && len > 4 && line[0] == '2')
+		client_ext_add(c, line + 4, len - 4);
 	if (r == 1) {
 		struct smtp_reply reply = c->parser.reply;
 		smtp_client_reply_init(&c->parser);

@@ -141,12 +141,14 @@ int verify_cli_main(int argc, char **argv)
 		worst_invalid |= rc == 1;
 		any_unavailable |= rc == 2;
 	}
-	event_base_dispatch(base); /* lookups past the budget finish and fill the cache */
+	event_base_dispatch(base); /* what is still pending on the loop runs (cache fills) */
 	verifier_shutdown_base(v, base);
+	/* sources with threads of their own (ldap:, callout:) may still post answers to base:
+	 * stop them before base goes away */
+	rcpt_registry_close(reg);
 	verifier_free(v);
 	event_base_free(base);
 	vcache_close(cache);
-	rcpt_registry_close(reg);
 	config_unref(cfg);
 	return any_unavailable ? 2 : worst_invalid ? 1 : 0;
 }

@@ -222,6 +222,10 @@ static void test_rcpt_line(void **state)
 	assert_string_equal(buf, "RCPT TO:<\".x\"@example.test>");
 	assert_int_equal(callout_rcpt_line("a\r\nDATA@example.test", buf, sizeof buf), -1);
 	assert_int_equal(callout_rcpt_line("no-at-sign", buf, sizeof buf), -1);
+	char longlocal[400];
+	memset(longlocal, 'a', 300);
+	strcpy(longlocal + 300, "@example.test"); /* over 64 octets: refused, never overflows */
+	assert_int_equal(callout_rcpt_line(longlocal, buf, sizeof buf), -1);
 }
 
 static void test_valid_invalid_subaddress(void **state)

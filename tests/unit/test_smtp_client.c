@@ -611,6 +611,17 @@ static void test_banner_refused(void **state)
 	assert_string_equal(t->got[0].enhanced, "5.7.1");
 }
 
+/* A last EHLO line of just "250" carries no keyword: nothing may be read past the line. */
+static void test_ehlo_last_line_without_keyword(void **state)
+{
+	static const struct step s[] = { BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake\r\n250-SIZE 9\r\n250\r\n" },
+					 { S_STALL, NULL } };
+	struct t *t = *state;
+	expect_ready(t, s, 250, NULL);
+	assert_true(smtp_client_has_ext(t->cl, "SIZE"));
+	assert_false(smtp_client_has_ext(t->cl, "PIPELINING"));
+}
+
 static void test_malformed_code(void **state)
 {
 	static const struct step s[] = { { S_SEND, "2x0 hello\r\n" }, { S_STALL, NULL } };
@@ -1218,6 +1229,7 @@ int main(void)
 		T(test_pipelining),
 		T(test_ehlo_refused_helo),
 		T(test_banner_refused),
+		T(test_ehlo_last_line_without_keyword),
 		T(test_malformed_code),
 		T(test_malformed_mixed_codes),
 		T(test_malformed_long_line),
