@@ -324,6 +324,7 @@ struct ldap_conn_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct ldap_conn_job *head, **tail; /* FIFO */
+	size_t queued;
 	bool stopping;
 	pthread_t *threads;
 	size_t nthreads;
@@ -343,6 +344,7 @@ static struct ldap_conn_job *pool_take(struct ldap_conn_pool *p, bool *stopping)
 		if (p->head == NULL)
 			p->tail = &p->head;
 		job->next = NULL;
+		p->queued--;
 	}
 	*stopping = p->stopping;
 	pthread_mutex_unlock(&p->mu);
@@ -391,15 +393,21 @@ struct ldap_conn_pool *ldap_conn_pool_start(const struct ldap_conn_cfg *cfg, cha
 	return p;
 }
 
-void ldap_conn_pool_submit(struct ldap_conn_pool *p, struct ldap_conn_job *job)
+bool ldap_conn_pool_submit(struct ldap_conn_pool *p, struct ldap_conn_job *job)
 {
 	job->next = NULL;
 	job->queued_ms = now_ms();
 	pthread_mutex_lock(&p->mu);
+	if (p->queued >= LDAP_CONN_QUEUE_MAX) {
+		pthread_mutex_unlock(&p->mu);
+		return false;
+	}
+	p->queued++;
 	*p->tail = job;
 	p->tail = &job->next;
 	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
+	return true;
 }
 
 void ldap_conn_pool_stop(struct ldap_conn_pool *p)

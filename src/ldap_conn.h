@@ -81,7 +81,12 @@ struct ldap_conn_pool;
 struct ldap_conn_pool *ldap_conn_pool_start(const struct ldap_conn_cfg *cfg, char *why, size_t whysz);
 
 /* Queue a job (any thread). The first idle thread runs it, in submission order. */
-void ldap_conn_pool_submit(struct ldap_conn_pool *pool, struct ldap_conn_job *job);
+/* Lookups waiting for a connection beyond this are refused: a slow directory must not make the
+ * queue grow with the RCPT rate. */
+#define LDAP_CONN_QUEUE_MAX 5000
+
+/* Queue a job; false (job untouched) when LDAP_CONN_QUEUE_MAX jobs already wait. */
+bool ldap_conn_pool_submit(struct ldap_conn_pool *pool, struct ldap_conn_job *job);
 
 /* Stop: jobs still queued are run with c == NULL, threads joined, connections closed. Waits at
  * most about timeout_ms for a search in progress. Main thread. */

@@ -232,7 +232,14 @@ static struct rcpt_query *ldap_src_lookup(void *state, struct event_base *base,
 	q->arg = arg;
 	q->job.run = lookup_run;
 	log_debug("%s: search %s", s->spec, q->filter);
-	ldap_conn_pool_submit(s->pool, &q->job);
+	if (!ldap_conn_pool_submit(s->pool, &q->job)) {
+		struct rcpt_answer ans;
+		answer_set(&ans, s, RCPT_UNAVAILABLE, "too many lookups waiting for the directory");
+		count(s, RCPT_UNAVAILABLE);
+		free(q);
+		done(arg, &ans);
+		return NULL;
+	}
 	return q;
 }
 

@@ -47,7 +47,7 @@ struct lmdb_store {
 	bool stop;
 	size_t max_entries;       /* map size / LMDB_BYTES_PER_ENTRY: trimmed before the map fills */
 	pthread_t writer;
-	atomic_ulong hits, misses, puts, batches, evicted, write_errors;
+	atomic_ulong hits, misses, puts, batches, evicted, write_errors, dropped;
 };
 
 /* ---- value encoding ---- */
@@ -313,9 +313,19 @@ static void *lmdb_writer_main(void *arg)
 	return NULL;
 }
 
+/* Verdict writes waiting for the writer beyond this are dropped (a stalled disk must not make
+ * memory grow with the RCPT rate; a dropped verdict is only asked again later). */
+#define LMDB_QUEUE_MAX 100000
+
 static void lmdb_enqueue(struct lmdb_store *s, struct lmdb_op *op)
 {
 	pthread_mutex_lock(&s->lock);
+	if (op->kind == OP_PUT && s->queued >= LMDB_QUEUE_MAX) {
+		pthread_mutex_unlock(&s->lock);
+		atomic_fetch_add(&s->dropped, 1);
+		free(op);
+		return;
+	}
 	if (s->tail)
 		s->tail->next = op;
 	else
@@ -463,10 +473,10 @@ static void vcache_lmdb_stats(void *state, FILE *out)
 	size_t queued = s->queued;
 	pthread_mutex_unlock(&s->lock);
 	fprintf(out, "path=%s\nentries=%zu\nmax_entries=%zu\nmap_size=%zu\npages_used=%zu\nhits=%lu\nmisses=%lu\nputs=%lu\n"
-		"write_batches=%lu\nqueued=%zu\nevicted=%lu\nwrite_errors=%lu\n", s->path, st.ms_entries, s->max_entries,
+		"write_batches=%lu\nqueued=%zu\nevicted=%lu\nwrite_errors=%lu\nwrites_dropped=%lu\n", s->path, st.ms_entries, s->max_entries,
 		info.me_mapsize, info.me_last_pgno + 1, atomic_load(&s->hits), atomic_load(&s->misses),
 		atomic_load(&s->puts), atomic_load(&s->batches), queued, atomic_load(&s->evicted),
-		atomic_load(&s->write_errors));
+		atomic_load(&s->write_errors), atomic_load(&s->dropped));
 }
 
 static void vcache_lmdb_close(void *state)

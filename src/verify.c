@@ -63,13 +63,19 @@ struct verifier *verifier_new(const struct bs_config *cfg, struct rcpt_registry 
 
 /* ---- the background list ---- */
 
-static void verify_bg_add(struct verify_query *q)
+/* Let q go on without a session to fill the cache. false when VERIFY_MAX_BACKGROUND lookups
+ * already do (a hanging source must not make the list grow with the RCPT rate). */
+static bool verify_bg_add(struct verify_query *q)
 {
 	struct verifier *v = q->v;
 
+	pthread_mutex_lock(&v->lock);
+	if (v->nbackground >= VERIFY_MAX_BACKGROUND) {
+		pthread_mutex_unlock(&v->lock);
+		return false;
+	}
 	q->background = true;
 	q->cb = NULL;
-	pthread_mutex_lock(&v->lock);
 	q->prev = NULL;
 	q->next = v->background;
 	if (v->background)
@@ -77,6 +83,7 @@ static void verify_bg_add(struct verify_query *q)
 	v->background = q;
 	v->nbackground++;
 	pthread_mutex_unlock(&v->lock);
+	return true;
 }
 
 static void verify_bg_remove(struct verify_query *q)
@@ -114,6 +121,17 @@ static void verify_free(struct verify_query *q)
 	if (q->ev)
 		event_free(q->ev);
 	free(q);
+}
+
+/* Hand q's running chain lookup to the background; when that is full, cancel it (the caller
+ * then frees q). */
+static bool verify_bg_continue(struct verify_query *q)
+{
+	if (verify_bg_add(q))
+		return true;
+	rcpt_chain_cancel(q->cq);
+	q->cq = NULL;
+	return false;
 }
 
 /* ---- results ---- */
@@ -167,9 +185,7 @@ static void verify_deliver(struct verify_query *q)
 	verify_cb cb = q->cb;
 	void *arg = q->arg;
 	struct verify_result res = q->res;
-	if (q->cq) /* budget exceeded: the lookup goes on without the session */
-		verify_bg_add(q);
-	else
+	if (!q->cq || !verify_bg_continue(q)) /* budget exceeded: the lookup goes on if it may */
 		verify_free(q);
 	cb(arg, &res);
 }
@@ -244,7 +260,10 @@ static void verify_refresh(struct verify_query *q)
 	r->addr = q->addr;
 	r->use_cache = true;
 	memcpy(r->display, q->display, sizeof r->display);
-	verify_bg_add(r);
+	if (!verify_bg_add(r)) {
+		verify_free(r);
+		return;
+	}
 	verify_run_chain(r);
 }
 
@@ -316,10 +335,10 @@ void verify_cancel(struct verify_query *q)
 	atomic_fetch_add(&q->v->cancelled, 1);
 	if (q->cacheq)
 		vcache_cancel(q->v->cache, q->cacheq);
-	if (q->cq) { /* let the lookup finish and fill the cache */
+	if (q->cq) { /* let the lookup finish and fill the cache, if it may */
 		evtimer_del(q->ev);
-		verify_bg_add(q);
-		return;
+		if (verify_bg_continue(q))
+			return;
 	}
 	verify_free(q);
 }
