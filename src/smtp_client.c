@@ -74,6 +74,7 @@ struct smtp_client {
 	char ext[CLIENT_EXT_MAX][CLIENT_EXT_LEN];
 	size_t n_ext;
 	uint64_t max_size;
+	bool pipelining;             /* PIPELINING advertised (read on every flush) */
 	struct client_cmd *head, *tail, *unsent;
 	bool in_data, data_bol;
 	char data_last[2];
@@ -279,7 +280,7 @@ static void client_flush(struct smtp_client *c)
 {
 	if (c->state != CS_READY || c->in_data || c->unsent == NULL)
 		return;
-	bool pipelining = smtp_client_has_ext(c, "PIPELINING");
+	bool pipelining = c->pipelining;
 	bool awaiting = client_awaiting(c);
 	struct evbuffer *batch = evbuffer_new();
 	while (c->unsent && (pipelining || !awaiting)) {
@@ -312,6 +313,8 @@ static void client_ext_add(struct smtp_client *c, const char *t, size_t len)
 	for (size_t i = 0; i < kw; i++)
 		e[i] = (t[i] >= 'a' && t[i] <= 'z') ? (char)(t[i] - 'a' + 'A') : t[i];
 	e[kw] = '\0';
+	if (strcmp(e, "PIPELINING") == 0)
+		c->pipelining = true;
 	if (strcmp(e, "SIZE") == 0) {
 		uint64_t v = 0;
 		for (size_t i = kw + 1; i < len && t[i] >= '0' && t[i] <= '9' && v < UINT64_MAX / 10 - 10; i++)
@@ -324,6 +327,7 @@ static void client_ext_clear(struct smtp_client *c)
 {
 	c->n_ext = 0;
 	c->max_size = 0;
+	c->pipelining = false;
 }
 
 bool smtp_client_has_ext(const struct smtp_client *c, const char *keyword)

@@ -102,7 +102,10 @@ static void mem_make_room(struct mem_store *m)
 {
 	uint64_t now = vcache_now();
 
-	for (struct mem_entry *x = m->oldest, *nx; x && m->n >= m->max; x = nx) {
+	/* expired entries among the oldest few first; never a walk of the whole table under the
+	 * lock every worker's get takes */
+	unsigned looked = 0;
+	for (struct mem_entry *x = m->oldest, *nx; x && m->n >= m->max && looked < 32; x = nx, looked++) {
 		nx = x->newer;
 		if (vcache_expired(&x->e, now))
 			mem_unlink(m, x), m->evicted++;
