@@ -317,14 +317,13 @@ static void *lmdb_writer_main(void *arg)
  * memory grow with the RCPT rate; a dropped verdict is only asked again later). */
 #define LMDB_QUEUE_MAX 100000
 
-static void lmdb_enqueue(struct lmdb_store *s, struct lmdb_op *op)
+/* Queue op for the writer; false (op not queued) when it is a put beyond LMDB_QUEUE_MAX. */
+static bool lmdb_enqueue(struct lmdb_store *s, struct lmdb_op *op)
 {
 	pthread_mutex_lock(&s->lock);
 	if (op->kind == OP_PUT && s->queued >= LMDB_QUEUE_MAX) {
 		pthread_mutex_unlock(&s->lock);
-		atomic_fetch_add(&s->dropped, 1);
-		free(op);
-		return;
+		return false;
 	}
 	if (s->tail)
 		s->tail->next = op;
@@ -334,6 +333,7 @@ static void lmdb_enqueue(struct lmdb_store *s, struct lmdb_op *op)
 	s->queued++;
 	pthread_cond_signal(&s->wake);
 	pthread_mutex_unlock(&s->lock);
+	return true;
 }
 
 /* Queue an op and wait until the writer has applied it (main thread / CLI only). */
@@ -450,7 +450,10 @@ static void vcache_lmdb_put(void *state, const char *key, const struct vcache_en
 		return;
 	}
 	atomic_fetch_add(&s->puts, 1);
-	lmdb_enqueue(s, op);
+	if (!lmdb_enqueue(s, op)) {
+		atomic_fetch_add(&s->dropped, 1);
+		free(op);
+	}
 }
 
 static long vcache_lmdb_purge(void *state, const char *key) { return lmdb_enqueue_wait(state, OP_PURGE, key); }
