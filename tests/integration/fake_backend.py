@@ -53,7 +53,7 @@ class Message:
 
 class FakeBackend:
     def __init__(self, faults=None, exts=DEFAULT_EXTS, tls_files=None, store=True,
-                 body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None):
+                 body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None, rcpt_delay=0.0):
         self.faults = dict(faults or {})
         for step, action in self.faults.items():
             assert step in STEPS, step
@@ -67,6 +67,7 @@ class FakeBackend:
         self.body_fault_after = body_fault_after
         self.rcpt_reply = rcpt_reply      # callable(addr) -> reply line, or None for 250
         self.mail_reply = mail_reply
+        self.rcpt_delay = rcpt_delay      # seconds before each RCPT reply: a backend that ponders
         self.banner = banner or "220 fake.backend.test ESMTP fake"
         self.lock = threading.Condition()
         self.connections = 0
@@ -235,6 +236,8 @@ class _Session:
                     msg = None
                 self.send(rep)
             elif verb == "RCPT":
+                if self.fake.rcpt_delay:
+                    self.fake._stop.wait(self.fake.rcpt_delay)
                 rep = self.fault("rcpt")
                 if rep is None:
                     rep = self.fake.rcpt_reply(cmd) if self.fake.rcpt_reply else None

@@ -1,6 +1,6 @@
 """Helpers for the hostile-client and resource tests (test_hostile_clients.py, test_resources.py):
-smtp-sink backends (one fast, one that takes a second per RCPT so a disconnect can land while the
-backend is deciding), backstop configs that route to them, /proc readings, log accounting of
+backends (smtp-sink, fast; a fake backend that takes a second per RCPT so a disconnect can land
+while the backend is deciding), backstop configs that route to them, /proc readings, log accounting of
 sessions, and the seeded generator of hostile client scripts.
 
 Reuses conftest.py's backstop_factory, Backstop and SMTPConn; nothing here sleeps to synchronise
@@ -15,9 +15,10 @@ import time
 
 import pytest
 
+from fake_backend import FakeBackend
 # smtp-sink, the fast `sink` fixture and the /proc readings live in peers.py; the names stay
 # importable from here for the tests
-from peers import SmtpSink, made_by, proc_fds, proc_rss_kb, sink  # noqa: F401
+from peers import SmtpSink, made_by, proc_connections_to, proc_fds, proc_rss_kb, sink  # noqa: F401
 
 HOSTILE_SEED_ENV = "HOSTILE_SEED"
 
@@ -39,9 +40,11 @@ def make_seed(name):
 
 @pytest.fixture
 def slow_sink():
-    """A backend that waits a second before answering each RCPT."""
-    with made_by(SmtpSink) as make:
-        yield make(extra=["-W", "rcpt:1"])
+    """A backend that waits a second before answering each RCPT. Not smtp-sink -W rcpt:1: that
+    one dies of SIGSEGV when clients hang up while it waits (Postfix 3.7.11), which is exactly
+    what these tests do to it."""
+    with FakeBackend(store=False, rcpt_delay=1.0) as fake:
+        yield fake
 
 
 def hostile_domains(sink, slow_sink=None):

@@ -126,6 +126,28 @@ def proc_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def proc_connections_to(pid, ports):
+    """How many of the process's TCP sockets are connected to one of these remote ports
+    (/proc/PID/net/tcp{,6} matched against the inodes of its descriptors)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    n = 0
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) in ports:
+                    n += 1
+    return n
+
+
 def proc_rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

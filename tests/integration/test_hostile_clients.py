@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import SMTPConn
+from fake_backend import FakeBackend
 from hostile_support import (check_reply_bytes, hostile_domains, hostile_gateway, make_seed,  # noqa: F401
                              open_sessions, proc_rss_kb, rst_close, run_batches, script_for, sink,
                              slow_sink, transaction, wait_sessions_closed)
@@ -404,7 +405,7 @@ def test_timeout_before_delayed_banner_closes_the_session(backstop_factory, sink
 def test_shutdown_while_backend_decides(backstop_factory, sink, tmp_path):
     """SIGTERM with a RCPT waiting on a slow backend: the client gets 421 4.3.2 at the shutdown
     deadline and then nothing else (no late RCPT reply after the 421)."""
-    slow = __import__("hostile_support").SmtpSink(["-W", "rcpt:2"])
+    slow = FakeBackend(store=False, rcpt_delay=2.0)
     try:
         b = backstop_factory(gateway=hostile_gateway(shutdown_timeout="1s"),
                              domains={"example.test": {"deliver": slow.addr}})
@@ -504,7 +505,7 @@ def test_pipelined_rcpts_behind_a_slow_one_are_bounded(backstop_factory, sink):
     backend every later RCPT (even one refused at once: syntax, policy, over max_recipients)
     waits in the session's queue. A client pipelining RCPTs by the hundred thousand must not
     make that queue, or the replies it releases at once, grow without limit."""
-    slow = __import__("hostile_support").SmtpSink(["-W", "rcpt:4"])
+    slow = FakeBackend(store=False, rcpt_delay=4.0)
     try:
         b = backstop_factory(gateway=hostile_gateway(command_timeout="30s", backend_command_timeout="10s"),
                              domains={"example.test": {"deliver": sink.addr}, "slow.test": {"deliver": slow.addr}})
