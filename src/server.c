@@ -9,6 +9,7 @@
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -92,6 +93,9 @@ static int listen_socket(const struct sockaddr *sa, socklen_t salen, char *err, 
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	/* replies are small and answer requests: no Nagle delay. Accepted sockets inherit it (Linux),
+	 * which spares a setsockopt per connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
 	if (bind(fd, sa, salen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {

@@ -1,13 +1,17 @@
 /* smtp_session.c - life of one client connection: accept, banner (with pregreet detection),
  * reading command lines with bounded length, writing replies, timeouts, STARTTLS upgrade and
  * closing once the last reply is written. What each command does is in smtp_commands.c; the
- * message content in smtp_data_phase.c. */
+ * message content in smtp_data_phase.c.
+ *
+ * Replies on a plain connection are written by the session itself, once per loop turn (so a
+ * pipelined group still leaves in one write), straight to the socket; the bufferevent's write
+ * event is enabled only while the kernel does not take everything. That spares two epoll_ctl
+ * calls and a loop turn per reply, which is most of what a flood of short sessions costs. */
 #include "smtp_session.h"
 #include "smtp_session_priv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,7 @@
 
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_flush_cb(evutil_socket_t fd, short what, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_free(struct smtp_session *s);
 static void session_settle(struct smtp_session *s);
@@ -150,6 +155,8 @@ static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
 			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	} else {
 		bev = bufferevent_socket_new(s->worker->base, s->fd, 0);
+		if (bev != NULL) /* enabled by default; replies are written by session_flush_cb */
+			bufferevent_disable(bev, EV_WRITE);
 	}
 	if (bev == NULL)
 		return NULL;
@@ -164,7 +171,6 @@ void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sock
 	struct bs_runtime *rt = server_runtime(w->server);
 	const struct bs_config *cfg = rt->cfg;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
-	int one = 1;
 
 	s->worker = w;
 	s->rt = rt;
@@ -180,8 +186,7 @@ void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sock
 		free(s);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	evutil_make_socket_nonblocking(fd);
+	/* non-blocking (evconnlistener) and TCP_NODELAY (inherited from the listening socket) */
 	s->start_ms = now_ms();
 	s->state = SMTP_STATE_GREETING;
 	session_make_id(s);
@@ -199,9 +204,10 @@ void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sock
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	s->flush = event_new(w->base, -1, 0, session_flush_cb, s);
 	log_info("session=%s connect client=%s", s->id, s->client_ip);
 	session_set_read_timeout(s, cfg->command_timeout_ms);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE only while the kernel holds writes back */
 	if (cfg->greet_delay_ms > 0) {
 		struct timeval tv = { (time_t)(cfg->greet_delay_ms / 1000),
 				      (suseconds_t)(cfg->greet_delay_ms % 1000) * 1000 };
@@ -220,9 +226,48 @@ void session_set_read_timeout(struct smtp_session *s, uint64_t ms)
 	bufferevent_set_timeouts(s->bev, &rd, &wr);
 }
 
+static bool session_plain(const struct smtp_session *s)
+{
+	return bufferevent_openssl_get_ssl(s->bev) == NULL;
+}
+
 void session_write(struct smtp_session *s, const char *text, size_t len)
 {
 	bufferevent_write(s->bev, text, len);
+	if (!s->flush_pending && session_plain(s)) {
+		s->flush_pending = true;
+		event_active(s->flush, EV_TIMEOUT, 1); /* after the callback that is running now */
+	}
+}
+
+/* The replies of this loop turn, in one write. What the kernel does not take (the client is not
+ * reading), or an error, is left to the bufferevent's write event. */
+static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->flush_pending = false;
+	if (!session_plain(s))
+		return;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) > 0) {
+		/* a bufferevent keeps the start of its output frozen; it thaws it to write, and so do we */
+		evbuffer_unfreeze(out, 1);
+		errno = 0;
+		int n = evbuffer_write(out, s->fd);
+		int err = errno;
+		evbuffer_freeze(out, 1);
+		if (n < 0 && err != EAGAIN && err != EINTR) {
+			bufferevent_enable(s->bev, EV_WRITE); /* the bufferevent meets the error and reports it */
+			return;
+		}
+	}
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(s->bev, EV_WRITE);
+	else
+		session_write_cb(s->bev, s); /* drained: what waited on that may go on (or end) */
 }
 
 __attribute__((format(printf, 4, 0)))
@@ -497,6 +542,8 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 
 	(void)bev;
 	size_t pending = evbuffer_get_length(bufferevent_get_output(s->bev));
+	if (pending == 0 && session_plain(s))
+		bufferevent_disable(s->bev, EV_WRITE); /* back to writing from session_flush_cb */
 	if (s->state == SMTP_STATE_TLS && !s->tls && bufferevent_openssl_get_ssl(s->bev) == NULL) {
 		if (pending == 0)
 			session_tls_switch(s);
@@ -560,6 +607,8 @@ static void session_free(struct smtp_session *s)
 		event_free(s->cmd_deadline);
 	if (s->watchdog)
 		event_free(s->watchdog);
+	if (s->flush)
+		event_free(s->flush);
 	session_rcpt_cancel(s);
 	session_tx_reset(s);
 	relay_free(s->relay);

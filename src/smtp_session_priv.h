@@ -67,6 +67,8 @@ struct smtp_session {
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
 	size_t rq_len;
 	struct event *watchdog;           /* while paused for backend backpressure */
+	struct event *flush;              /* writes the replies collected in this loop turn (plain) */
+	bool flush_pending;
 	unsigned n_tx;
 	char id[24];
 	char client_ip[INET6_ADDRSTRLEN];
