@@ -544,7 +544,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	size_t pending = evbuffer_get_length(bufferevent_get_output(s->bev));
 	if (pending == 0 && session_plain(s))
 		bufferevent_disable(s->bev, EV_WRITE); /* back to writing from session_flush_cb */
-	if (s->state == SMTP_STATE_TLS && !s->tls && bufferevent_openssl_get_ssl(s->bev) == NULL) {
+	if (s->state == SMTP_STATE_TLS && !s->tls && session_plain(s)) {
 		if (pending == 0)
 			session_tls_switch(s);
 		return;

@@ -86,11 +86,9 @@ static bool verify_bg_add(struct verify_query *q)
 	return true;
 }
 
-static void verify_bg_remove(struct verify_query *q)
+/* Take q off the background list; v->lock held. */
+static void verify_bg_unlink(struct verifier *v, struct verify_query *q)
 {
-	struct verifier *v = q->v;
-
-	pthread_mutex_lock(&v->lock);
 	if (q->prev)
 		q->prev->next = q->next;
 	else
@@ -98,6 +96,14 @@ static void verify_bg_remove(struct verify_query *q)
 	if (q->next)
 		q->next->prev = q->prev;
 	v->nbackground--;
+}
+
+static void verify_bg_remove(struct verify_query *q)
+{
+	struct verifier *v = q->v;
+
+	pthread_mutex_lock(&v->lock);
+	verify_bg_unlink(v, q);
 	pthread_mutex_unlock(&v->lock);
 }
 
@@ -352,13 +358,7 @@ void verifier_shutdown_base(struct verifier *v, struct event_base *base)
 		next = q->next;
 		if (q->base != base)
 			continue;
-		if (q->prev)
-			q->prev->next = q->next;
-		else
-			v->background = q->next;
-		if (q->next)
-			q->next->prev = q->prev;
-		v->nbackground--;
+		verify_bg_unlink(v, q);
 		q->background = false; /* off the list now */
 		q->next = mine;
 		mine = q;

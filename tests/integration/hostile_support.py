@@ -16,9 +16,9 @@ import time
 import pytest
 
 from fake_backend import FakeBackend
-# smtp-sink, the fast `sink` fixture and the /proc readings live in peers.py; the names stay
+# the fast `sink` fixture (smtp-sink) and the /proc readings live in peers.py; the names stay
 # importable from here for the tests
-from peers import SmtpSink, made_by, proc_connections_to, proc_fds, proc_rss_kb, sink  # noqa: F401
+from peers import proc_connections_to, proc_fds, proc_rss_kb, sink  # noqa: F401
 
 HOSTILE_SEED_ENV = "HOSTILE_SEED"
 

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import SMTPConn
 from fake_backend import FakeBackend
-from hostile_support import (check_reply_bytes, hostile_domains, hostile_gateway, make_seed,  # noqa: F401
-                             open_sessions, proc_rss_kb, rst_close, run_batches, script_for, sink,
-                             slow_sink, transaction, wait_sessions_closed)
+from hostile_support import (hostile_domains, hostile_gateway, make_seed, proc_rss_kb,  # noqa: F401
+                             rst_close, run_batches, script_for, sink, slow_sink, transaction,
+                             wait_sessions_closed)
 
 CONNECTIONS = 2000
 PARALLEL = 40
@@ -110,17 +110,7 @@ def test_output_is_bounded_when_client_does_not_read(backstop_factory, sink):
     b = start(backstop_factory, sink, command_timeout="30s")
     n = 400_000  # 3.2 MB of input, ~60 MB of replies if nothing pushes back
     flood = b"EHLO x\r\n" * n + b"MAIL FROM:<flood@client.test>\r\nRCPT TO:<marker@elsewhere.test>\r\n"
-    base = proc_rss_kb(b.pid)
-    s = socket.create_connection((b.host, b.port), timeout=5)
-    sender = threading.Thread(target=lambda: _sendall_quiet(s, flood), daemon=True)
-    sender.start()
-    peak = base
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline and not any("marker@elsewhere.test" in l for l in b.log):
-        peak = max(peak, proc_rss_kb(b.pid))
-        with b._cond:
-            b._cond.wait(0.05)
-    peak = max(peak, proc_rss_kb(b.pid))
+    s, sender, base, peak = flood_and_watch_rss(b, flood, lambda l: "marker@elsewhere.test" in l)
     # now read everything: the replies must all come, in order, once we read
     s.settimeout(20)
     pattern = b"250 SMTPUTF8\r\n"
@@ -147,6 +137,23 @@ def _sendall_quiet(s, data):
         s.sendall(data)
     except OSError:
         pass
+
+
+def flood_and_watch_rss(b, flood, logged, seconds=8):
+    """Send flood on a new connection from a thread, without reading, and sample backstop's VmRSS
+    until a log line satisfies logged (or seconds pass; each wait is woken by the next log line).
+    Returns the socket, the sender thread, VmRSS before and its peak, in kB."""
+    base = proc_rss_kb(b.pid)
+    s = socket.create_connection((b.host, b.port), timeout=5)
+    sender = threading.Thread(target=lambda: _sendall_quiet(s, flood), daemon=True)
+    sender.start()
+    peak = base
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not any(logged(l) for l in b.log):
+        peak = max(peak, proc_rss_kb(b.pid))
+        with b._cond:
+            b._cond.wait(0.05)
+    return s, sender, base, max(peak, proc_rss_kb(b.pid))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,17 +519,7 @@ def test_pipelined_rcpts_behind_a_slow_one_are_bounded(backstop_factory, sink):
         n = 100_000
         flood = (b"EHLO client.test\r\nMAIL FROM:<a@client.test>\r\nRCPT TO:<u@slow.test>\r\n"
                  + b"RCPT TO:<>\r\n" * n + b"QUIT\r\n")
-        base = proc_rss_kb(b.pid)
-        s = socket.create_connection((b.host, b.port), timeout=5)
-        sender = threading.Thread(target=lambda: _sendall_quiet(s, flood), daemon=True)
-        sender.start()
-        peak = base
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and not any("backend=127.0.0.1" in l and "u@slow.test" in l for l in b.log):
-            peak = max(peak, proc_rss_kb(b.pid))
-            with b._cond:
-                b._cond.wait(0.05)
-        peak = max(peak, proc_rss_kb(b.pid))
+        s, sender, base, peak = flood_and_watch_rss(b, flood, lambda l: "backend=127.0.0.1" in l and "u@slow.test" in l)
         rst_close(s)
         sender.join(10)
         growth_mb = (peak - base) / 1024

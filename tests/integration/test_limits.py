@@ -63,18 +63,25 @@ def test_max_recipients(backstop_factory):
         assert c.cmd("RCPT TO:<u5@example.test>").code == 250
 
 
+def replies_until_421(c, line, most):
+    """Send line up to most times, one at a time; the replies, up to the first 421 or until the
+    connection is gone."""
+    replies = []
+    for _ in range(most):
+        try:
+            replies.append(c.cmd(line))
+        except (ConnectionError, OSError):
+            break
+        if replies[-1].code == 421:
+            break
+    return replies
+
+
 def test_max_errors(backstop_factory):
     b = backstop_factory(gateway={"max_errors": 3, "max_junk_commands": 100})
     with b.connect() as c:
         c.ehlo()
-        replies = []
-        for _ in range(6):
-            try:
-                replies.append(c.cmd("MAIL FROM:<broken"))
-            except (ConnectionError, OSError):
-                break
-            if replies[-1].code == 421:
-                break
+        replies = replies_until_421(c, "MAIL FROM:<broken", 6)
         last = replies[-1]
         assert (last.code, last.enhanced) == (421, "4.7.0"), replies
         assert len(replies) <= 4, replies
@@ -85,14 +92,7 @@ def test_max_junk_commands(backstop_factory):
     b = backstop_factory(gateway={"max_junk_commands": 5, "max_errors": 100})
     with b.connect() as c:
         c.ehlo()
-        replies = []
-        for _ in range(12):
-            try:
-                replies.append(c.cmd("NOOP"))
-            except (ConnectionError, OSError):
-                break
-            if replies[-1].code == 421:
-                break
+        replies = replies_until_421(c, "NOOP", 12)
         last = replies[-1]
         assert (last.code, last.enhanced) == (421, "4.7.0"), replies
         assert 5 <= len(replies) <= 7, replies

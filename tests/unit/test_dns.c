@@ -14,7 +14,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 
 #include "dns.h"
 #include "util.h"
+#include "unit_support.h"
 
 /* ---- a fake DNS server ---- */
 
@@ -155,21 +155,10 @@ struct t {
 	int want_calls;
 };
 
-static int count_fds(void)
-{
-	int n = 0;
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 static int setup(void **state)
 {
 	struct t *t = calloc(1, sizeof *t);
-	t->fds_before = count_fds();
+	t->fds_before = count_open_fds();
 	t->base = event_base_new();
 	t->want_calls = 1;
 	*state = t;
@@ -182,7 +171,7 @@ static int teardown(void **state)
 	dns_resolver_free(t->r);
 	fakedns_stop(&t->dns);
 	event_base_free(t->base);
-	int before = t->fds_before, after = count_fds();
+	int before = t->fds_before, after = count_open_fds();
 	free(t);
 	assert_int_equal(after, before);
 	return 0;

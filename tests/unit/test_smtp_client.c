@@ -16,7 +16,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -31,6 +30,7 @@
 
 #include "smtp_client.h"
 #include "util.h"
+#include "unit_support.h"
 
 /* ---- the fake server ---- */
 
@@ -297,17 +297,6 @@ struct t {
 	int drains;
 };
 
-static int count_fds(void)
-{
-	int n = 0;
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 static void guard_fired(evutil_socket_t fd, short what, void *arg)
 {
 	struct t *t = arg;
@@ -376,7 +365,7 @@ static void connect_client(struct t *t)
 static int setup(void **state)
 {
 	struct t *t = calloc(1, sizeof *t);
-	t->fds_before = count_fds();
+	t->fds_before = count_open_fds();
 	t->base = event_base_new();
 	t->guard = evtimer_new(t->base, guard_fired, t);
 	t->opts = (struct smtp_client_opts){
@@ -400,7 +389,7 @@ static int teardown(void **state)
 	fake_stop(&t->srv);
 	event_free(t->guard);
 	event_base_free(t->base);
-	int after = count_fds();
+	int after = count_open_fds();
 	int before = t->fds_before;
 	free(t);
 	assert_int_equal(after, before);
