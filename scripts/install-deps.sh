@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential meson ninja-build pkg-config clang-14 libclang-rt-14-dev
 	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libhiredis-dev libinih-dev
-	libcmocka-dev python3-pytest python3-pytest-timeout swaks postfix slapd ldap-utils
+	libcmocka-dev python3-pytest python3-pytest-timeout swaks libnet-ssleay-perl postfix slapd ldap-utils
 	redis-server lmdb-utils openssl
 )
 
