@@ -458,9 +458,11 @@ void session_resume(struct smtp_session *s)
 		session_settle(s);
 		return;
 	}
-	if (!s->output_blocked)
-		bufferevent_enable(s->bev, EV_READ);
+	/* Buffered input first: a pipelined QUIT behind queued RCPTs pauses again at once, and
+	 * reading is switched on only if the session still wants more (no epoll_ctl per answer). */
 	session_process(s);
+	if (!s->paused && !s->output_blocked && s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS)
+		bufferevent_enable(s->bev, EV_READ);
 	session_settle(s);
 }
 
