@@ -7,6 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The longest line, timestamp and newline included (PIPE_BUF: a pipe takes it in one piece);
+ * longer messages are cut. */
+#define LOG_LINE_MAX 4096
+
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_NOTICE, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* Select the sink. Safe to call again (e.g. after fork or on reload). */
