@@ -4,11 +4,13 @@ a Postfix gateway using reject_unverified_recipient + address_verify_map, both a
 validation server (a private Postfix with relay_recipient_maps). Not a test: prints figures.
 
   (a) rejections per second: 20 parallel sessions, each RCPT to an unknown but already verified
-      (cached) address, for a fixed number of sessions; driven by a Python client and by Postfix's
-      smtp-source, with one RCPT per session and with 50 (a harvest run). On a 2-core machine the
-      client takes about half of the CPU, so beside the wall-clock rate the gateway's own CPU per
-      rejection is printed: all CPU the machine spent (/proc/stat) minus smtp-source's (rusage),
-      the same method for both gateways. That is the rate one core of gateway would sustain;
+      (cached) address, for a fixed number of sessions; driven by a Python client, by Postfix's
+      smtp-source (one RCPT per session and 50, a harvest run) and by bench/rcpt_flood (one RCPT
+      per session, lockstep and pipelined; 50 pipelined), the last also against null-smtp
+      (smtp-sink refusing every RCPT: the machine's own ceiling). Client and gateway share the
+      cores, so beside the wall-clock rate the gateway's own CPU per rejection is printed: all
+      CPU the machine spent (/proc/stat) minus the client's (rusage), the same method for every
+      gateway. That is the rate one core of gateway would sustain;
   (b) first contact: 1,000 fresh addresses (half known users, half unknown), 20 in parallel: what
       the client sees at the first RCPT, and the time until it has a verdict (250/550), retrying
       a 4xx once a second the way a sending MTA would (faster than real MTAs do);
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from callout_fixtures import Postfix, SmtpSink  # noqa: E402
 
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
+RCPT_FLOOD = os.environ.get("RCPT_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "rcpt_flood"))
 KNOWN = [f"user{i}@example.test" for i in range(2000)]
 
 
@@ -204,6 +207,25 @@ def phase_a_smtp_source(port, rcpt, n, per_session=1):
     return rejected, dt, gateway
 
 
+def phase_a_flood(port, n, per_session, pipelined):
+    """The same load driven by bench/rcpt_flood (a few microseconds of client per session, so that
+    the gateway sets the rate): n sessions of EHLO, MAIL, per_session RCPTs to nobody0..199@ (the
+    warmed unknown addresses), QUIT; with pipelined, MAIL, the RCPTs and QUIT leave in one write.
+    Returns rejections, seconds, and the gateway's CPU seconds, as phase_a_smtp_source does."""
+    cmd = [RCPT_FLOOD, "-c", "20", "-n", str(n), "-r", str(per_session), "-t", "nobody@example.test",
+           "-u", "200"] + (["-P"] if pipelined else []) + [f"127.0.0.1:{port}"]
+    busy0, child0 = machine_busy_s(), children_cpu_s()
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    dt = time.monotonic() - t0
+    client = children_cpu_s() - child0
+    gateway = machine_busy_s() - busy0 - client
+    fields = dict(kv.split("=", 1) for kv in out.stdout.split())
+    if out.returncode != 0:
+        print(f"    rcpt_flood: {out.stdout.strip()} {out.stderr.strip()}")
+    return int(fields.get("rcpt_5xx", 0)), dt, gateway
+
+
 def warm_numbered(port, rcpt, per_session):
     """Have the gateway verify smtp-source's numbered recipients until every one is refused 550
     (Postfix answers 450 while its first probe runs)."""
@@ -214,14 +236,17 @@ def warm_numbered(port, rcpt, per_session):
     return False
 
 
-def print_a_smtp_source(results, what):
+def print_a(results, what):
     for name, (rej, dt, cpu) in results.items():
         print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s; gateway CPU"
               f" {cpu:5.2f} s = {cpu / max(rej, 1) * 1e6:4.0f} us per rejection ="
               f" {rej / max(cpu, 1e-9):7.0f} rejections per CPU-second ({what})")
-    (br, bdt, bcpu), (pr, pdt, pcpu) = results["backstop"], results["postfix"]
-    print(f"    backstop / postfix: {(br / bdt) / (pr / pdt):.1f}x the rejections/s,"
-          f" {(br / bcpu) / (pr / pcpu):.1f}x the rejections per CPU-second")
+    pr, pdt, pcpu = results["postfix"]
+    for name in ("backstop", "null-smtp"):
+        if name in results:
+            r, dt, cpu = results[name]
+            print(f"    {name} / postfix: {(r / dt) / (pr / pdt):.1f}x the rejections/s,"
+                  f" {(r / cpu) / (pr / pcpu):.1f}x the rejections per CPU-second")
 
 
 async def until_verdict(port, addr):
@@ -295,6 +320,7 @@ def main():
     ap.add_argument("--fresh", type=int, default=1000)
     ap.add_argument("--flood", type=int, default=100000)
     ap.add_argument("--names", type=int, default=20000)
+    ap.add_argument("--phases", default="abc", help="which of the phases a, b, c to run (default abc)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (private Postfix instances)")
@@ -313,44 +339,70 @@ def main():
         for name, port in gws.items():
             ok = warm("127.0.0.1", port, unknown)
             print(f"warm-up {name}: 200 unknown addresses verified{'' if ok else ' (NOT all within 120 s)'}")
-        print("\n(a) rejections/s, sessions to unknown cached recipients "
-              f"({args.sessions} sessions: connect, EHLO, MAIL, RCPT 550, QUIT)")
-        for name, port in gws.items():
-            rej, dt = phase_a(port, unknown, args.sessions)
-            print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s"
-                  " (Python asyncio client)")
-        print_a_smtp_source({name: phase_a_smtp_source(port, unknown[0], args.sessions * 4)
-                             for name, port in gws.items()}, "smtp-source, one cached address")
-        harvest = "nobody@example.test"
-        for name, port in gws.items():
-            if not warm_numbered(port, harvest, 50):
-                print(f"    {name}: the 50 harvest addresses were NOT all verified within 60 s")
-        print_a_smtp_source({name: phase_a_smtp_source(port, harvest, args.sessions // 5, 50)
-                             for name, port in gws.items()}, "smtp-source, 50 cached addresses per session")
-
-        print(f"\n(b) first contact, {args.fresh} fresh addresses (half known users, half unknown)")
-        for name, port in gws.items():
-            fresh = [random.choice(KNOWN[1000:]) if i % 2 == 0 else f"fresh{name}{i}@example.test"
-                     for i in range(args.fresh)]
-            fresh = list(dict.fromkeys(fresh))
-            firsts, first_lat, verdict_t, total, wrong = phase_b(port, fresh)
-            print(f"    {name}: first RCPT reply: " + ", ".join(f"{k} x{v}" for k, v in sorted(firsts.items())))
-            print(f"    {name}: first reply latency median {statistics.median(first_lat) * 1000:.0f} ms,"
-                  f" p95 {pct(first_lat, 95) * 1000:.0f} ms; time to verdict median"
-                  f" {statistics.median(verdict_t) * 1000:.0f} ms, p95 {pct(verdict_t, 95) * 1000:.0f} ms,"
-                  f" max {max(verdict_t):.1f} s; all {len(fresh)} in {total:.1f} s; wrong verdicts: {wrong}")
-
-        print(f"\n(c) dictionary flood against backstop: {args.flood} RCPTs of {args.names} random names"
-              " (50 RCPTs per session)")
-        codes, dt, distinct, rejects, most = phase_c(bs.port, validator, args.flood, args.names, 50)
-        print(f"    replies: {codes} in {dt:.1f} s = {sum(codes.values()) / dt:.0f} RCPT/s")
-        print(f"    distinct addresses {distinct}; probes reaching the validation server {rejects}"
-              f" ({rejects / max(1, sum(codes.values())) * 100:.1f}% of RCPTs); most connections open"
-              f" at once at the validator: {most} (callout_max_connections = 2)")
+        if "a" in args.phases:
+            null_smtp = SmtpSink(extra=["-f", "rcpt"], backlog=1000)
+            try:
+                phase_a_all(gws, unknown, args.sessions, null_smtp)
+            finally:
+                null_smtp.stop()
+        if "b" in args.phases:
+            print_b(gws, args.fresh)
+        if "c" in args.phases:
+            print_c(bs.port, validator, args.flood, args.names)
     finally:
         for peer in (bs, pfgw, sink, validator):
             if peer is not None:
                 peer.stop()
+
+
+def phase_a_all(gws, unknown, sessions, null_smtp):
+    print("\n(a) rejections/s, sessions to unknown cached recipients "
+          f"({sessions} sessions: connect, EHLO, MAIL, RCPT 550, QUIT)")
+    for name, port in gws.items():
+        rej, dt = phase_a(port, unknown, sessions)
+        print(f"    {name:9s} {rej:6d} rejected in {dt:6.2f} s = {rej / dt:7.0f} rejections/s"
+              " (Python asyncio client)")
+    print_a({name: phase_a_smtp_source(port, unknown[0], sessions * 4)
+             for name, port in gws.items()}, "smtp-source, one cached address")
+    harvest = "nobody@example.test"
+    for name, port in gws.items():
+        if not warm_numbered(port, harvest, 50):
+            print(f"    {name}: the 50 harvest addresses were NOT all verified within 60 s")
+    print_a({name: phase_a_smtp_source(port, harvest, sessions // 5, 50)
+             for name, port in gws.items()}, "smtp-source, 50 cached addresses per session")
+    print("  rcpt_flood (bench/rcpt_flood.c), also against null-smtp: smtp-sink -f rcpt, a server that"
+          " only answers\n  (every RCPT 550, no lookup, no log), the most this machine's loopback TCP and"
+          " client allow")
+    targets = dict(gws, **{"null-smtp": null_smtp.port})
+    for per_session, pipelined in ((1, False), (1, True), (50, True)):
+        print_a({name: phase_a_flood(port, sessions * 4 // per_session, per_session, pipelined)
+                 for name, port in targets.items()},
+                f"rcpt_flood, {per_session} RCPT{'s' if per_session > 1 else ''} per session"
+                f"{', pipelined' if pipelined else ', one command at a time'}")
+
+
+def print_b(gws, count):
+    print(f"\n(b) first contact, {count} fresh addresses (half known users, half unknown)")
+    for name, port in gws.items():
+        fresh = [random.choice(KNOWN[1000:]) if i % 2 == 0 else f"fresh{name}{i}@example.test"
+                 for i in range(count)]
+        fresh = list(dict.fromkeys(fresh))
+        firsts, first_lat, verdict_t, total, wrong = phase_b(port, fresh)
+        print(f"    {name}: first RCPT reply: " + ", ".join(f"{k} x{v}" for k, v in sorted(firsts.items())))
+        print(f"    {name}: first reply latency median {statistics.median(first_lat) * 1000:.0f} ms,"
+              f" p95 {pct(first_lat, 95) * 1000:.0f} ms; time to verdict median"
+              f" {statistics.median(verdict_t) * 1000:.0f} ms, p95 {pct(verdict_t, 95) * 1000:.0f} ms,"
+              f" max {max(verdict_t):.1f} s; all {len(fresh)} in {total:.1f} s; wrong verdicts: {wrong}")
+
+
+def print_c(port, validator, flood, names):
+    print(f"\n(c) dictionary flood against backstop: {flood} RCPTs of {names} random names"
+          " (50 RCPTs per session)")
+    codes, dt, distinct, rejects, most = phase_c(port, validator, flood, names, 50)
+    print(f"    replies: {codes} in {dt:.1f} s = {sum(codes.values()) / dt:.0f} RCPT/s")
+    print(f"    distinct addresses {distinct}; probes reaching the validation server {rejects}"
+          f" ({rejects / max(1, sum(codes.values())) * 100:.1f}% of RCPTs); most connections open"
+          f" at once at the validator: {most} (callout_max_connections = 2)")
 
 
 if __name__ == "__main__":
