@@ -190,6 +190,17 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
+def run_client(cmd):
+    """Run a load generator; its output, the seconds it took, and the CPU seconds the rest of the
+    machine (the gateway) spent meanwhile: all busy time (/proc/stat) minus the client's rusage."""
+    busy0, child0 = machine_busy_s(), children_cpu_s()
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    dt = time.monotonic() - t0
+    client = children_cpu_s() - child0
+    return out, dt, machine_busy_s() - busy0 - client
+
+
 def phase_a_smtp_source(port, rcpt, n, per_session=1):
     """The same load driven by Postfix's smtp-source (C, so the client is not the limit): every
     session is connect, HELO, MAIL, per_session RCPTs (refused; smtp-source numbers them 1rcpt,
@@ -197,12 +208,7 @@ def phase_a_smtp_source(port, rcpt, n, per_session=1):
     seconds of the gateway (the machine's minus smtp-source's)."""
     cmd = ["/usr/sbin/smtp-source", "-A", "-s", "20", "-m", str(n), "-r", str(per_session), "-M", "client.test",
            "-f", "sender@client.test", "-t", rcpt, f"127.0.0.1:{port}"]
-    busy0, child0 = machine_busy_s(), children_cpu_s()
-    t0 = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    dt = time.monotonic() - t0
-    client = children_cpu_s() - child0
-    gateway = machine_busy_s() - busy0 - client
+    out, dt, gateway = run_client(cmd)
     rejected = (out.stdout + out.stderr).count("recipient rejected: 550")
     return rejected, dt, gateway
 
@@ -214,12 +220,7 @@ def phase_a_flood(port, n, per_session, pipelined):
     Returns rejections, seconds, and the gateway's CPU seconds, as phase_a_smtp_source does."""
     cmd = [RCPT_FLOOD, "-c", "20", "-n", str(n), "-r", str(per_session), "-t", "nobody@example.test",
            "-u", "200"] + (["-P"] if pipelined else []) + [f"127.0.0.1:{port}"]
-    busy0, child0 = machine_busy_s(), children_cpu_s()
-    t0 = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    dt = time.monotonic() - t0
-    client = children_cpu_s() - child0
-    gateway = machine_busy_s() - busy0 - client
+    out, dt, gateway = run_client(cmd)
     fields = dict(kv.split("=", 1) for kv in out.stdout.split())
     if out.returncode != 0:
         print(f"    rcpt_flood: {out.stdout.strip()} {out.stderr.strip()}")
