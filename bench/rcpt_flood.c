@@ -3,9 +3,9 @@
  * Keeps -c sessions open in parallel until -n sessions have run. Each session: greeting, EHLO,
  * MAIL FROM, -r RCPT TO, QUIT. With -P (RFC 2920 PIPELINING, as bulk senders and harvest bots use
  * it) MAIL, every RCPT and QUIT leave in one write after the EHLO reply; without it each command
- * waits for its reply, like smtp-source. It exists because smtp-source, one process per command
- * round trip on one core, is the slower party on a 2-core machine: this client spends a few
- * microseconds per session so that the gateway, not the client, sets the rate.
+ * waits for its reply, like smtp-source. It exists because smtp-source spends about as much CPU
+ * per session as the gateway it measures, and on a 2-core machine the two share the cores: this
+ * client does the least a client can, so that the gateway and loopback TCP set the rate.
  *
  * Recipients: -t ADDRESS, numbered before the '@' (nobody0@, nobody1@, ...) modulo -u DISTINCT.
  * Prints one line of key=value figures (sessions, RCPT replies by class, seconds, rates, the
@@ -213,9 +213,8 @@ static void conn_start(struct flood *f)
 	c->f = f;
 	c->fd = fd;
 	if (connect(fd, (struct sockaddr *)&f->addr, sizeof f->addr) < 0 && errno != EINPROGRESS) {
-		c->ev = event_new(f->base, -1, 0, conn_event, c);
-		conn_end(c, 0);
-		return;
+		perror("rcpt_flood: connect"); /* nothing listens, or no local port is left */
+		exit(1);
 	}
 	/* The greeting arrives once connected; a refused connect shows as a failed read. */
 	c->ev = event_new(f->base, fd, EV_READ | EV_PERSIST, conn_event, c);
