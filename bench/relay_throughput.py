@@ -6,6 +6,9 @@ message, as an MX sees them) through backstop to smtp-sink, side by side in the 
       example.test, relay_transport to the same sink; its own instance under a temp dir).
 Reports messages/s with 1 and 20 parallel sessions, the latency per message of one sequential
 session, and backstop's VmRSS per active session while 20 and 200 sessions are mid-DATA.
+smtp-source needs about as much CPU per message as the gateway it measures, and on a small
+machine it shares the cores with it; the 20-session load is therefore also driven by
+bench/smtp_flood (C, a few microseconds per session), one command at a time and pipelined.
 
 usage: bench/relay_throughput.py [--messages N] [--parallel-messages N]
 env:   BACKSTOP_BIN (default build/backstop). Runs only on 127.0.0.1; the Postfix comparison needs
@@ -32,6 +35,7 @@ from relay_fixtures import SmtpSink, proc_rss_kb, wait_listening  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
+SMTP_FLOOD = os.environ.get("SMTP_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "smtp_flood"))
 
 
 class Backstop:
@@ -83,6 +87,18 @@ def source(addr, sessions, messages, size=1024, extra=()):
     dt = time.monotonic() - t0
     if r.returncode != 0 or "rejected" in r.stdout + r.stderr or "error" in (r.stdout + r.stderr).lower():
         print(f"  smtp-source to {addr} reported: {(r.stdout + r.stderr).strip()[:400]}")
+    return dt
+
+
+def flood(addr, messages, pipelined):
+    """Run smtp_flood with 20 sessions, one 1 KB message each; returns elapsed seconds."""
+    cmd = [SMTP_FLOOD, "-c", "20", "-n", str(messages), "-m", "1024", "-f", "sender@client.test",
+           "-t", "user@example.test", "-u", "0"] + (["-P"] if pipelined else []) + [addr]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    dt = time.monotonic() - t0
+    if r.returncode != 0 or f"delivered={messages} " not in r.stdout:
+        print(f"  smtp_flood to {addr} reported: {(r.stdout + r.stderr).strip()[:400]}")
     return dt
 
 
@@ -149,28 +165,33 @@ def main():
             pf.wait_idle(120)
         results = {}
         for label, addr in targets:
-            dt1 = source(addr, 1, args.messages)
-            drain1 = 0.0
-            if label.startswith("postfix"):
+            runs = [lambda: source(addr, 1, args.messages), lambda: source(addr, 20, args.parallel_messages),
+                    lambda: flood(addr, args.parallel_messages, False),
+                    lambda: flood(addr, args.parallel_messages, True)]
+            times, drains = [], []
+            for run in runs:
+                times.append(run())
                 t0 = time.monotonic()
-                pf.wait_idle(300)
-                drain1 = time.monotonic() - t0
-            dt20 = source(addr, 20, args.parallel_messages)
-            drain20 = 0.0
+                if label.startswith("postfix"):
+                    pf.wait_idle(600)
+                drains.append(time.monotonic() - t0)
+            results[label] = (times, drains)
+        counts = [args.messages] + [args.parallel_messages] * 3
+        print(f"\n{'target':<18} {'1 session msg/s':>16} {'latency ms/msg':>15} {'20 sessions msg/s':>18}"
+              f" {'smtp_flood lockstep':>20} {'smtp_flood pipelined':>21}")
+        for label, (times, drains) in results.items():
+            rates = [n / t for n, t in zip(counts, times)]
+            print(f"{label:<18} {rates[0]:>16,.0f} {1000 * times[0] / args.messages:>15.2f} {rates[1]:>18,.0f}"
+                  f" {rates[2]:>20,.0f} {rates[3]:>21,.0f}")
             if label.startswith("postfix"):
-                t0 = time.monotonic()
-                pf.wait_idle(600)
-                drain20 = time.monotonic() - t0
-            results[label] = (dt1, dt20, drain1, drain20)
-        print(f"\n{'target':<18} {'1 session msg/s':>16} {'latency ms/msg':>15} "
-              f"{'20 sessions msg/s':>18}")
-        for label, (dt1, dt20, drain1, drain20) in results.items():
-            print(f"{label:<18} {args.messages / dt1:>16,.0f} {1000 * dt1 / args.messages:>15.2f} "
-                  f"{args.parallel_messages / dt20:>18,.0f}")
-            if label.startswith("postfix"):
-                print(f"{'':<18} (queue drained {drain1:.1f} s / {drain20:.1f} s after the runs: "
-                      f"end-to-end {args.messages / (dt1 + drain1):,.0f} and "
-                      f"{args.parallel_messages / (dt20 + drain20):,.0f} msg/s)")
+                print(f"{'':<18} (queue drained {', '.join(f'{d:.1f}' for d in drains)} s after the runs:"
+                      " end-to-end " + ", ".join(f"{n / (t + d):,.0f}" for n, t, d in zip(counts, times, drains))
+                      + " msg/s)")
+        if "postfix -> sink" in results:
+            b_rates = [n / t for n, t in zip(counts, results["backstop -> sink"][0])]
+            p_rates = [n / t for n, t in zip(counts, results["postfix -> sink"][0])]
+            print("backstop / postfix: " + ", ".join(f"{b / p:.1f}x" for b, p in zip(b_rates, p_rates))
+                  + " (same columns)")
         for n in (20, 200):
             per, r0, r1 = mid_data_rss(b, n)
             print(f"backstop VmRSS with {n} sessions mid-DATA: {r0} kB -> {r1} kB, "

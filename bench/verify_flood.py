@@ -5,7 +5,7 @@ validation server (a private Postfix with relay_recipient_maps). Not a test: pri
 
   (a) rejections per second: 20 parallel sessions, each RCPT to an unknown but already verified
       (cached) address, for a fixed number of sessions; driven by a Python client, by Postfix's
-      smtp-source (one RCPT per session and 50, a harvest run) and by bench/rcpt_flood (one RCPT
+      smtp-source (one RCPT per session and 50, a harvest run) and by bench/smtp_flood (one RCPT
       per session, lockstep and pipelined; 50 pipelined), the last also against null-smtp
       (smtp-sink refusing every RCPT: the machine's own ceiling). Client and gateway share the
       cores, so beside the wall-clock rate the gateway's own CPU per rejection is printed: all
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from callout_fixtures import Postfix, SmtpSink  # noqa: E402
 
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
-RCPT_FLOOD = os.environ.get("RCPT_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "rcpt_flood"))
+SMTP_FLOOD = os.environ.get("SMTP_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "smtp_flood"))
 KNOWN = [f"user{i}@example.test" for i in range(2000)]
 
 
@@ -214,16 +214,16 @@ def phase_a_smtp_source(port, rcpt, n, per_session=1):
 
 
 def phase_a_flood(port, n, per_session, pipelined):
-    """The same load driven by bench/rcpt_flood (a few microseconds of client per session, so that
+    """The same load driven by bench/smtp_flood (a few microseconds of client per session, so that
     the gateway sets the rate): n sessions of EHLO, MAIL, per_session RCPTs to nobody0..199@ (the
     warmed unknown addresses), QUIT; with pipelined, MAIL, the RCPTs and QUIT leave in one write.
     Returns rejections, seconds, and the gateway's CPU seconds, as phase_a_smtp_source does."""
-    cmd = [RCPT_FLOOD, "-c", "20", "-n", str(n), "-r", str(per_session), "-t", "nobody@example.test",
+    cmd = [SMTP_FLOOD, "-c", "20", "-n", str(n), "-r", str(per_session), "-t", "nobody@example.test",
            "-u", "200"] + (["-P"] if pipelined else []) + [f"127.0.0.1:{port}"]
     out, dt, gateway = run_client(cmd)
     fields = dict(kv.split("=", 1) for kv in out.stdout.split())
     if out.returncode != 0:
-        print(f"    rcpt_flood: {out.stdout.strip()} {out.stderr.strip()}")
+        print(f"    smtp_flood: {out.stdout.strip()} {out.stderr.strip()}")
     return int(fields.get("rcpt_5xx", 0)), dt, gateway
 
 
@@ -371,14 +371,14 @@ def phase_a_all(gws, unknown, sessions, null_smtp):
             print(f"    {name}: the 50 harvest addresses were NOT all verified within 60 s")
     print_a({name: phase_a_smtp_source(port, harvest, sessions // 5, 50)
              for name, port in gws.items()}, "smtp-source, 50 cached addresses per session")
-    print("  rcpt_flood (bench/rcpt_flood.c), also against null-smtp: smtp-sink -f rcpt, a server that"
+    print("  smtp_flood (bench/smtp_flood.c), also against null-smtp: smtp-sink -f rcpt, a server that"
           " only answers\n  (every RCPT 550, no lookup, no log), the most this machine's loopback TCP and"
           " client allow")
     targets = dict(gws, **{"null-smtp": null_smtp.port})
     for per_session, pipelined in ((1, False), (1, True), (50, True)):
         print_a({name: phase_a_flood(port, sessions * 4 // per_session, per_session, pipelined)
                  for name, port in targets.items()},
-                f"rcpt_flood, {per_session} RCPT{'s' if per_session > 1 else ''} per session"
+                f"smtp_flood, {per_session} RCPT{'s' if per_session > 1 else ''} per session"
                 f"{', pipelined' if pipelined else ', one command at a time'}")
 
 

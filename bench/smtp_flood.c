@@ -1,9 +1,10 @@
-/* bench/rcpt_flood.c - a lean SMTP load generator for the rejection benchmarks (not installed).
+/* bench/smtp_flood.c - a lean SMTP load generator for the benchmarks (built, never installed).
  *
  * Keeps -c sessions open in parallel until -n sessions have run. Each session: greeting, EHLO,
- * MAIL FROM, -r RCPT TO, QUIT. With -P (RFC 2920 PIPELINING, as bulk senders and harvest bots use
- * it) MAIL, every RCPT and QUIT leave in one write after the EHLO reply; without it each command
- * waits for its reply, like smtp-source. It exists because smtp-source spends about as much CPU
+ * MAIL FROM, -r RCPT TO, with -m SIZE a message of SIZE bytes (DATA), QUIT. With -P (RFC 2920
+ * PIPELINING, as bulk senders and harvest bots use it) MAIL, every RCPT and DATA or QUIT leave in
+ * one write after the EHLO reply, and the message and QUIT in one write after the 354; without it
+ * each command waits for its reply, like smtp-source. It exists because smtp-source spends about as much CPU
  * per session as the gateway it measures, and on a 2-core machine the two share the cores: this
  * client does the least a client can, so that the gateway and loopback TCP set the rate.
  *
@@ -24,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum phase { PH_GREETING, PH_EHLO, PH_MAIL, PH_RCPT, PH_QUIT };
+enum phase { PH_GREETING, PH_EHLO, PH_MAIL, PH_RCPT, PH_DATA, PH_BODY, PH_QUIT };
 
 struct flood {
 	struct event_base *base;
@@ -32,6 +33,9 @@ struct flood {
 	int parallel, rcpts, pipelined;
 	long sessions, started, finished, failed;
 	long rcpt_class[6]; /* index = first digit of the RCPT reply */
+	long delivered;     /* messages answered 2xx after their final dot */
+	char *body;         /* the message, dot-terminated, when -m is given */
+	size_t body_len, out_cap;
 	const char *from, *rcpt;
 	long distinct;      /* > 0: a counter modulo distinct goes before rcpt's '@' */
 	long rcpt_counter;
@@ -45,7 +49,7 @@ struct conn {
 	int rcpt_answered;
 	char in[4096];
 	size_t inlen;
-	char out[65536];
+	char *out; /* out_cap bytes */
 	size_t outlen, outoff;
 };
 
@@ -56,6 +60,7 @@ static void conn_end(struct conn *c, int ok)
 	struct flood *f = c->f;
 	event_free(c->ev);
 	close(c->fd);
+	free(c->out);
 	free(c);
 	f->finished++;
 	if (!ok)
@@ -71,9 +76,9 @@ static int out_append(struct conn *c, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(c->out + c->outlen, sizeof c->out - c->outlen, fmt, ap);
+	int n = vsnprintf(c->out + c->outlen, c->f->out_cap - c->outlen, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof c->out - c->outlen)
+	if (n < 0 || (size_t)n >= c->f->out_cap - c->outlen)
 		return -1;
 	c->outlen += (size_t)n;
 	return 0;
@@ -123,7 +128,7 @@ static int conn_advance(struct conn *c, int code)
 			for (int i = 0; i < f->rcpts; i++)
 				if (append_rcpt(c) < 0)
 					return -1;
-			return out_append(c, "QUIT\r\n");
+			return out_append(c, f->body ? "DATA\r\n" : "QUIT\r\n");
 		}
 		return 0;
 	case PH_MAIL:
@@ -135,6 +140,19 @@ static int conn_advance(struct conn *c, int code)
 		f->rcpt_class[code / 100 % 6]++;
 		if (++c->rcpt_answered < f->rcpts)
 			return f->pipelined ? 0 : append_rcpt(c);
+		c->phase = f->body ? PH_DATA : PH_QUIT;
+		return f->pipelined ? 0 : out_append(c, f->body ? "DATA\r\n" : "QUIT\r\n");
+	case PH_DATA:
+		if (code != 354) { /* no recipient was accepted: nothing to send */
+			c->phase = PH_QUIT;
+			return out_append(c, "QUIT\r\n");
+		}
+		c->phase = PH_BODY;
+		memcpy(c->out + c->outlen, f->body, f->body_len);
+		c->outlen += f->body_len;
+		return f->pipelined ? out_append(c, "QUIT\r\n") : 0;
+	case PH_BODY:
+		f->delivered += code / 100 == 2;
 		c->phase = PH_QUIT;
 		return f->pipelined ? 0 : out_append(c, "QUIT\r\n");
 	case PH_QUIT:
@@ -204,8 +222,8 @@ static void conn_start(struct flood *f)
 	f->started++;
 	struct conn *c = calloc(1, sizeof *c);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	if (c == NULL || fd < 0) {
-		perror("rcpt_flood: socket");
+	if (c == NULL || (c->out = malloc(f->out_cap)) == NULL || fd < 0) {
+		perror("smtp_flood: socket");
 		exit(1);
 	}
 	int one = 1;
@@ -213,12 +231,32 @@ static void conn_start(struct flood *f)
 	c->f = f;
 	c->fd = fd;
 	if (connect(fd, (struct sockaddr *)&f->addr, sizeof f->addr) < 0 && errno != EINPROGRESS) {
-		perror("rcpt_flood: connect"); /* nothing listens, or no local port is left */
+		perror("smtp_flood: connect"); /* nothing listens, or no local port is left */
 		exit(1);
 	}
 	/* The greeting arrives once connected; a refused connect shows as a failed read. */
 	c->ev = event_new(f->base, fd, EV_READ | EV_PERSIST, conn_event, c);
 	event_add(c->ev, NULL);
+}
+
+/* A message of about size bytes: a Subject, then lines of 76 'x', then the final dot. */
+static void body_make(struct flood *f, size_t size)
+{
+	static const char head[] = "Subject: smtp_flood\r\n\r\n";
+	f->body = malloc(size + 128);
+	if (f->body == NULL) {
+		perror("smtp_flood: body");
+		exit(1);
+	}
+	size_t n = sizeof head - 1;
+	memcpy(f->body, head, n);
+	while (n < size) {
+		memset(f->body + n, 'x', 76);
+		memcpy(f->body + n + 76, "\r\n", 2);
+		n += 78;
+	}
+	memcpy(f->body + n, ".\r\n", 3);
+	f->body_len = n + 3;
 }
 
 static double now_s(void)
@@ -230,8 +268,9 @@ static double now_s(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: rcpt_flood [-P] [-c PARALLEL] [-n SESSIONS] [-r RCPTS] [-f FROM]\n"
+	fprintf(stderr, "usage: smtp_flood [-P] [-c PARALLEL] [-n SESSIONS] [-r RCPTS] [-m SIZE] [-f FROM]\n"
 	                "                  [-t RCPT] [-u DISTINCT] HOST:PORT\n"
+	                "  -m SIZE: send a message of about SIZE bytes (1 to 10000000) after the RCPTs\n"
 	                "  with -u N > 0 a counter modulo N goes before the '@' of RCPT: nobody0@example.test,\n"
 	                "  nobody1@... (defaults: -t nobody@example.test -u 200); -u 0 sends RCPT as it is\n");
 	exit(2);
@@ -242,12 +281,14 @@ int main(int argc, char **argv)
 	struct flood f = {.parallel = 20, .sessions = 10000, .rcpts = 1, .from = "sender@client.bench",
 	                  .rcpt = "nobody@example.test", .distinct = 200};
 	int opt;
-	while ((opt = getopt(argc, argv, "Pc:n:r:f:t:u:")) != -1) {
+	long msg_size = 0;
+	while ((opt = getopt(argc, argv, "Pc:n:r:m:f:t:u:")) != -1) {
 		switch (opt) {
 		case 'P': f.pipelined = 1; break;
 		case 'c': f.parallel = atoi(optarg); break;
 		case 'n': f.sessions = atol(optarg); break;
 		case 'r': f.rcpts = atoi(optarg); break;
+		case 'm': msg_size = atol(optarg); break;
 		case 'f': f.from = optarg; break;
 		case 't': f.rcpt = optarg; break;
 		case 'u': f.distinct = atol(optarg); break;
@@ -255,8 +296,11 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc || f.parallel < 1 || f.sessions < 1 || f.rcpts < 1 || f.rcpts > 1000 || f.distinct < 0 ||
-	    strchr(f.rcpt, '@') == NULL)
+	    strchr(f.rcpt, '@') == NULL || msg_size < 0 || msg_size > 10000000)
 		usage();
+	if (msg_size > 0)
+		body_make(&f, (size_t)msg_size);
+	f.out_cap = 1024 + (size_t)f.rcpts * 600 + f.body_len;
 	char host[256];
 	const char *colon = strrchr(argv[optind], ':');
 	if (colon == NULL || (size_t)(colon - argv[optind]) >= sizeof host)
@@ -282,10 +326,11 @@ int main(int argc, char **argv)
 	long rcpts = 0;
 	for (int i = 0; i < 6; i++)
 		rcpts += f.rcpt_class[i];
-	printf("sessions=%ld failed=%ld rcpt=%ld rcpt_2xx=%ld rcpt_4xx=%ld rcpt_5xx=%ld seconds=%.3f"
-	       " sessions_per_s=%.0f rcpt_per_s=%.0f client_cpu_s=%.3f\n",
-	       f.finished, f.failed, rcpts, f.rcpt_class[2], f.rcpt_class[4], f.rcpt_class[5], dt,
-	       (double)f.finished / dt, (double)rcpts / dt, cpu);
+	printf("sessions=%ld failed=%ld rcpt=%ld rcpt_2xx=%ld rcpt_4xx=%ld rcpt_5xx=%ld delivered=%ld seconds=%.3f"
+	       " sessions_per_s=%.0f rcpt_per_s=%.0f messages_per_s=%.0f client_cpu_s=%.3f\n",
+	       f.finished, f.failed, rcpts, f.rcpt_class[2], f.rcpt_class[4], f.rcpt_class[5], f.delivered, dt,
+	       (double)f.finished / dt, (double)rcpts / dt, (double)f.delivered / dt, cpu);
 	event_base_free(f.base);
+	free(f.body);
 	return f.failed == 0 ? 0 : 1;
 }
