@@ -8,7 +8,6 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,7 +352,6 @@ int ldap_sync_main(int argc, char **argv)
 
 	if (rc != 0)
 		return rc > 0 ? LDAP_SYNC_CHANGED : LDAP_SYNC_ERROR;
-	signal(SIGPIPE, SIG_IGN);
 	memset(&ex, 0, sizeof(ex));
 	if (map_read(o.output, &m) != 0)
 		return LDAP_SYNC_ERROR;

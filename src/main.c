@@ -1,6 +1,7 @@
 /* main.c - the backstop command: parses the subcommand and its options and hands over to the
  * module that does the work (server_run for `run`, config_load for `check-config`, ...). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	evthread_use_pthreads();
+	/* every command talks to sockets (backends, validation servers, LDAP): a peer that hangs up
+	 * while we write is an error to report (EPIPE), never a reason to die */
+	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
 		if (strcmp(argv[1], commands[i].name) != 0)
 			continue;

@@ -318,7 +318,6 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	char why[512], ready[2048] = "";
 	int status = 1;
 
-	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&srv.rt_lock, NULL);
 	srv.grave = runtime_graveyard_new();
 	if (config_verifies(cfg) && (srv.cache = vcache_open(cfg->cache, cfg, why, sizeof why)) == NULL) {
