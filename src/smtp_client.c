@@ -2,7 +2,10 @@
  * EHLO/HELO, STARTTLS, pipelined commands, streamed dot-stuffed DATA with backpressure.
  * Every failure becomes a code-0 reply delivered from the loop (a deferred event), never from
  * inside an smtp_client_* call. The client may be freed inside any of its callbacks: entry
- * points from libevent count their depth and the struct is released when the last one leaves. */
+ * points from libevent count their depth and the struct is released when the last one leaves.
+ * On a plain connection, what was queued during a loop turn is written straight to the socket
+ * once at its end (the flush event); the socket's write event is watched only while the kernel
+ * holds writes back. Over TLS the filter drives the socket as libevent does. */
 #include "smtp_client.h"
 
 #include <arpa/inet.h>
@@ -64,6 +67,9 @@ struct smtp_client {
 	struct evbuffer_cb_entry *raw_out_cb, *tls_out_cb;
 	bool tls_active;
 	struct event *timer, *defer;
+	struct event *flush;          /* direct write of the socket's output, once per loop turn */
+	bool direct;                  /* plain and connected: writes go through client_flush_out */
+	bool flush_pending;
 	struct smtp_client_reply parser;
 	smtp_client_reply_cb ready_cb;
 	void *ready_arg;
@@ -101,6 +107,7 @@ static void client_destroy(struct smtp_client *c)
 {
 	event_free(c->timer);
 	event_free(c->defer);
+	event_free(c->flush);
 	free(c->helo_name);
 	free(c->server_name);
 	free(c);
@@ -190,7 +197,9 @@ static void client_close_conn(struct smtp_client *c)
 		bufferevent_free(c->raw);
 	}
 	c->bev = c->raw = NULL;
+	c->direct = false;
 	event_del(c->timer);
+	event_del(c->flush);
 }
 
 /* Close the connection; ready_cb (if still due) gets r, every command a code-0 reply, all from
@@ -248,9 +257,20 @@ static void client_check_drain(struct smtp_client *c)
 	}
 }
 
+/* Output was queued: on a plain connection, write it at the end of this loop turn. */
+static void client_schedule_flush(struct smtp_client *c)
+{
+	if (c->direct && !c->flush_pending) {
+		c->flush_pending = true;
+		event_active(c->flush, EV_TIMEOUT, 1);
+	}
+}
+
 static void client_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct smtp_client *c = arg;
+	if (info->n_added > 0)
+		client_schedule_flush(c);
 	if (info->n_deleted == 0 || c->bev == NULL)
 		return;
 	if (c->in_data && !client_awaiting(c) && smtp_client_pending(c) > 0)
@@ -385,6 +405,8 @@ static void client_tls_start(struct smtp_client *c)
 		client_fail_text(c, "TLS handshake failed: cannot create the TLS session");
 		return;
 	}
+	c->direct = false; /* the filter drives the socket from here on */
+	bufferevent_enable(c->raw, EV_WRITE);
 	struct bufferevent *f = bufferevent_openssl_filter_new(c->base, c->raw, ssl, BUFFEREVENT_SSL_CONNECTING,
 							       BEV_OPT_CLOSE_ON_FREE);
 	if (f == NULL) { /* libevent freed ssl (CLOSE_ON_FREE); the socket bufferevent is still ours */
@@ -616,6 +638,10 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state == CS_CONNECTING) {
 			c->state = CS_BANNER;
+			c->direct = true; /* connected: the write event was for the connect */
+			bufferevent_disable(c->raw, EV_WRITE);
+			if (evbuffer_get_length(bufferevent_get_output(c->raw)) > 0)
+				client_schedule_flush(c);
 			/* the banner may have been read before the connect event was delivered */
 			client_read_lines(c);
 		} else if (c->state == CS_HANDSHAKE) {
@@ -641,6 +667,36 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
 				 err ? strerror(err) : "unknown error");
 	}
 	client_leave(c);
+}
+
+/* The socket's output, written at the end of the loop turn that queued it: one write for all of
+ * a turn's commands or message data, and no epoll_ctl while the kernel takes it all. */
+static void client_flush_out(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	c->flush_pending = false;
+	if (!c->direct || c->raw == NULL)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->raw);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	/* the socket bufferevent keeps the front frozen outside its own writes; so do we. The
+	 * output callbacks that evbuffer_write runs (client_out_cb) never close the connection. */
+	evbuffer_unfreeze(out, 1);
+	errno = 0;
+	int n = evbuffer_write(out, bufferevent_getfd(c->raw));
+	int err = errno;
+	evbuffer_freeze(out, 1);
+	if ((n < 0 && err != EAGAIN && err != EINTR) || evbuffer_get_length(out) > 0)
+		bufferevent_enable(c->raw, EV_WRITE); /* the rest, or the error, is the bufferevent's */
+}
+
+/* The socket bufferevent wrote what the kernel held back: back to writing from the flush event. */
+static void client_raw_written(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+	if (c->direct && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 }
 
 static void client_timeout(evutil_socket_t fd, short what, void *arg)
@@ -703,7 +759,7 @@ static int client_connect(struct smtp_client *c, const struct sockaddr *sa, sock
 		return -1;
 	}
 	c->bev = c->raw;
-	bufferevent_setcb(c->raw, client_read, NULL, client_event, c);
+	bufferevent_setcb(c->raw, client_read, client_raw_written, client_event, c);
 	c->raw_out_cb = evbuffer_add_cb(bufferevent_get_output(c->raw), client_out_cb, c);
 	if (bufferevent_socket_connect(c->raw, sa, (int)salen) < 0)
 		return -1;
@@ -725,6 +781,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct sockad
 	c->ready_arg = arg;
 	c->timer = evtimer_new(base, client_timeout, c);
 	c->defer = event_new(base, -1, 0, client_deferred, c);
+	c->flush = event_new(base, -1, 0, client_flush_out, c);
 	c->state = CS_CONNECTING;
 	smtp_client_reply_init(&c->parser);
 	client_arm(c, opts->connect_timeout_ms);
