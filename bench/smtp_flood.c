@@ -148,6 +148,8 @@ static int conn_advance(struct conn *c, int code)
 			return out_append(c, "QUIT\r\n");
 		}
 		c->phase = PH_BODY;
+		if (f->out_cap - c->outlen < f->body_len)
+			return -1;
 		memcpy(c->out + c->outlen, f->body, f->body_len);
 		c->outlen += f->body_len;
 		return f->pipelined ? out_append(c, "QUIT\r\n") : 0;
