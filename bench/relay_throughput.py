@@ -11,7 +11,8 @@ machine it shares the cores with it; the 20-session load is therefore also drive
 bench/smtp_flood (C, a few microseconds per session), one command at a time and pipelined.
 
 usage: bench/relay_throughput.py [--messages N] [--parallel-messages N]
-env:   BACKSTOP_BIN (default build/backstop). Runs only on 127.0.0.1; the Postfix comparison needs
+env:   BACKSTOP_BIN (default build/backstop), SMTP_FLOOD (default bench/smtp_flood beside the
+       backstop binary). Runs only on 127.0.0.1; the Postfix comparison needs
        root and the postfix package. Not part of make test (a benchmark, not a timed test).
 
 Note on (b): Postfix answers 250 once the message is in its queue (fsync'd) and delivers later;

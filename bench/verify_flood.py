@@ -19,8 +19,9 @@ validation server (a private Postfix with relay_recipient_maps). Not a test: pri
       server, and the most connections it saw open at once (callout_max_connections = 2).
 
 Needs root (Postfix instances under a temp dir; the system's Postfix is not touched), the
-postfix package, smtp-sink, and the backstop binary ($BACKSTOP_BIN, default build/backstop).
-Usage: sudo bench/verify_flood.py [--sessions 5000] [--fresh 1000] [--flood 100000]
+postfix package, smtp-sink, the backstop binary ($BACKSTOP_BIN, default build/backstop) and
+bench/smtp_flood built beside it ($SMTP_FLOOD, default build/bench/smtp_flood).
+Usage: sudo bench/verify_flood.py [--sessions 5000] [--fresh 1000] [--flood 100000] [--phases abc]
 """
 import argparse
 import asyncio

@@ -24,6 +24,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "bev_write.h"
 #include "smtp_client_reply.h"
 #include "smtp_data.h"
 #include "util.h"
@@ -68,7 +69,6 @@ struct smtp_client {
 	bool tls_active;
 	struct event *timer, *defer;
 	struct event *flush;          /* direct write of the socket's output, once per loop turn */
-	bool direct;                  /* plain and connected: writes go through client_flush_out */
 	bool flush_pending;
 	struct smtp_client_reply parser;
 	smtp_client_reply_cb ready_cb;
@@ -197,7 +197,6 @@ static void client_close_conn(struct smtp_client *c)
 		bufferevent_free(c->raw);
 	}
 	c->bev = c->raw = NULL;
-	c->direct = false;
 	event_del(c->timer);
 	event_del(c->flush);
 }
@@ -257,10 +256,17 @@ static void client_check_drain(struct smtp_client *c)
 	}
 }
 
+/* Connected without TLS: the socket's output is written by client_flush_out, not by its write
+ * event (over TLS the filter drives the socket). */
+static bool client_direct(const struct smtp_client *c)
+{
+	return c->raw != NULL && c->bev == c->raw && c->state != CS_CONNECTING;
+}
+
 /* Output was queued: on a plain connection, write it at the end of this loop turn. */
 static void client_schedule_flush(struct smtp_client *c)
 {
-	if (c->direct && !c->flush_pending) {
+	if (client_direct(c) && !c->flush_pending) {
 		c->flush_pending = true;
 		event_active(c->flush, EV_TIMEOUT, 1);
 	}
@@ -405,8 +411,7 @@ static void client_tls_start(struct smtp_client *c)
 		client_fail_text(c, "TLS handshake failed: cannot create the TLS session");
 		return;
 	}
-	c->direct = false; /* the filter drives the socket from here on */
-	bufferevent_enable(c->raw, EV_WRITE);
+	bufferevent_enable(c->raw, EV_WRITE); /* the filter drives the socket from here on */
 	struct bufferevent *f = bufferevent_openssl_filter_new(c->base, c->raw, ssl, BUFFEREVENT_SSL_CONNECTING,
 							       BEV_OPT_CLOSE_ON_FREE);
 	if (f == NULL) { /* libevent freed ssl (CLOSE_ON_FREE); the socket bufferevent is still ours */
@@ -638,8 +643,7 @@ static void client_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->state == CS_CONNECTING) {
 			c->state = CS_BANNER;
-			c->direct = true; /* connected: the write event was for the connect */
-			bufferevent_disable(c->raw, EV_WRITE);
+			bufferevent_disable(c->raw, EV_WRITE); /* it was watched for the connect */
 			if (evbuffer_get_length(bufferevent_get_output(c->raw)) > 0)
 				client_schedule_flush(c);
 			/* the banner may have been read before the connect event was delivered */
@@ -675,19 +679,8 @@ static void client_flush_out(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_client *c = arg;
 	c->flush_pending = false;
-	if (!c->direct || c->raw == NULL)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->raw);
-	if (evbuffer_get_length(out) == 0)
-		return;
-	/* the socket bufferevent keeps the front frozen outside its own writes; so do we. The
-	 * output callbacks that evbuffer_write runs (client_out_cb) never close the connection. */
-	evbuffer_unfreeze(out, 1);
-	errno = 0;
-	int n = evbuffer_write(out, bufferevent_getfd(c->raw));
-	int err = errno;
-	evbuffer_freeze(out, 1);
-	if ((n < 0 && err != EAGAIN && err != EINTR) || evbuffer_get_length(out) > 0)
+	/* the output callbacks that the write runs (client_out_cb) never close the connection */
+	if (client_direct(c) && bev_write_now(c->raw) != BEV_WRITE_DRAINED)
 		bufferevent_enable(c->raw, EV_WRITE); /* the rest, or the error, is the bufferevent's */
 }
 
@@ -695,7 +688,7 @@ static void client_flush_out(evutil_socket_t fd, short what, void *arg)
 static void client_raw_written(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
-	if (c->direct && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (client_direct(c) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		bufferevent_disable(bev, EV_WRITE);
 }
 
@@ -931,10 +924,7 @@ static void client_quit_now(struct smtp_client *c)
 	} else {
 		bufferevent_write(c->bev, "QUIT\r\n", 6);
 	}
-	struct evbuffer *out = bufferevent_get_output(c->raw);
-	evbuffer_unfreeze(out, 1); /* the socket bufferevent keeps the front frozen outside its writes */
-	(void)evbuffer_write(out, bufferevent_getfd(c->raw));
-	evbuffer_freeze(out, 1);
+	(void)bev_write_now(c->raw);
 }
 
 void smtp_client_free(struct smtp_client *c, bool send_quit)

@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bev_write.h"
 #include "connlimit.h"
 #include "log.h"
 #include "relay.h"
@@ -251,23 +252,10 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
 	s->flush_pending = false;
 	if (!session_plain(s))
 		return;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
-	if (evbuffer_get_length(out) > 0) {
-		/* a bufferevent keeps the start of its output frozen; it thaws it to write, and so do we */
-		evbuffer_unfreeze(out, 1);
-		errno = 0;
-		int n = evbuffer_write(out, s->fd);
-		int err = errno;
-		evbuffer_freeze(out, 1);
-		if (n < 0 && err != EAGAIN && err != EINTR) {
-			bufferevent_enable(s->bev, EV_WRITE); /* the bufferevent meets the error and reports it */
-			return;
-		}
-	}
-	if (evbuffer_get_length(out) > 0)
-		bufferevent_enable(s->bev, EV_WRITE);
-	else
+	if (bev_write_now(s->bev) == BEV_WRITE_DRAINED)
 		session_write_cb(s->bev, s); /* drained: what waited on that may go on (or end) */
+	else
+		bufferevent_enable(s->bev, EV_WRITE); /* the rest, or the error, is the bufferevent's */
 }
 
 __attribute__((format(printf, 4, 0)))

@@ -27,9 +27,12 @@ struct capture {
 static void *capture_reader(void *arg)
 {
 	struct capture *c = arg;
+	char spill[4096];
 	ssize_t n;
-	while ((n = read(c->fd, c->buf + c->len, CAPTURE_MAX - 1 - c->len)) > 0)
-		c->len += (size_t)n;
+	/* past CAPTURE_MAX the rest is drained and dropped, so that a writer never blocks for good */
+	while ((n = c->len < CAPTURE_MAX - 1 ? read(c->fd, c->buf + c->len, CAPTURE_MAX - 1 - c->len)
+					    : read(c->fd, spill, sizeof spill)) > 0)
+		c->len += c->len < CAPTURE_MAX - 1 ? (size_t)n : 0;
 	c->buf[c->len] = '\0';
 	return NULL;
 }
