@@ -118,7 +118,7 @@ struct bs_config {
 	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
 	uint64_t cache_max_size;        /* octets (LMDB map size) */
 	uint64_t positive_ttl_ms;       /* 24h */
-	uint64_t negative_ttl_ms;       /* 1h */
+	uint64_t negative_ttl_ms;       /* 5m */
 	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */
 	uint64_t callout_max_connections; /* per validation server (2) */
 	char *callout_sender;           /* "" = null sender <> */

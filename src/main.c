@@ -35,8 +35,9 @@ static const struct command commands[] = {
 	{ "run", cmd_run, "run [-c FILE]", "run the gateway in the foreground" },
 	{ "check-config", cmd_check_config, "check-config [-c FILE]",
 	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not" },
-	{ "verify", verify_cli_main, "verify [-c FILE] [--no-cache] ADDRESS...",
-	  "verdict of each address with its source and cache state; exit 0 all valid, 1 any invalid, 2 any unavailable" },
+	{ "verify", verify_cli_main, "verify [-c FILE] [--no-cache] [--store] ADDRESS...",
+	  "verdict of each address with its source and cache state; the cache is read, never written unless\n"
+	  "      --store (--no-cache: not read); exit 0 all valid, 1 any invalid, 2 any unavailable" },
 	{ "probe", callout_probe_main, "probe HOST:PORT ADDRESS [--sender ADDR] [--helo NAME] [--timeout 10s]",
 	  "one SMTP callout, printing the dialogue; exit 0 valid, 1 invalid, 2 unavailable" },
 	{ "cache", cache_cli_main, "cache [-c FILE] stats|show ADDR|purge ADDR|@DOMAIN|flush",

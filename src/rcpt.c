@@ -245,6 +245,15 @@ int rcpt_registry_chain(const struct rcpt_registry *reg, const char *domain, str
 	return -1;
 }
 
+size_t rcpt_chain_local_prefix(const struct rcpt_chain *chain)
+{
+	size_t k = 0;
+
+	while (k < chain->n && chain->sources[k]->type->local)
+		k++;
+	return k;
+}
+
 /* ---- the chain walk ---- */
 
 struct rcpt_chain_query {
@@ -275,6 +284,8 @@ static void rcpt_chain_note_unavailable(struct rcpt_chain_query *q, const struct
 static bool rcpt_chain_final(struct rcpt_chain_query *q)
 {
 	struct rcpt_answer *a = &q->last;
+
+	a->local = q->chain.sources[q->idx]->type->local;
 
 	if (a->verdict == RCPT_VALID && a->catchall && q->chain.domain &&
 	    q->chain.domain->on_catchall == ON_CATCHALL_UNAVAILABLE) {
@@ -333,6 +344,7 @@ static bool rcpt_chain_step(struct rcpt_chain_query *q)
 	}
 	q->last.verdict = RCPT_UNAVAILABLE;
 	q->last.catchall = false;
+	q->last.local = false;
 	if (q->chain.n == 0)
 		q->last.source = "none";
 	snprintf(q->last.reason, sizeof q->last.reason, "%s", q->reasons[0] ? q->reasons : "no recipient source");

@@ -33,6 +33,7 @@ struct rcpt_answer {
 	bool catchall;          /* VALID only because the domain accepts anything (map "@domain"
 				 * entry, callout that accepted a random address): the chain
 				 * applies the domain's on_catchall */
+	bool local;             /* set by rcpt_chain_lookup(): the deciding source is `local` (never cache) */
 	char reason[RCPT_REASON_MAX]; /* for the log, never for the client: "no such entry",
 				 * "ldap://dc1: timeout", "map: file unreadable: ..." */
 };
@@ -66,6 +67,10 @@ struct rcpt_query; /* an outstanding lookup, defined by each source */
 
 struct rcpt_source_type {
 	const char *prefix; /* "map", "callout", "ldap" (the part before ':') */
+	/* Answers from memory, synchronously (map:): a lookup is cheaper than the verdict cache,
+	 * so its verdicts are never cached, and the sources that start a chain are asked before the
+	 * cache (an address just added to a map is accepted at once). */
+	bool local;
 	/* Open a source for arg (the part after "prefix:"). cfg is valid only during the call:
 	 * copy what you need. Returns the source state, or NULL with a reason in why (an
 	 * admin-readable sentence, FILE:LINE where it applies). Main thread; may block. */
@@ -124,6 +129,9 @@ struct rcpt_chain {
 	const struct bs_domain *domain; /* on_catchall is applied by rcpt_chain_lookup() */
 };
 int rcpt_registry_chain(const struct rcpt_registry *reg, const char *domain, struct rcpt_chain *out);
+
+/* How many sources at the start of chain are `local` (asked before the verdict cache). */
+size_t rcpt_chain_local_prefix(const struct rcpt_chain *chain);
 
 /* Ask the chain: sources in order, the first VALID or INVALID wins (a catch-all VALID under
  * on_catchall = unavailable counts as UNAVAILABLE and the chain goes on); all UNAVAILABLE gives

@@ -376,6 +376,7 @@ static void rcpt_map_close(void *state)
 
 const struct rcpt_source_type rcpt_map_type = {
 	.prefix = "map",
+	.local = true,
 	.open = rcpt_map_open,
 	.lookup = rcpt_map_lookup,
 	.cancel = rcpt_map_cancel,

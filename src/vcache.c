@@ -99,7 +99,10 @@ int vcache_put(struct vcache *c, const char *key, enum rcpt_verdict verdict, con
 	return vcache_put_entry(c, key, &e);
 }
 
-long vcache_purge(struct vcache *c, const char *key_or_at_domain) { return c->type->purge(c->state, key_or_at_domain); }
+long vcache_purge(struct vcache *c, const char *key_or_at_domain, const char *delims)
+{
+	return c->type->purge(c->state, key_or_at_domain, delims ? delims : "");
+}
 int vcache_flush(struct vcache *c) { return c->type->flush(c->state); }
 
 void vcache_sync(struct vcache *c)
@@ -126,10 +129,16 @@ bool vcache_expired(const struct vcache_entry *e, uint64_t now)
 	return now >= e->stored_ms + e->ttl_ms || now + 60000 < e->stored_ms; /* or from the future */
 }
 
-bool vcache_key_matches(const char *key, const char *pattern)
+bool vcache_key_matches(const char *key, const char *pattern, const char *delims)
 {
-	if (pattern[0] != '@')
-		return strcmp(key, pattern) == 0;
-	const char *at = strrchr(key, '@');
-	return at && strcmp(at, pattern) == 0;
+	const char *kat = strrchr(key, '@'), *pat = strrchr(pattern, '@');
+
+	if (pattern[0] == '@')
+		return kat && strcmp(kat, pattern) == 0;
+	if (strcmp(key, pattern) == 0)
+		return true;
+	if (delims == NULL || delims[0] == '\0' || kat == NULL || pat == NULL || strcmp(kat, pat) != 0)
+		return false;
+	size_t llen = (size_t)(pat - pattern); /* "bob" + one delimiter + anything, same domain */
+	return (size_t)(kat - key) > llen && memcmp(key, pattern, llen) == 0 && strchr(delims, key[llen]) != NULL;
 }

@@ -43,9 +43,10 @@ struct vcache_store_type {
 	void (*cancel)(struct vcache_query *q);
 	/* Store (replace). Never blocks on I/O: persistent stores queue the write. Any thread. */
 	void (*put)(void *state, const char *key, const struct vcache_entry *e);
-	/* Remove one key, or every key of a domain when key is "@domain". Returns the number
-	 * removed, or -1 on error. Main thread or CLI (may block). Ordered after earlier puts. */
-	long (*purge)(void *state, const char *key);
+	/* Remove one key and its sub-addresses (vcache_key_matches with delims, "" for none), or
+	 * every key of a domain when key is "@domain". Returns the number removed, or -1 on error.
+	 * Main thread or CLI (may block). Ordered after earlier puts. */
+	long (*purge)(void *state, const char *key, const char *delims);
 	int (*flush)(void *state);            /* remove everything; 0 or -1 */
 	void (*sync)(void *state);            /* wait until queued writes are stored */
 	void (*stats)(void *state, FILE *out); /* "key=value" lines */
@@ -73,7 +74,8 @@ int vcache_put(struct vcache *c, const char *key, enum rcpt_verdict verdict, con
 	       uint64_t ttl_ms);
 /* Same with the entry given whole (stored_ms as set by the caller; tests, imports). */
 int vcache_put_entry(struct vcache *c, const char *key, const struct vcache_entry *e);
-long vcache_purge(struct vcache *c, const char *key_or_at_domain);
+/* delims: the domain's recipient_delimiter (NULL or "": no sub-addresses to purge). */
+long vcache_purge(struct vcache *c, const char *key_or_at_domain, const char *delims);
 int vcache_flush(struct vcache *c);
 void vcache_sync(struct vcache *c);
 void vcache_stats(struct vcache *c, FILE *out);
@@ -83,8 +85,9 @@ uint64_t vcache_now(void);
 /* Is e expired at now? */
 bool vcache_expired(const struct vcache_entry *e, uint64_t now);
 
-/* Does key belong to the "@domain" pattern (or equal it, when it is an address)? */
-bool vcache_key_matches(const char *key, const char *pattern);
+/* Does key belong to the "@domain" pattern, or, when pattern is an address "bob@d", equal it
+ * or is one of its sub-addresses ("bob" + a character of delims + anything, "@d")? */
+bool vcache_key_matches(const char *key, const char *pattern, const char *delims);
 
 /* Test hook: add a store type (at most 4 extra). */
 void vcache_type_register_extra(const struct vcache_store_type *type);

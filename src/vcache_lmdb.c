@@ -34,6 +34,7 @@ struct lmdb_op {
 	long result;             /* OP_PURGE / OP_FLUSH */
 	bool done;               /* set by the writer for waited ops */
 	char key[RCPT_ADDR_MAX + 1];
+	char delims[8];          /* OP_PURGE: the domain's recipient_delimiter */
 };
 
 struct lmdb_store {
@@ -147,7 +148,52 @@ static long lmdb_txn_sweep(struct lmdb_store *s, MDB_txn *txn, bool expired_only
 	return removed;
 }
 
-static long lmdb_txn_purge(struct lmdb_store *s, MDB_txn *txn, const char *pattern)
+/* Delete the entry under the cursor (k, v) and its age record. */
+static void lmdb_cursor_del_entry(struct lmdb_store *s, MDB_txn *txn, MDB_cursor *cur, const MDB_val *k,
+				  const MDB_val *v)
+{
+	struct vcache_entry e;
+	unsigned char ak[8 + RCPT_ADDR_MAX];
+
+	if (lmdb_decode(v, &e) == 0) {
+		MDB_val a = { lmdb_age_key(ak, e.stored_ms, k->mv_data, k->mv_size), ak };
+		mdb_del(txn, s->age, &a, NULL);
+	}
+	mdb_cursor_del(cur, 0);
+}
+
+/* Delete the sub-addresses of key ("bob+x@d" for "bob@d"): keys are sorted, so one range
+ * from "bob+" per delimiter. */
+static long lmdb_txn_purge_subaddr(struct lmdb_store *s, MDB_txn *txn, const char *key, const char *delims)
+{
+	const char *at = strrchr(key, '@');
+	size_t llen = at ? (size_t)(at - key) : 0;
+	char prefix[RCPT_ADDR_MAX + 1], found[RCPT_ADDR_MAX + 1];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	long removed = 0;
+
+	if (llen == 0 || delims[0] == '\0' || mdb_cursor_open(txn, s->verdicts, &cur) != 0)
+		return 0;
+	memcpy(prefix, key, llen);
+	for (const char *d = delims; *d; d++) {
+		prefix[llen] = *d;
+		k = (MDB_val){ llen + 1, prefix };
+		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		     rc == 0 && k.mv_size > llen && memcmp(k.mv_data, prefix, llen + 1) == 0;
+		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (strbuf_copy(found, sizeof found, k.mv_data, k.mv_size) != 0 ||
+			    !vcache_key_matches(found, key, delims))
+				continue;
+			lmdb_cursor_del_entry(s, txn, cur, &k, &v);
+			removed++;
+		}
+	}
+	mdb_cursor_close(cur);
+	return removed;
+}
+
+static long lmdb_txn_purge(struct lmdb_store *s, MDB_txn *txn, const char *pattern, const char *delims)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -155,19 +201,14 @@ static long lmdb_txn_purge(struct lmdb_store *s, MDB_txn *txn, const char *patte
 	char key[RCPT_ADDR_MAX + 1];
 
 	if (pattern[0] != '@')
-		return lmdb_del_key(s, txn, pattern, strlen(pattern)) == 0 ? 1 : 0;
+		return (lmdb_del_key(s, txn, pattern, strlen(pattern)) == 0 ? 1 : 0) +
+		       lmdb_txn_purge_subaddr(s, txn, pattern, delims);
 	if (mdb_cursor_open(txn, s->verdicts, &cur) != 0)
 		return -1;
 	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (strbuf_copy(key, sizeof key, k.mv_data, k.mv_size) != 0 || !vcache_key_matches(key, pattern))
+		if (strbuf_copy(key, sizeof key, k.mv_data, k.mv_size) != 0 || !vcache_key_matches(key, pattern, ""))
 			continue;
-		struct vcache_entry e;
-		unsigned char ak[8 + RCPT_ADDR_MAX];
-		if (lmdb_decode(&v, &e) == 0) {
-			MDB_val a = { lmdb_age_key(ak, e.stored_ms, key, k.mv_size), ak };
-			mdb_del(txn, s->age, &a, NULL);
-		}
-		mdb_cursor_del(cur, 0);
+		lmdb_cursor_del_entry(s, txn, cur, &k, &v);
 		removed++;
 	}
 	mdb_cursor_close(cur);
@@ -180,7 +221,7 @@ static int lmdb_txn_op(struct lmdb_store *s, MDB_txn *txn, struct lmdb_op *op)
 	case OP_PUT:
 		return lmdb_txn_put(s, txn, op->key, &op->e);
 	case OP_PURGE:
-		op->result = lmdb_txn_purge(s, txn, op->key);
+		op->result = lmdb_txn_purge(s, txn, op->key, op->delims);
 		return 0;
 	case OP_FLUSH: {
 		int rc = mdb_drop(txn, s->verdicts, 0);
@@ -337,11 +378,13 @@ static bool lmdb_enqueue(struct lmdb_store *s, struct lmdb_op *op)
 }
 
 /* Queue an op and wait until the writer has applied it (main thread / CLI only). */
-static long lmdb_enqueue_wait(struct lmdb_store *s, enum lmdb_op_kind kind, const char *key)
+static long lmdb_enqueue_wait(struct lmdb_store *s, enum lmdb_op_kind kind, const char *key, const char *delims)
 {
 	struct lmdb_op op = { .kind = kind };
 
 	if (key && strbuf_copy(op.key, sizeof op.key, key, strlen(key)) != 0)
+		return -1;
+	if (delims && strbuf_copy(op.delims, sizeof op.delims, delims, strlen(delims)) != 0)
 		return -1;
 	lmdb_enqueue(s, &op);
 	pthread_mutex_lock(&s->lock);
@@ -456,9 +499,13 @@ static void vcache_lmdb_put(void *state, const char *key, const struct vcache_en
 	}
 }
 
-static long vcache_lmdb_purge(void *state, const char *key) { return lmdb_enqueue_wait(state, OP_PURGE, key); }
-static int vcache_lmdb_flush(void *state) { return (int)lmdb_enqueue_wait(state, OP_FLUSH, NULL); }
-static void vcache_lmdb_sync(void *state) { lmdb_enqueue_wait(state, OP_SYNC, NULL); }
+static long vcache_lmdb_purge(void *state, const char *key, const char *delims)
+{
+	return lmdb_enqueue_wait(state, OP_PURGE, key, delims);
+}
+
+static int vcache_lmdb_flush(void *state) { return (int)lmdb_enqueue_wait(state, OP_FLUSH, NULL, NULL); }
+static void vcache_lmdb_sync(void *state) { lmdb_enqueue_wait(state, OP_SYNC, NULL, NULL); }
 
 static void vcache_lmdb_stats(void *state, FILE *out)
 {

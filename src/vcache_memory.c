@@ -140,7 +140,7 @@ static void vcache_memory_put(void *state, const char *key, const struct vcache_
 	pthread_mutex_unlock(&m->lock);
 }
 
-static long vcache_memory_purge(void *state, const char *pattern)
+static long vcache_memory_purge(void *state, const char *pattern, const char *delims)
 {
 	struct mem_store *m = state;
 	long removed = 0;
@@ -148,7 +148,7 @@ static long vcache_memory_purge(void *state, const char *pattern)
 	pthread_mutex_lock(&m->lock);
 	for (struct mem_entry *x = m->oldest, *nx; x; x = nx) {
 		nx = x->newer;
-		if (vcache_key_matches(x->key, pattern))
+		if (vcache_key_matches(x->key, pattern, delims))
 			mem_unlink(m, x), removed++;
 	}
 	pthread_mutex_unlock(&m->lock);

@@ -1,5 +1,6 @@
-/* verify.c - one recipient verification per RCPT: cache, then the domain's chain under the
- * verify_timeout budget, then the reply (on_unavailable applied). A job that outlives its
+/* verify.c - one recipient verification per RCPT: the chain's leading local sources (map:, never
+ * cached), then the cache, then the rest of the domain's chain under the verify_timeout budget,
+ * then the reply (on_unavailable applied). A job that outlives its
  * session (budget exceeded, session cancelled) or that refreshes an ageing positive verdict runs
  * "in the background": it has no callback, only fills the cache, and sits in the verifier's list
  * so that verifier_shutdown_base() can cancel it before its loop goes away. */
@@ -14,7 +15,7 @@
 #include "util.h"
 
 #define VERIFY_DEFAULT_POSITIVE_TTL (24ULL * 3600 * 1000)
-#define VERIFY_DEFAULT_NEGATIVE_TTL (3600ULL * 1000)
+#define VERIFY_DEFAULT_NEGATIVE_TTL (300ULL * 1000)
 #define VERIFY_DEFAULT_TIMEOUT (20ULL * 1000)
 #define VERIFY_MAX_BACKGROUND 1000
 
@@ -38,7 +39,8 @@ struct verify_query {
 	verify_cb cb;
 	void *arg;
 	uint64_t t0;
-	bool use_cache;
+	bool read_cache, write_cache;      /* VERIFY_CACHE_READ, VERIFY_CACHE_WRITE (and a cache) */
+	char local_reason[RCPT_REASON_MAX]; /* why the local sources asked first were UNAVAILABLE */
 	bool ready;                        /* res is complete, delivery scheduled */
 	bool background;                   /* no callback: fills the cache, then frees itself */
 	struct event *ev;                  /* budget timer, then delivery */
@@ -217,13 +219,19 @@ static void verify_on_chain(void *arg, const struct rcpt_answer *ans)
 	struct verify_query *q = arg;
 
 	q->cq = NULL;
-	if (q->use_cache && q->v->cache && ans->verdict != RCPT_UNAVAILABLE)
+	if (q->write_cache && ans->verdict != RCPT_UNAVAILABLE && !ans->local)
 		vcache_put(q->v->cache, q->addr.full, ans->verdict, ans->source, verify_ttl(q, ans->verdict));
 	if (q->background) {
 		verify_free(q);
 		return;
 	}
-	verify_decide(q, ans->verdict, ans->source, ans->reason);
+	char reason[RCPT_REASON_MAX] = "";
+	if (ans->verdict == RCPT_UNAVAILABLE && q->local_reason[0] != '\0') { /* asked before the cache */
+		strbuf_append(reason, sizeof reason, q->local_reason);
+		strbuf_append(reason, sizeof reason, "; ");
+	}
+	strbuf_append(reason, sizeof reason, ans->reason);
+	verify_decide(q, ans->verdict, ans->source, reason);
 	verify_schedule(q);
 }
 
@@ -264,7 +272,7 @@ static void verify_refresh(struct verify_query *q)
 	struct verify_query *r = verify_job_new(v, q->base, q->dom);
 	r->chain = q->chain;
 	r->addr = q->addr;
-	r->use_cache = true;
+	r->write_cache = true;
 	memcpy(r->display, q->display, sizeof r->display);
 	if (!verify_bg_add(r)) {
 		verify_free(r);
@@ -289,19 +297,67 @@ static void verify_on_cache(void *arg, int found, const struct vcache_entry *e)
 	q->res.cached = true;
 	q->res.age_ms = now > e->stored_ms ? now - e->stored_ms : 0;
 	q->res.ttl_left_ms = e->stored_ms + e->ttl_ms > now ? e->stored_ms + e->ttl_ms - now : 0;
-	if (e->verdict == RCPT_VALID && q->res.age_ms > e->ttl_ms / 2)
+	if (e->verdict == RCPT_VALID && q->res.age_ms > e->ttl_ms / 2 && q->write_cache)
 		verify_refresh(q);
 	verify_schedule(q);
 }
 
+static void verify_ask_cache(struct verify_query *q)
+{
+	struct vcache_query *cq = vcache_get(q->v->cache, q->base, q->addr.full, verify_on_cache, q);
+	if (cq)
+		q->cacheq = cq;
+}
+
+/* The chain's local sources answered (synchronously, by their contract): a VALID or INVALID is
+ * final and never cached; UNAVAILABLE goes on to the cache and the rest of the chain. */
+static void verify_on_local(void *arg, const struct rcpt_answer *ans)
+{
+	struct verify_query *q = arg;
+	size_t k = rcpt_chain_local_prefix(&q->chain);
+
+	if (ans->verdict != RCPT_UNAVAILABLE) {
+		verify_decide(q, ans->verdict, ans->source, ans->reason);
+		verify_schedule(q);
+		return;
+	}
+	snprintf(q->local_reason, sizeof q->local_reason, "%s", ans->reason);
+	q->chain.sources += k;
+	q->chain.n -= k;
+	verify_ask_cache(q);
+}
+
+/* Local sources first (never cached: the cache cannot hide an address just added to a map),
+ * then the cache, then the rest of the chain. */
+static void verify_lookup(struct verify_query *q)
+{
+	size_t k = rcpt_chain_local_prefix(&q->chain);
+
+	if (!q->read_cache || k == q->chain.n) {
+		verify_run_chain(q);
+	} else if (k > 0) {
+		struct rcpt_chain local = q->chain;
+		local.n = k;
+		struct rcpt_chain_query *cq = rcpt_chain_lookup(&local, q->base, &q->addr, verify_on_local, q);
+		if (cq) { /* a local source that answers later breaks its contract: give up on it */
+			rcpt_chain_cancel(cq);
+			verify_decide(q, RCPT_UNAVAILABLE, q->chain.sources[0]->spec, "local source did not answer at once");
+			verify_schedule(q);
+		}
+	} else {
+		verify_ask_cache(q);
+	}
+}
+
 static struct verify_query *verify_begin(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
-					 const struct smtp_address *rcpt, verify_cb cb, void *arg, bool use_cache)
+					 const struct smtp_address *rcpt, verify_cb cb, void *arg, unsigned flags)
 {
 	struct verify_query *q = verify_job_new(v, base, dom);
 
 	q->cb = cb;
 	q->arg = arg;
-	q->use_cache = use_cache && v->cache;
+	q->read_cache = (flags & VERIFY_CACHE_READ) && v->cache;
+	q->write_cache = (flags & VERIFY_CACHE_WRITE) && v->cache;
 	atomic_fetch_add(&v->lookups, 1);
 	if (smtp_address_format(rcpt, q->display, sizeof q->display) == 0)
 		snprintf(q->display, sizeof q->display, "%.*s@%s", (int)rcpt->local_raw_len, rcpt->local_raw, dom->name);
@@ -312,12 +368,8 @@ static struct verify_query *verify_begin(struct verifier *v, struct event_base *
 	} else if (rcpt_addr_make(&q->addr, rcpt->local_raw, rcpt->local_raw_len, domain, dom) != 0) {
 		verify_decide(q, RCPT_UNAVAILABLE, "none", "address too long to verify");
 		verify_schedule(q);
-	} else if (q->use_cache) {
-		struct vcache_query *cq = vcache_get(v->cache, base, q->addr.full, verify_on_cache, q);
-		if (cq)
-			q->cacheq = cq;
 	} else {
-		verify_run_chain(q);
+		verify_lookup(q);
 	}
 	return q;
 }
@@ -325,13 +377,19 @@ static struct verify_query *verify_begin(struct verifier *v, struct event_base *
 struct verify_query *verify_start(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
 				  const struct smtp_address *rcpt, verify_cb cb, void *arg)
 {
-	return verify_begin(v, base, dom, rcpt, cb, arg, true);
+	return verify_begin(v, base, dom, rcpt, cb, arg, VERIFY_CACHE_READ | VERIFY_CACHE_WRITE);
 }
 
 struct verify_query *verify_start_nocache(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
 					  const struct smtp_address *rcpt, verify_cb cb, void *arg)
 {
-	return verify_begin(v, base, dom, rcpt, cb, arg, false);
+	return verify_begin(v, base, dom, rcpt, cb, arg, 0);
+}
+
+struct verify_query *verify_start_flags(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
+					const struct smtp_address *rcpt, unsigned flags, verify_cb cb, void *arg)
+{
+	return verify_begin(v, base, dom, rcpt, cb, arg, flags);
 }
 
 void verify_cancel(struct verify_query *q)

@@ -1,5 +1,6 @@
-/* verify.h - recipient verification as the SMTP session asks for it, once per RCPT: the verdict
- * cache first, on a miss the domain's source chain within the verify_timeout budget, and the
+/* verify.h - recipient verification as the SMTP session asks for it, once per RCPT: the chain's
+ * leading local sources (map:, whose verdicts are never cached), then the verdict cache, on a
+ * miss the rest of the domain's source chain within the verify_timeout budget, and the
  * reply the session should give. Past the budget the session gets UNAVAILABLE while the lookup
  * goes on in the background and fills the cache; a positive verdict past half its TTL is served
  * and refreshed in the background.
@@ -63,6 +64,14 @@ struct verify_query *verify_start(struct verifier *v, struct event_base *base, c
 /* Verify without the cache (read or write): `backstop verify --no-cache`. */
 struct verify_query *verify_start_nocache(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
 					  const struct smtp_address *rcpt, verify_cb cb, void *arg);
+
+/* Verify with the cache used as flags say: VERIFY_CACHE_READ answers from it, VERIFY_CACHE_WRITE
+ * stores the verdict (verify_start is both, verify_start_nocache neither; `backstop verify`
+ * reads only, unless --store). */
+#define VERIFY_CACHE_READ 1u
+#define VERIFY_CACHE_WRITE 2u
+struct verify_query *verify_start_flags(struct verifier *v, struct event_base *base, const struct bs_domain *dom,
+					const struct smtp_address *rcpt, unsigned flags, verify_cb cb, void *arg);
 
 /* The session no longer wants the answer (client gone, RSET, timeout). The callback is not
  * called; a lookup in progress goes on in the background to fill the cache. */

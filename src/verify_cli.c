@@ -1,5 +1,6 @@
 /* verify_cli.c - the admin's view of recipient verification:
- *   backstop verify -c FILE [--no-cache] ADDR...   ask the chain (and cache) as the gateway would
+ *   backstop verify -c FILE [--no-cache] [--store] ADDR...   ask the chain (and read the cache) as
+ *       the gateway would; the verdict is written to the cache only with --store
  *   backstop cache -c FILE stats | show ADDR | purge ADDR|@DOMAIN | flush
  * verify exits 0 when every address is valid, 2 when any is unavailable, else 1 when any is
  * invalid (or not in one of our domains); 3 on a usage or configuration error. */
@@ -16,23 +17,38 @@
 
 #define CLI_USAGE_ERROR 3
 
-/* -c FILE and --no-cache; returns the index of the first operand, or -1. */
-static int cli_options(int argc, char **argv, const char **conf, bool *no_cache)
+#define VERIFY_USAGE "usage: backstop verify [-c FILE] [--no-cache] [--store] ADDRESS...\n" \
+	"  -c, --config FILE  the configuration (default " CONFIG_DEFAULT_PATH ")\n" \
+	"  --no-cache         do not read the verdict cache: ask the sources\n" \
+	"  --store            write the verdicts to the daemon's cache (not done without it)\n" \
+	"exit status: 0 all valid, 1 any invalid, 2 any unavailable, 3 usage or configuration error\n"
+
+struct cli_opts {
+	const char *conf;
+	bool no_cache, store;
+};
+
+/* -c FILE, --no-cache and --store (verify only); returns the index of the first operand, or -1.
+ * main.c answers --help from its command table. */
+static int cli_options(int argc, char **argv, struct cli_opts *o, bool verify)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "no-cache", no_argument, NULL, 'n' },
+		{ "store", no_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 
-	*conf = CONFIG_DEFAULT_PATH;
+	*o = (struct cli_opts){ .conf = CONFIG_DEFAULT_PATH };
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
 		if (ch == 'c')
-			*conf = optarg;
-		else if (ch == 'n' && no_cache)
-			*no_cache = true;
+			o->conf = optarg;
+		else if (ch == 'n' && verify)
+			o->no_cache = true;
+		else if (ch == 's' && verify)
+			o->store = true;
 		else
 			return -1;
 	}
@@ -86,7 +102,7 @@ static void cli_print(const char *addr, const struct verify_result *r)
 
 /* Verify one address; returns its exit-code contribution (0, 1 or 2). */
 static int cli_verify_one(const struct bs_config *cfg, struct verifier *v, struct event_base *base,
-			  const char *text, bool no_cache)
+			  const char *text, unsigned flags)
 {
 	struct smtp_address a;
 	bool parsed = cli_address(text, &a) == 0;
@@ -97,10 +113,7 @@ static int cli_verify_one(const struct bs_config *cfg, struct verifier *v, struc
 		return 1;
 	}
 	struct cli_wait w = { 0 };
-	if (no_cache)
-		verify_start_nocache(v, base, dom, &a, cli_on_result, &w);
-	else
-		verify_start(v, base, dom, &a, cli_on_result, &w);
+	verify_start_flags(v, base, dom, &a, flags, cli_on_result, &w);
 	while (!w.done)
 		event_base_loop(base, EVLOOP_ONCE);
 	cli_print(text, &w.r);
@@ -119,25 +132,25 @@ static struct vcache *cli_cache(const struct bs_config *cfg)
 
 int verify_cli_main(int argc, char **argv)
 {
-	const char *conf;
-	bool no_cache = false;
-	int first = cli_options(argc, argv, &conf, &no_cache);
+	struct cli_opts o;
+	int first = cli_options(argc, argv, &o, true);
 
 	if (first < 0 || first >= argc) {
-		fprintf(stderr, "usage: backstop verify [-c FILE] [--no-cache] ADDRESS...\n");
+		fputs(VERIFY_USAGE, stderr);
 		return CLI_USAGE_ERROR;
 	}
-	struct bs_config *cfg = cli_config(conf);
+	struct bs_config *cfg = cli_config(o.conf);
 	if (cfg == NULL)
 		return CLI_USAGE_ERROR;
 	log_open(false, LOG_LVL_WARN);
 	struct rcpt_registry *reg = rcpt_registry_open(cfg);
-	struct vcache *cache = no_cache ? NULL : cli_cache(cfg);
+	struct vcache *cache = o.no_cache && !o.store ? NULL : cli_cache(cfg);
+	unsigned flags = (o.no_cache ? 0 : VERIFY_CACHE_READ) | (o.store ? VERIFY_CACHE_WRITE : 0);
 	struct verifier *v = verifier_new(cfg, reg, cache);
 	struct event_base *base = event_base_new();
 	int worst_invalid = 0, any_unavailable = 0;
 	for (int i = first; i < argc; i++) {
-		int rc = cli_verify_one(cfg, v, base, argv[i], no_cache);
+		int rc = cli_verify_one(cfg, v, base, argv[i], flags);
 		worst_invalid |= rc == 1;
 		any_unavailable |= rc == 2;
 	}
@@ -153,9 +166,12 @@ int verify_cli_main(int argc, char **argv)
 	return any_unavailable ? 2 : worst_invalid ? 1 : 0;
 }
 
-/* The cache key for ADDR (domain rules from the config when it is one of ours) or @DOMAIN. */
-static int cli_cache_key(const struct bs_config *cfg, const char *text, char *key, size_t keysz)
+/* The cache key for ADDR (domain rules from the config when it is one of ours) or @DOMAIN, and
+ * the domain's recipient_delimiter ("" if none) in delims. */
+static int cli_cache_key(const struct bs_config *cfg, const char *text, char *key, size_t keysz,
+			 const char **delims)
 {
+	*delims = "";
 	struct smtp_address a;
 	struct rcpt_addr ra;
 
@@ -166,10 +182,12 @@ static int cli_cache_key(const struct bs_config *cfg, const char *text, char *ke
 		snprintf(key, keysz, "@%s", d);
 		return 0;
 	}
-	if (cli_address(text, &a) != 0 ||
-	    rcpt_addr_make(&ra, a.local_raw, a.local_raw_len, a.domain, config_find_domain(cfg, a.domain)) != 0)
+	const struct bs_domain *dom = cli_address(text, &a) == 0 ? config_find_domain(cfg, a.domain) : NULL;
+	if (a.domain_len == 0 || rcpt_addr_make(&ra, a.local_raw, a.local_raw_len, a.domain, dom) != 0)
 		return -1;
 	snprintf(key, keysz, "%s", ra.full);
+	if (dom)
+		*delims = dom->recipient_delimiter;
 	return 0;
 }
 
@@ -190,6 +208,7 @@ static void cli_on_show(void *arg, int found, const struct vcache_entry *e)
 static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const char *op, const char *arg)
 {
 	char key[RCPT_ADDR_MAX + 2];
+	const char *delims;
 
 	if (strcmp(op, "stats") == 0) {
 		vcache_stats(c, stdout);
@@ -201,7 +220,7 @@ static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const cha
 		fprintf(stderr, "backstop cache: unknown command %s (stats, show ADDR, purge ADDR|@DOMAIN, flush)\n", op);
 		return CLI_USAGE_ERROR;
 	}
-	if (arg == NULL || cli_cache_key(cfg, arg, key, sizeof key) != 0) {
+	if (arg == NULL || cli_cache_key(cfg, arg, key, sizeof key, &delims) != 0) {
 		fprintf(stderr, "backstop cache %s: needs an address%s\n", op, strcmp(op, "purge") == 0 ? " or @domain" : "");
 		return CLI_USAGE_ERROR;
 	}
@@ -216,21 +235,22 @@ static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const cha
 		event_base_free(base);
 		return 0;
 	}
-	long n = vcache_purge(c, key);
-	printf("%s: %ld entr%s removed\n", key, n, n == 1 ? "y" : "ies");
+	long n = vcache_purge(c, key, delims); /* bob@d: bob+anything@d too */
+	printf("%s%s%s: %ld entr%s removed\n", key, delims[0] ? " and its sub-addresses, delimiter " : "", delims,
+	       n, n == 1 ? "y" : "ies");
 	return n < 0 ? 1 : 0;
 }
 
 int cache_cli_main(int argc, char **argv)
 {
-	const char *conf;
-	int first = cli_options(argc, argv, &conf, NULL);
+	struct cli_opts o;
+	int first = cli_options(argc, argv, &o, false);
 
 	if (first < 0 || first >= argc) {
 		fprintf(stderr, "usage: backstop cache [-c FILE] stats | show ADDR | purge ADDR|@DOMAIN | flush\n");
 		return CLI_USAGE_ERROR;
 	}
-	struct bs_config *cfg = cli_config(conf);
+	struct bs_config *cfg = cli_config(o.conf);
 	if (cfg == NULL)
 		return CLI_USAGE_ERROR;
 	log_open(false, LOG_LVL_WARN);

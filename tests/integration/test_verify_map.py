@@ -3,12 +3,13 @@ with odd lines (comments, blank lines, CRLF, tabs, upper case, continuation line
 replaced while sessions run: the answers switch, nothing else happens (no 4xx, no errors).
 """
 import os
+import signal
 import threading
 import time
 
 import pytest
 
-from callout_fixtures import SmtpSink
+from callout_fixtures import FakeValidator, SmtpSink
 
 ODD = (
     "# relay recipients, as an admin's tools leave them\r\n"
@@ -94,3 +95,47 @@ def test_map_replaced_under_load(backstop_factory, sink, tmp_path):
     after = [c for start, _, c in seen if start > settle]
     assert after and all(c == [250, 550, 250] for c in after), after[:5]
     assert "error" not in "\n".join(l for l in b.log if "map" in l).lower()
+
+
+# ---- issue 9 item 8: a recipient added to a map is accepted at once ----
+
+def test_address_added_to_map_accepted_at_once(backstop_factory, sink, tmp_path):
+    """A new employee refused once, then added to the map and SIGHUP: the next RCPT is 250 although
+    negative_ttl is an hour (map verdicts are never cached)."""
+    path = tmp_path / "relay_recipients"
+    path.write_text("alice@example.test OK\n")
+    b = backstop_factory(
+        gateway={"negative_ttl": "1h", "positive_ttl": "1h", "log_level": "info"},
+        domains={"example.test": {"deliver": sink.addr, "verify": f"map:{path}"}})
+    assert rcpt_codes(b, ["newbie@example.test", "alice@example.test"]) == [550, 250]
+    tmp = tmp_path / "relay_recipients.new"
+    tmp.write_text("alice@example.test OK\nnewbie@example.test OK\n")
+    mark = b.mark()
+    os.rename(tmp, path)
+    b.send_signal(signal.SIGHUP)
+    b.wait_log(r"configuration reloaded", start=mark)
+    b.wait_log(r"map .*loaded 2 entries", start=mark)
+    assert rcpt_codes(b, ["newbie@example.test", "alice@example.test", "other@example.test"]) == [250, 250, 550]
+
+
+def test_map_before_cached_negative_of_later_source(backstop_factory, sink, tmp_path):
+    """verify = map callout: while the map could not be read, the callout refused newbie@ and its
+    550 went to the cache for an hour. Once the map exists and holds newbie@, the map (asked before
+    the cache) accepts it at once; an address the map does not hold is refused by the map."""
+    fv = FakeValidator(known=["alice@example.test"])
+    try:
+        path = tmp_path / "relay_recipients"
+        b = backstop_factory(
+            gateway={"negative_ttl": "1h", "positive_ttl": "1h", "log_level": "info"},
+            domains={"example.test": {"deliver": sink.addr, "verify": f"map:{path} callout:{fv.addr}"}})
+        assert rcpt_codes(b, ["newbie@example.test"]) == [550]
+        assert fv.rcpts["newbie@example.test"] == 1
+        mark = b.mark()
+        tmp = tmp_path / "relay_recipients.new"
+        tmp.write_text("alice@example.test OK\nnewbie@example.test OK\n")
+        os.rename(tmp, path)
+        b.wait_log(r"map .*loaded 2 entries", start=mark)
+        assert rcpt_codes(b, ["newbie@example.test", "ghost@example.test"]) == [250, 550]
+        assert fv.rcpts["newbie@example.test"] == 1 and fv.rcpts["ghost@example.test"] == 0
+    finally:
+        fv.close()

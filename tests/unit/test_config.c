@@ -114,7 +114,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->cache, "lmdb:/var/lib/backstop/verdicts");
 	assert_int_equal(cfg->cache_max_size, 256u << 20);
 	assert_int_equal(cfg->positive_ttl_ms, 86400000);
-	assert_int_equal(cfg->negative_ttl_ms, 3600000);
+	assert_int_equal(cfg->negative_ttl_ms, 300000);
 	assert_int_equal(cfg->verify_timeout_ms, 20000);
 	assert_int_equal(cfg->callout_max_connections, 2);
 	assert_string_equal(cfg->callout_sender, "");
@@ -136,7 +136,7 @@ static void test_defaults(void **state)
 	assert_false(d->case_sensitive_local);
 	assert_string_equal(d->recipient_delimiter, "");
 	assert_int_equal(d->positive_ttl_ms, 86400000);
-	assert_int_equal(d->negative_ttl_ms, 3600000);
+	assert_int_equal(d->negative_ttl_ms, 300000);
 	assert_int_equal(d->reject_code, 550);
 	assert_string_equal(d->reject_text, "Recipient address rejected: User unknown");
 	config_unref(cfg);

@@ -134,10 +134,10 @@ static void test_purge_and_flush(void **state)
 	const char *keys[] = { "a@one.example", "b@one.example", "c@two.example", "a@sub.one.example" };
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
 		assert_int_equal(vcache_put(f->c, keys[i], RCPT_VALID, "map:x", 60000), 0);
-	assert_int_equal(vcache_purge(f->c, "c@two.example"), 1);
-	assert_int_equal(vcache_purge(f->c, "c@two.example"), 0);
+	assert_int_equal(vcache_purge(f->c, "c@two.example", ""), 1);
+	assert_int_equal(vcache_purge(f->c, "c@two.example", ""), 0);
 	assert_false(get(f, "c@two.example").found);
-	assert_int_equal(vcache_purge(f->c, "@one.example"), 2);
+	assert_int_equal(vcache_purge(f->c, "@one.example", ""), 2);
 	assert_false(get(f, "a@one.example").found);
 	assert_false(get(f, "b@one.example").found);
 	assert_true(get(f, "a@sub.one.example").found); /* a subdomain is another domain */
@@ -145,6 +145,28 @@ static void test_purge_and_flush(void **state)
 	assert_int_equal(vcache_flush(f->c), 0);
 	assert_false(get(f, "a@sub.one.example").found);
 	assert_false(get(f, "d@two.example").found);
+}
+
+/* Purging an address also purges its sub-addresses (issue 9 item 8), and nothing else: not
+ * "bobby@", not "bob+x@" of another domain, not the address whose tag holds "bob". */
+static void test_purge_subaddresses(void **state)
+{
+	struct fixture *f = *state;
+	const char *gone[] = { "bob@d.example", "bob+x@d.example", "bob-y@d.example", "bob+x+z@d.example" };
+	const char *kept[] = { "bobby@d.example", "bob+x@e.example", "bo@d.example", "a+bob@d.example",
+			       "bob.x@d.example", "bob@sub.d.example" };
+	for (size_t i = 0; i < ARRAY_SIZE(gone); i++)
+		assert_int_equal(vcache_put(f->c, gone[i], RCPT_INVALID, "callout:x", 60000), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++)
+		assert_int_equal(vcache_put(f->c, kept[i], RCPT_INVALID, "callout:x", 60000), 0);
+	assert_int_equal(vcache_purge(f->c, "bob@d.example", "+-"), 4);
+	for (size_t i = 0; i < ARRAY_SIZE(gone); i++)
+		assert_false(get(f, gone[i]).found);
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++)
+		assert_true(get(f, kept[i]).found);
+	assert_int_equal(vcache_put(f->c, "bob+x@d.example", RCPT_INVALID, "callout:x", 60000), 0);
+	assert_int_equal(vcache_purge(f->c, "bob@d.example", ""), 0); /* no delimiter: the address only */
+	assert_true(get(f, "bob+x@d.example").found);
 }
 
 static void test_lmdb_survives_restart(void **state)
@@ -217,6 +239,7 @@ int main(void)
 		BOTH(test_unavailable_refused),
 		BOTH(test_expiry),
 		BOTH(test_purge_and_flush),
+		BOTH(test_purge_subaddresses),
 		cmocka_unit_test_setup_teardown(test_lmdb_survives_restart, setup_lmdb, teardown),
 		cmocka_unit_test_setup_teardown(test_lmdb_full_makes_room, setup_lmdb, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_bounded, setup_memory, teardown),
