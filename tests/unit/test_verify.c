@@ -327,6 +327,72 @@ static void test_nocache(void **state)
 	assert_string_equal(calls, "vv");
 }
 
+/* ---- a local source (like map:): answers local_verdict at once, letter 'L' ---- */
+
+static enum rcpt_verdict local_verdict;
+
+static struct rcpt_query *local_lookup(void *state, struct event_base *base, const struct rcpt_addr *addr,
+				       rcpt_answer_cb done, void *arg)
+{
+	struct fake *f = state;
+	struct rcpt_answer ans = { .verdict = local_verdict, .source = f->spec, .reason = "local" };
+	strbuf_append(calls, sizeof calls, "L");
+	done(arg, &ans);
+	return NULL;
+}
+
+static const struct rcpt_source_type local_type = {
+	.prefix = "local", .local = true, .open = fake_open, .lookup = local_lookup, .cancel = fake_cancel,
+	.close = fake_close,
+};
+
+/* issue 9 item 8: verify = map callout. While the map could not answer, the callout's INVALID was
+ * cached; once the map holds the address it is VALID at once (the map is asked before the cache),
+ * and nothing a local source says is cached. */
+static void test_local_source_first_and_never_cached(void **state)
+{
+	struct fixture *f = *state;
+	rcpt_type_register_extra(&local_type);
+	start(f, "local:map", "fake:invalid", NULL);
+	local_verdict = RCPT_UNAVAILABLE;
+	struct verify_result r = verify(f, "newbie");
+	assert_int_equal(r.verdict, RCPT_INVALID);
+	assert_string_equal(r.source, "fake:invalid");
+	assert_string_equal(calls, "Li");
+	local_verdict = RCPT_VALID; /* the map was loaded, with newbie@ */
+	r = verify(f, "newbie");
+	assert_int_equal(r.verdict, RCPT_VALID);
+	assert_string_equal(r.source, "fake:map");
+	assert_false(r.cached);
+	assert_string_equal(calls, "LiL");
+	local_verdict = RCPT_INVALID;
+	r = verify(f, "other");
+	assert_int_equal(r.verdict, RCPT_INVALID);
+	assert_false(r.cached);
+	r = verify(f, "other");
+	assert_false(r.cached); /* asked again: never cached */
+	assert_string_equal(calls, "LiLLL");
+	local_verdict = RCPT_UNAVAILABLE; /* the map cannot answer: the cache does */
+	r = verify(f, "newbie");
+	assert_true(r.cached);
+	assert_int_equal(r.verdict, RCPT_INVALID);
+	assert_string_equal(calls, "LiLLLL");
+}
+
+/* A local source after a cached one: its verdict is not cached either. */
+static void test_local_source_later_in_chain_not_cached(void **state)
+{
+	struct fixture *f = *state;
+	rcpt_type_register_extra(&local_type);
+	start(f, "fake:unavail", "local:map", NULL);
+	local_verdict = RCPT_INVALID;
+	struct verify_result r = verify(f, "x");
+	assert_int_equal(r.verdict, RCPT_INVALID);
+	r = verify(f, "x");
+	assert_false(r.cached);
+	assert_string_equal(calls, "uLuL");
+}
+
 #define T(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 
 int main(void)
@@ -343,6 +409,8 @@ int main(void)
 		T(test_cancel_lets_the_lookup_fill_the_cache),
 		T(test_shutdown_cancels_background),
 		T(test_refresh_past_half_ttl),
+		T(test_local_source_first_and_never_cached),
+		T(test_local_source_later_in_chain_not_cached),
 		T(test_nocache),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
