@@ -10,6 +10,7 @@
 
 #include "ldap_conn.h"
 #include "ldap_filter.h"
+#include "rcpt_map_table.h"
 #include "util.h"
 
 static void export_add(struct ldap_export *ex, char *addr)
@@ -21,7 +22,21 @@ static void export_add(struct ldap_export *ex, char *addr)
 	ex->addrs[ex->n++] = addr;
 }
 
-/* Normalise one address value and keep it if its domain is ours. */
+/* Note a value the map cannot hold as one address (the first LDAP_EXPORT_SKIPPED_MAX are kept
+ * for `backstop sync` to name). */
+static void export_skip(struct ldap_export *ex, const char *v, size_t len, const char *why)
+{
+	ex->malformed++;
+	ex->unmappable++;
+	if (ex->nskipped == LDAP_EXPORT_SKIPPED_MAX)
+		return;
+	size_t sz = len + strlen(why) + 8;
+	char *line = xmalloc(sz);
+	snprintf(line, sz, "<%.*s>: %s", (int)len, v, why);
+	ex->skipped[ex->nskipped++] = line;
+}
+
+/* Normalise one address value and keep it if its domain is ours and a map line can hold it. */
 static void export_value(const struct bs_config *cfg, struct ldap_export *ex, const char *v, size_t len)
 {
 	const char *at = memrchr(v, '@', len);
@@ -50,6 +65,12 @@ static void export_value(const struct bs_config *cfg, struct ldap_export *ex, co
 		out[i] = dom->case_sensitive_local ? v[i] : (char)tolower((unsigned char)v[i]);
 	out[llen] = '@';
 	strcpy(out + llen + 1, domain);
+	const char *why = map_table_key_check(out, strlen(out));
+	if (why != NULL) { /* ""@domain would be the domain's catch-all */
+		export_skip(ex, v, len, why);
+		free(out);
+		return;
+	}
 	export_add(ex, out);
 }
 
@@ -229,6 +250,8 @@ void ldap_export_free(struct ldap_export *ex)
 {
 	for (size_t i = 0; i < ex->n; i++)
 		free(ex->addrs[i]);
+	for (size_t i = 0; i < ex->nskipped; i++)
+		free(ex->skipped[i]);
 	free(ex->addrs);
 	memset(ex, 0, sizeof(*ex));
 }

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #define LDAP_EXPORT_PAGE_SIZE 500
+#define LDAP_EXPORT_SKIPPED_MAX 20
 
 struct ldap_export {
 	char **addrs;           /* "local@domain", owned; sorted and unique after a successful run */
@@ -16,7 +17,11 @@ struct ldap_export {
 	size_t entries;         /* entries read */
 	size_t disabled;        /* entries skipped as disabled accounts */
 	size_t foreign;         /* addresses skipped: domain not configured */
-	size_t malformed;       /* values skipped: not an address */
+	size_t malformed;       /* values skipped: not an address, or not one a map line can hold
+				 * (""@domain: a map would read the domain's catch-all) */
+	size_t unmappable;      /* of which addresses a map line cannot hold */
+	char *skipped[LDAP_EXPORT_SKIPPED_MAX]; /* the first of those: "<VALUE>: why", owned */
+	size_t nskipped;
 	unsigned pages;
 };
 

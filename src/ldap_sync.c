@@ -325,6 +325,10 @@ static int sync_apply(const struct sync_opts *o, const struct ldap_export *ex, c
 	printf("%s: %zu entries read in %u pages (%zu disabled skipped, %zu addresses outside the "
 	       "configured domains, %zu malformed)\n",
 	       o->spec, ex->entries, ex->pages, ex->disabled, ex->foreign, ex->malformed);
+	for (size_t i = 0; i < ex->nskipped; i++)
+		fprintf(stderr, "backstop sync: %s: skipped %s\n", o->spec, ex->skipped[i]);
+	if (ex->unmappable > ex->nskipped)
+		fprintf(stderr, "backstop sync: %s: ... and %zu more skipped\n", o->spec, ex->unmappable - ex->nskipped);
 	if (same) {
 		printf("%s: unchanged (%zu addresses), left untouched\n", o->output, ex->n);
 		ret = LDAP_SYNC_UNCHANGED;

@@ -102,9 +102,12 @@ static size_t map_unquote(const char *in, size_t len, char *out)
 	return o;
 }
 
-/* Append the key (local part unquoted, domain normalised) to the arena. Returns NULL, or what
- * is wrong with it. */
-static const char *map_key_store(struct map_table *t, const char *key, size_t klen)
+/* Normalise a key as a map line writes it into out (local part unquoted, domain normalised,
+ * NUL-terminated; out holds MAP_KEY_MAX + 1). Returns NULL, or what is wrong with it. "@domain"
+ * (nothing before the '@') is the catch-all; a local part that unquotes to nothing ("") is an
+ * error, never a second spelling of the catch-all. */
+#define MAP_KEY_MAX (SMTP_LOCAL_MAX + 1 + SMTP_DOMAIN_MAX)
+static const char *map_key_normalise(const char *key, size_t klen, char *out, size_t *outlen)
 {
 	const char *at = NULL;
 	char domain[SMTP_DOMAIN_MAX + 1];
@@ -121,17 +124,33 @@ static const char *map_key_store(struct map_table *t, const char *key, size_t kl
 		return "local part longer than 64 octets";
 	if (domain_normalise(at + 1, klen - llen - 1, true, domain, sizeof domain) == 0)
 		return "invalid domain";
-	size_t dlen = strlen(domain);
-	if (t->arena_len + llen + dlen + 2 > t->arena_cap)
-		return "address too long"; /* cannot happen: keys only shrink, but stay safe */
-	char *dst = t->arena + t->arena_len;
-	size_t ulen = map_unquote(key, llen, dst);
-	if (memchr(dst, '\0', ulen) != NULL)
+	size_t ulen = map_unquote(key, llen, out);
+	if (llen > 0 && ulen == 0)
+		return "empty local part (\"\"@domain is not a catch-all; the catch-all line is @domain)";
+	if (memchr(out, '\0', ulen) != NULL)
 		return "NUL octet in the address";
-	dst[ulen] = '@';
-	memcpy(dst + ulen + 1, domain, dlen + 1);
+	size_t dlen = strlen(domain);
+	out[ulen] = '@';
+	memcpy(out + ulen + 1, domain, dlen + 1);
+	*outlen = ulen + 1 + dlen;
+	return NULL;
+}
+
+/* Append the key (local part unquoted, domain normalised) to the arena. Returns NULL, or what
+ * is wrong with it. */
+static const char *map_key_store(struct map_table *t, const char *key, size_t klen)
+{
+	char norm[MAP_KEY_MAX + 1];
+	size_t nlen;
+	const char *err = map_key_normalise(key, klen, norm, &nlen);
+
+	if (err)
+		return err;
+	if (t->arena_len + nlen + 1 > t->arena_cap)
+		return "address too long"; /* cannot happen: keys only shrink, but stay safe */
+	memcpy(t->arena + t->arena_len, norm, nlen + 1);
 	map_table_insert(t, (uint32_t)t->arena_len);
-	t->arena_len += ulen + 1 + dlen + 1;
+	t->arena_len += nlen + 1;
 	return NULL;
 }
 
@@ -217,3 +236,17 @@ void map_table_free(struct map_table *t)
 }
 
 size_t map_table_entries(const struct map_table *t) { return t ? t->n : 0; }
+
+const char *map_table_key_check(const char *key, size_t len)
+{
+	char norm[MAP_KEY_MAX + 1];
+	size_t nlen;
+
+	if (len == 0 || key[0] == '#' || key[0] == ' ' || key[0] == '\t' || map_key_len(key, len) != len)
+		return "not one word as a map line's key";
+	if (len > MAP_KEY_MAX + 2)
+		return "address too long";
+	if (key[0] == '@')
+		return "empty local part (a map would read it as the domain's catch-all)";
+	return map_key_normalise(key, len, norm, &nlen);
+}

@@ -136,3 +136,16 @@ def test_cache_purge_removes_sub_addresses(backstop_factory, tmp_path):
         assert " invalid source=callout:" in _show(conf, "bobby@example.test")
     finally:
         fv.close()
+
+
+# ---- issue 9 item 12: ""@domain in a map is an error with FILE:LINE, never a catch-all ----
+
+def test_check_config_empty_local_part_in_map(tmp_path):
+    path = tmp_path / "relay_recipients"
+    path.write_text('alice@example.test OK\n""@example.test OK\n')
+    conf = tmp_path / "map.conf"
+    conf.write_text(render_config(default_gateway(), {"example.test": {"deliver": "127.0.0.1:2525",
+                                                                      "verify": f"map:{path}"}}))
+    r = run_cli("check-config", "-c", conf)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{path}:2: empty local part" in r.stdout + r.stderr, r.stdout + r.stderr

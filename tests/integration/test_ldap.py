@@ -496,3 +496,32 @@ def test_backstop_sync_command(directory, sync_conf, tmp_path):
     r = subprocess.run([BACKSTOP_BIN, "sync", "-c", sync_conf, "ldap:ad", "--output", str(out)],
                        capture_output=True, text=True, timeout=120, env=sanitizer_env())
     assert r.returncode == 3, r.stdout + r.stderr
+
+
+# ---- issue 9 item 12: a directory value ""@domain never becomes the map's catch-all ----
+
+ITEM12_OU = "ou=item12," + SUFFIX
+
+
+def test_sync_skips_empty_local_part(directory, tmp_path):
+    """An entry whose mail is ""@example.test would be read by the map as the domain's catch-all:
+    sync skips it, says so on stderr, and writes the other addresses."""
+    def person(uid, mail):
+        return ("dn: uid=%s,%s\nobjectClass: inetOrgPerson\ncn: %s\nsn: x\nuid: %s\nmail: %s\n\n"
+                % (uid, ITEM12_OU, uid, uid, mail))
+    directory.ldapmodify("dn: %s\nchangetype: add\nobjectClass: organizationalUnit\nou: item12\n\n" % ITEM12_OU
+                         + "".join("dn: uid=%s,%s\nchangetype: add\n" % (u, ITEM12_OU)
+                                   + person(u, m).split("\n", 1)[1]
+                                   for u, m in (("empty", '""@example.test'), ("newhire", "newhire@example.test"))))
+    try:
+        conf = write_conf(tmp_path, directory, [directory.config_section("ad", ITEM12_OU, "openldap")])
+        out = tmp_path / "relay_recipients"
+        r = sync(conf, "ad", out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert map_keys(out) == ["newhire@example.test"], out.read_text()
+        assert 'backstop sync: ldap:ad: skipped <""@example.test>: empty local part' in r.stderr, r.stderr
+        assert "1 malformed" in r.stdout, r.stdout
+    finally:
+        directory.ldapmodify("".join("dn: uid=%s,%s\nchangetype: delete\n\n" % (u, ITEM12_OU)
+                                     for u in ("empty", "newhire"))
+                             + "dn: %s\nchangetype: delete\n\n" % ITEM12_OU)

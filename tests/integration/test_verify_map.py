@@ -139,3 +139,15 @@ def test_map_before_cached_negative_of_later_source(backstop_factory, sink, tmp_
         assert fv.rcpts["newbie@example.test"] == 1 and fv.rcpts["ghost@example.test"] == 0
     finally:
         fv.close()
+
+
+# ---- issue 9 item 12: ""@domain is not a catch-all ----
+
+def test_empty_quoted_local_part_is_not_a_catch_all(backstop_factory, sink, tmp_path):
+    """A map with ""@example.test is refused with FILE:LINE (the last good version, or none, is
+    served): a random address gets 451 (unavailable), never 250."""
+    path = tmp_path / "relay_recipients"
+    path.write_text('alice@example.test OK\n""@example.test OK\n')
+    b = start(backstop_factory, sink, path)
+    b.wait_log(rf"{path}:2: empty local part")
+    assert rcpt_codes(b, ["random@example.test", "alice@example.test"]) == [451, 451]

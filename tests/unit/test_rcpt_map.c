@@ -172,6 +172,9 @@ static void test_bad_lines_name_file_and_line(void **state)
 		{ "# c\n\nx@bad..domain OK\n", ":3: invalid domain" },
 		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com\n",
 		  ":1: local part longer than 64 octets" },
+		/* issue 9 item 12: ""@domain is not a second spelling of the catch-all */
+		{ "ok@example.com OK\n\"\"@example.com OK\n", ":2: empty local part" },
+		{ "# x\n\"\"@Example.COM\n", ":2: empty local part" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char why[256] = "";
@@ -179,6 +182,20 @@ static void test_bad_lines_name_file_and_line(void **state)
 		assert_non_null(strstr(why, cases[i].why));
 		assert_true(strncmp(why, "FILE:", 5) == 0);
 	}
+	(void)state;
+}
+
+/* What `backstop sync` may write: one word, one address, a non-empty local part. */
+static void test_key_check_for_sync(void **state)
+{
+	static const char *ok[] = { "alice@example.com", "\"john doe\"@example.com", "a+b@[192.0.2.1]" };
+	static const char *bad[] = { "\"\"@example.com", "@example.com", "a b@example.com", "nodomain",
+				     "x@bad..domain", "#x@example.com", "" };
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
+		assert_null(map_table_key_check(ok[i], strlen(ok[i])));
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_non_null(map_table_key_check(bad[i], strlen(bad[i])));
+	assert_non_null(strstr(map_table_key_check("\"\"@example.com", 14), "empty local part"));
 	(void)state;
 }
 
@@ -352,6 +369,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_case_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recipient_delimiter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_lines_name_file_and_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_check_for_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file_is_unavailable_until_it_appears, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_atomic_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_in_place_rewrite, setup, teardown),
