@@ -83,7 +83,7 @@ const struct cfg_key config_keys[] = {
 	  "User to switch to after binding the listeners, when started as root." },
 	{ G, "bare_newline", CFG_T_ENUM, "reject", NULL, 0, 0, e_bare_newline,
 	  GW(bare_newline_normalise), NULL, NULL,
-	  "Message text with a bare LF (no CR): reject it, or normalise it to CRLF." },
+	  "Message text with a bare CR or LF: reject it (554 5.6.0) or normalise it to CRLF; either way the session ends after that message." },
 	{ G, "allow_routing_localparts", CFG_T_BOOL, "no", NULL, 0, 0, NULL,
 	  GW(allow_routing_localparts), NULL, NULL,
 	  "Accept local parts holding routing characters such as % ! @." },

@@ -3,7 +3,8 @@
  * decoder (only <CRLF>.<CRLF> ends them), checked against size and line limits and streamed to
  * the backend behind one Received: header, with backpressure. The client's answer to the final
  * dot is the backend's answer to it; if backstop refuses the content itself, the backend
- * connection is dropped without a final dot so the backend discards the partial message. */
+ * connection is dropped without a final dot so the backend discards the partial message.
+ * After a message that held a bare CR or LF the session ends with the reply to it. */
 #include "smtp_session_priv.h"
 
 #include <stdio.h>
@@ -97,9 +98,27 @@ static bool data_refusal(const struct smtp_tx *tx, int *code, const char **enh, 
 	return true;
 }
 
+/* The message held a bare CR or LF: the client may have meant an end of data where backstop
+ * saw none (or the reverse), so nothing more it sent on this connection can be trusted to be a
+ * command (SMTP smuggling). After the reply to the message, the session ends. */
+static void data_close_after_bare(struct smtp_session *s, unsigned bare)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t rest = evbuffer_get_length(in);
+
+	log_notice("session=%s client=%s closing the connection: the message held a bare %s "
+		   "(bare_newline=%s); %zu octets sent after its end discarded", s->id, s->client_ip,
+		   bare == (DATA_ERR_BARE_CR | DATA_ERR_BARE_LF) ? "CR and a bare LF"
+		   : bare == DATA_ERR_BARE_CR ? "CR" : "LF",
+		   s->cfg->bare_newline_normalise ? "normalise" : "reject", rest);
+	evbuffer_drain(in, rest);
+	session_close(s);
+}
+
 static void data_finish(struct smtp_session *s, int code, const char *enh, const char *text, const char *backend)
 {
 	char detail[SMTP_REPLY_TEXT_MAX + 128];
+	unsigned bare = s->tx->dec.bare;
 
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
@@ -110,6 +129,10 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 		s->junk = 0;
 	}
 	session_tx_reset(s);
+	if (bare) {
+		data_close_after_bare(s, bare);
+		return;
+	}
 	s->state = SMTP_STATE_READY;
 	session_set_read_timeout(s, s->cfg->command_timeout_ms);
 	session_arm_command_deadline(s);
