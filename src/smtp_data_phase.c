@@ -53,14 +53,14 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	struct smtp_tx *tx = s->tx;
 
 	if (s->state == SMTP_STATE_CLOSING) { /* timed out meanwhile: its 421 was the last word */
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
 	if (ans->code != 354) {
 		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
 			      "%s", ans->text);
 		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA", NULL);
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
 	smtp_data_init(&tx->dec, s->cfg->bare_newline_normalise ? DATA_BARE_NORMALISE : DATA_BARE_REJECT,
@@ -72,13 +72,13 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	session_set_read_timeout(s, s->cfg->data_timeout_ms);
 	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	data_received_header(s);
-	session_resume(s);
+	session_resume(s, SESSION_WAIT_DATA);
 }
 
 void session_data_command(struct smtp_session *s)
 {
 	s->n_data++;
-	session_pause(s);
+	session_pause(s, SESSION_WAIT_DATA);
 	relay_data_begin(session_relay(s), data_backend_354, s);
 }
 
@@ -142,11 +142,11 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 {
 	struct smtp_session *s = arg;
 	if (s->state == SMTP_STATE_CLOSING) {
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_FINAL);
 		return;
 	}
 	data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
-	session_resume(s);
+	session_resume(s, SESSION_WAIT_FINAL);
 }
 
 static void data_end(struct smtp_session *s)
@@ -159,7 +159,8 @@ static void data_end(struct smtp_session *s)
 		data_finish(s, code, enh, why, NULL);
 		return;
 	}
-	session_pause(s);
+	/* no read timeout while the backend has the dot: backend_data_timeout bounds the wait */
+	session_pause(s, SESSION_WAIT_FINAL);
 	relay_data_end(s->relay, data_backend_final, s);
 }
 
@@ -169,11 +170,14 @@ static void data_stop_watchdog(struct smtp_session *s)
 		evtimer_del(s->watchdog);
 }
 
+/* The backlog went down (or the backend died): the drain wait ends, and with it the drain
+ * callback, which must not outlive the wait it belongs to. */
 static void data_drained(void *arg)
 {
 	struct smtp_session *s = arg;
 	data_stop_watchdog(s);
-	session_resume(s);
+	relay_set_drain_cb(s->relay, 0, NULL, NULL);
+	session_resume(s, SESSION_WAIT_DRAIN);
 }
 
 /* While waiting for the backend to drain, notice a backend that died instead. */
@@ -194,7 +198,7 @@ static void data_wait_for_backend(struct smtp_session *s)
 		s->watchdog = event_new(s->worker->base, -1, EV_PERSIST, data_watchdog_cb, s);
 	evtimer_add(s->watchdog, &second);
 	relay_set_drain_cb(s->relay, DATA_BACKLOG_LOW, data_drained, s);
-	session_pause(s);
+	session_pause(s, SESSION_WAIT_DRAIN);
 }
 
 bool session_data_input(struct smtp_session *s, struct evbuffer *in)

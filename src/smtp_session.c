@@ -384,11 +384,11 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 	if (linelen > 0 && line[linelen - 1] == '\r')
 		linelen--;
 	if (session_rcpt_queued(s) > 0 && !session_line_is_rcpt(line, linelen)) {
-		session_pause(s); /* answered in order: wait until the queued RCPTs are decided */
+		session_pause(s, SESSION_WAIT_RCPT); /* in order: wait until the queued RCPTs are decided */
 		return false;
 	}
 	if (session_rcpt_queued(s) >= SESSION_RCPT_QUEUE_MAX) {
-		session_pause(s); /* bounded: read on once some queued RCPTs are answered */
+		session_pause(s, SESSION_WAIT_RCPT); /* bounded: read on once some are answered */
 		return false;
 	}
 	session_command(s, line, linelen);
@@ -431,17 +431,17 @@ static void session_process(struct smtp_session *s)
 	}
 }
 
-void session_pause(struct smtp_session *s)
+void session_pause(struct smtp_session *s, enum session_wait why)
 {
-	s->paused = true;
+	s->paused = why;
 	bufferevent_disable(s->bev, EV_READ);
 }
 
-void session_resume(struct smtp_session *s)
+void session_resume(struct smtp_session *s, enum session_wait why)
 {
-	if (!s->paused)
-		return;
-	s->paused = false;
+	if (s->paused == SESSION_WAIT_NONE || s->paused != why)
+		return; /* not paused, or paused for another step: that step resumes */
+	s->paused = SESSION_WAIT_NONE;
 	if (s->state == SMTP_STATE_CLOSING) {
 		session_settle(s);
 		return;
