@@ -96,7 +96,7 @@ const struct cfg_key config_keys[] = {
 	  "Least important messages that are logged." },
 	{ G, "shutdown_timeout", CFG_T_DURATION, "30s", NULL, 0, HOURS(1), NULL,
 	  GW(shutdown_timeout_ms), NULL, "duration",
-	  "On shutdown, how long sessions in progress may take to finish." },
+	  "On shutdown, how long sessions in progress may take to finish (then 421, except to a session waiting for the backend's reply to its final dot)." },
 	/* [gateway]: in-line delivery to the backends */
 	{ G, "backend_connect_timeout", CFG_T_DURATION, "10s", NULL, 1, HOURS(1), NULL,
 	  GW(backend_connect_timeout_ms), NULL, "duration",

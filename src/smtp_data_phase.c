@@ -138,6 +138,21 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	session_arm_command_deadline(s);
 }
 
+/* The backend's reply to the dot came after the shutdown deadline: relay it and close. If the
+ * backend never answered (the relay made up its 451), the client gets no reply at all: the
+ * backend may have the message, and a 4xx would make a retry a certain duplicate. */
+static void data_final_at_shutdown(struct smtp_session *s, const struct relay_answer *ans)
+{
+	if (ans->code == 451 && !relay_usable(s->relay)) {
+		log_notice("session=%s client=%s shutdown: no reply from backend %s to the final dot; "
+			   "closing without a reply (size=%llu)", s->id, s->client_ip,
+			   ans->backend ? ans->backend : "-", (unsigned long long)s->tx->dec.octets);
+	} else {
+		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+	}
+	session_close(s);
+}
+
 static void data_backend_final(void *arg, const struct relay_answer *ans)
 {
 	struct smtp_session *s = arg;
@@ -145,7 +160,10 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 		session_resume(s, SESSION_WAIT_FINAL);
 		return;
 	}
-	data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+	if (s->close_after_final)
+		data_final_at_shutdown(s, ans);
+	else
+		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
 	session_resume(s, SESSION_WAIT_FINAL);
 }
 

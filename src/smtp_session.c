@@ -622,13 +622,21 @@ static void session_free(struct smtp_session *s)
 	worker_session_ended(w);
 }
 
-void smtp_session_abort(struct smtp_session *s)
+uint64_t smtp_session_abort(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_CLOSING)
-		return;
+		return 0;
+	if (s->paused == SESSION_WAIT_FINAL) { /* a 421 now could follow the backend's 250 */
+		s->close_after_final = true;
+		log_notice("session=%s client=%s shutdown deadline: the backend has the message; "
+			   "waiting for its reply (at most %llu ms) before closing", s->id, s->client_ip,
+			   (unsigned long long)s->cfg->backend_data_timeout_ms);
+		return s->cfg->backend_data_timeout_ms;
+	}
 	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);
 	session_close(s);
 	session_settle(s);
+	return 0;
 }
 
 struct smtp_session *smtp_session_next(struct smtp_session *s)

@@ -71,6 +71,7 @@ struct smtp_session {
 	enum session_wait paused;         /* waiting on an asynchronous step; input not processed */
 	bool output_blocked;              /* the client is not reading its replies; input waits */
 	bool pregreet;
+	bool close_after_final;           /* shutting down: end once the final reply is relayed */
 	unsigned errors, junk;
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */

@@ -59,3 +59,35 @@ def test_backpressure_callback_never_wakes_final_wait(backstop_factory, fakes):
         assert c.cmd("QUIT").code == 221
     assert fb.connections == 1 and len(fb.acked) == len(SIZES)
     assert [m.size for m in fb.messages] == sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 6: the shutdown deadline never sends 421 to a session whose dot the backend has
+
+def test_sigterm_deadline_relays_backend_final_reply(backstop_factory, fakes):
+    fb = fakes(dot_delay=3.0)  # answers the dot 2 s after the shutdown deadline
+    b = backstop_factory(gateway=relay_gateway(shutdown_timeout="1s", backend_data_timeout="10s"),
+                         domains={"example.test": {"deliver": fb.addr}})
+    with open_data(b) as c:
+        c.send(stuff(message("at shutdown")) + b".\r\n")
+        fb.wait_for(lambda f: len(f.messages) == 1)  # the backend has the final dot
+        b.send_signal(signal.SIGTERM)
+        r = c.reply()
+        assert (r.code, r.enhanced) == (250, "2.0.0"), r
+        assert c.closed() and c.buf == b""
+    assert b.proc.wait(15) == 0
+    assert len(fb.acked) == 1
+    b.wait_log(r"shutdown deadline: the backend has the message; waiting for its reply")
+
+
+def test_sigterm_deadline_silent_close_when_backend_never_answers(backstop_factory, fakes):
+    fb = fakes(faults={"dot": "stall"})  # takes the dot, never answers
+    b = backstop_factory(gateway=relay_gateway(shutdown_timeout="1s", backend_data_timeout="2s"),
+                         domains={"example.test": {"deliver": fb.addr}})
+    with open_data(b) as c:
+        c.send(stuff(message("never answered")) + b".\r\n")
+        fb.wait_for(lambda f: "dot" in f.faulted)
+        b.send_signal(signal.SIGTERM)
+        assert c.closed(timeout=15) and c.buf == b"", c.buf  # no 421, no 451: nothing at all
+    assert b.proc.wait(15) == 0
+    b.wait_log(r"shutdown: no reply from backend \S+ to the final dot; closing without a reply")
