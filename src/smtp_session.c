@@ -439,7 +439,7 @@ void session_pause(struct smtp_session *s, enum session_wait why)
 
 void session_resume(struct smtp_session *s, enum session_wait why)
 {
-	if (s->paused == SESSION_WAIT_NONE || s->paused != why)
+	if (s->paused != why || why == SESSION_WAIT_NONE)
 		return; /* not paused, or paused for another step: that step resumes */
 	s->paused = SESSION_WAIT_NONE;
 	if (s->state == SMTP_STATE_CLOSING) {
