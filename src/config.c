@@ -83,7 +83,7 @@ const struct cfg_key config_keys[] = {
 	  "User to switch to after binding the listeners, when started as root." },
 	{ G, "bare_newline", CFG_T_ENUM, "reject", NULL, 0, 0, e_bare_newline,
 	  GW(bare_newline_normalise), NULL, NULL,
-	  "Message text with a bare LF (no CR): reject it, or normalise it to CRLF." },
+	  "Message text with a bare CR or LF: reject it (554 5.6.0) or normalise it to CRLF; either way the session ends after that message." },
 	{ G, "allow_routing_localparts", CFG_T_BOOL, "no", NULL, 0, 0, NULL,
 	  GW(allow_routing_localparts), NULL, NULL,
 	  "Accept local parts holding routing characters such as % ! @." },
@@ -96,7 +96,7 @@ const struct cfg_key config_keys[] = {
 	  "Least important messages that are logged." },
 	{ G, "shutdown_timeout", CFG_T_DURATION, "30s", NULL, 0, HOURS(1), NULL,
 	  GW(shutdown_timeout_ms), NULL, "duration",
-	  "On shutdown, how long sessions in progress may take to finish." },
+	  "On shutdown, how long sessions in progress may take to finish (then 421, except to a session waiting for the backend's reply to its final dot)." },
 	/* [gateway]: in-line delivery to the backends */
 	{ G, "backend_connect_timeout", CFG_T_DURATION, "10s", NULL, 1, HOURS(1), NULL,
 	  GW(backend_connect_timeout_ms), NULL, "duration",

@@ -19,6 +19,7 @@ void smtp_data_init(struct smtp_data_decoder *d, enum data_bare_policy bare_poli
 	d->state = ST_START_CLEAN;
 	d->line_len = 0;
 	d->errors = 0;
+	d->bare = 0;
 	d->octets = 0;
 	d->done = false;
 }
@@ -27,6 +28,7 @@ void smtp_data_init(struct smtp_data_decoder *d, enum data_bare_policy bare_poli
  * line. Returns the octets written. */
 static size_t bare_ending(struct smtp_data_decoder *d, char c, char *out)
 {
+	d->bare |= c == '\r' ? DATA_ERR_BARE_CR : DATA_ERR_BARE_LF;
 	if (d->bare_policy == DATA_BARE_NORMALISE) {
 		out[0] = '\r';
 		out[1] = '\n';

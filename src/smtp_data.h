@@ -29,6 +29,8 @@ struct smtp_data_decoder {
 	size_t line_len;
 	/* results */
 	unsigned errors;        /* bitmask of enum data_error seen so far */
+	unsigned bare;          /* DATA_ERR_BARE_CR / _LF met, whatever the policy: the client and
+				 * backstop may disagree on where this message ended */
 	uint64_t octets;        /* decoded octets produced so far (the message size) */
 	bool done;              /* the terminating <CRLF>.<CRLF> has been consumed */
 };

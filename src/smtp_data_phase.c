@@ -3,7 +3,8 @@
  * decoder (only <CRLF>.<CRLF> ends them), checked against size and line limits and streamed to
  * the backend behind one Received: header, with backpressure. The client's answer to the final
  * dot is the backend's answer to it; if backstop refuses the content itself, the backend
- * connection is dropped without a final dot so the backend discards the partial message. */
+ * connection is dropped without a final dot so the backend discards the partial message.
+ * After a message that held a bare CR or LF the session ends with the reply to it. */
 #include "smtp_session_priv.h"
 
 #include <stdio.h>
@@ -52,14 +53,14 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	struct smtp_tx *tx = s->tx;
 
 	if (s->state == SMTP_STATE_CLOSING) { /* timed out meanwhile: its 421 was the last word */
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
 	if (ans->code != 354) {
 		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
 			      "%s", ans->text);
 		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA", NULL);
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
 	smtp_data_init(&tx->dec, s->cfg->bare_newline_normalise ? DATA_BARE_NORMALISE : DATA_BARE_REJECT,
@@ -71,13 +72,13 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	session_set_read_timeout(s, s->cfg->data_timeout_ms);
 	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	data_received_header(s);
-	session_resume(s);
+	session_resume(s, SESSION_WAIT_DATA);
 }
 
 void session_data_command(struct smtp_session *s)
 {
 	s->n_data++;
-	session_pause(s);
+	session_pause(s, SESSION_WAIT_DATA);
 	relay_data_begin(session_relay(s), data_backend_354, s);
 }
 
@@ -97,9 +98,27 @@ static bool data_refusal(const struct smtp_tx *tx, int *code, const char **enh, 
 	return true;
 }
 
+/* The message held a bare CR or LF: the client may have meant an end of data where backstop
+ * saw none (or the reverse), so nothing more it sent on this connection can be trusted to be a
+ * command (SMTP smuggling). After the reply to the message, the session ends. */
+static void data_close_after_bare(struct smtp_session *s, unsigned bare)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t rest = evbuffer_get_length(in);
+
+	log_notice("session=%s client=%s closing the connection: the message held a bare %s "
+		   "(bare_newline=%s); %zu octets sent after its end discarded", s->id, s->client_ip,
+		   bare == (DATA_ERR_BARE_CR | DATA_ERR_BARE_LF) ? "CR and a bare LF"
+		   : bare == DATA_ERR_BARE_CR ? "CR" : "LF",
+		   s->cfg->bare_newline_normalise ? "normalise" : "reject", rest);
+	evbuffer_drain(in, rest);
+	session_close(s);
+}
+
 static void data_finish(struct smtp_session *s, int code, const char *enh, const char *text, const char *backend)
 {
 	char detail[SMTP_REPLY_TEXT_MAX + 128];
+	unsigned bare = s->tx->dec.bare;
 
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
@@ -110,20 +129,42 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 		s->junk = 0;
 	}
 	session_tx_reset(s);
+	if (bare) {
+		data_close_after_bare(s, bare);
+		return;
+	}
 	s->state = SMTP_STATE_READY;
 	session_set_read_timeout(s, s->cfg->command_timeout_ms);
 	session_arm_command_deadline(s);
+}
+
+/* The backend's reply to the dot came after the shutdown deadline: relay it and close. If the
+ * backend never answered (the relay made up its 451), the client gets no reply at all: the
+ * backend may have the message, and a 4xx would make a retry a certain duplicate. */
+static void data_final_at_shutdown(struct smtp_session *s, const struct relay_answer *ans)
+{
+	if (ans->code == 451 && !relay_usable(s->relay)) {
+		log_notice("session=%s client=%s shutdown: no reply from backend %s to the final dot; "
+			   "closing without a reply (size=%llu)", s->id, s->client_ip,
+			   ans->backend ? ans->backend : "-", (unsigned long long)s->tx->dec.octets);
+	} else {
+		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+	}
+	session_close(s);
 }
 
 static void data_backend_final(void *arg, const struct relay_answer *ans)
 {
 	struct smtp_session *s = arg;
 	if (s->state == SMTP_STATE_CLOSING) {
-		session_resume(s);
+		session_resume(s, SESSION_WAIT_FINAL);
 		return;
 	}
-	data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
-	session_resume(s);
+	if (s->close_after_final)
+		data_final_at_shutdown(s, ans);
+	else
+		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+	session_resume(s, SESSION_WAIT_FINAL);
 }
 
 static void data_end(struct smtp_session *s)
@@ -136,7 +177,8 @@ static void data_end(struct smtp_session *s)
 		data_finish(s, code, enh, why, NULL);
 		return;
 	}
-	session_pause(s);
+	/* no read timeout while the backend has the dot: backend_data_timeout bounds the wait */
+	session_pause(s, SESSION_WAIT_FINAL);
 	relay_data_end(s->relay, data_backend_final, s);
 }
 
@@ -146,11 +188,14 @@ static void data_stop_watchdog(struct smtp_session *s)
 		evtimer_del(s->watchdog);
 }
 
+/* The backlog went down (or the backend died): the drain wait ends, and with it the drain
+ * callback, which must not outlive the wait it belongs to. */
 static void data_drained(void *arg)
 {
 	struct smtp_session *s = arg;
 	data_stop_watchdog(s);
-	session_resume(s);
+	relay_set_drain_cb(s->relay, 0, NULL, NULL);
+	session_resume(s, SESSION_WAIT_DRAIN);
 }
 
 /* While waiting for the backend to drain, notice a backend that died instead. */
@@ -171,7 +216,7 @@ static void data_wait_for_backend(struct smtp_session *s)
 		s->watchdog = event_new(s->worker->base, -1, EV_PERSIST, data_watchdog_cb, s);
 	evtimer_add(s->watchdog, &second);
 	relay_set_drain_cb(s->relay, DATA_BACKLOG_LOW, data_drained, s);
-	session_pause(s);
+	session_pause(s, SESSION_WAIT_DRAIN);
 }
 
 bool session_data_input(struct smtp_session *s, struct evbuffer *in)

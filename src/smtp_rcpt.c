@@ -117,7 +117,7 @@ static void rcpt_pump(struct smtp_session *s)
 		popped = true;
 	}
 	if (popped || s->state == SMTP_STATE_CLOSING)
-		session_resume(s); /* a command that waited for room or for order may go on */
+		session_resume(s, SESSION_WAIT_RCPT); /* a command that waited for room or order */
 }
 
 static void rcpt_verified(void *arg, const struct verify_result *res)

@@ -384,11 +384,11 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 	if (linelen > 0 && line[linelen - 1] == '\r')
 		linelen--;
 	if (session_rcpt_queued(s) > 0 && !session_line_is_rcpt(line, linelen)) {
-		session_pause(s); /* answered in order: wait until the queued RCPTs are decided */
+		session_pause(s, SESSION_WAIT_RCPT); /* in order: wait until the queued RCPTs are decided */
 		return false;
 	}
 	if (session_rcpt_queued(s) >= SESSION_RCPT_QUEUE_MAX) {
-		session_pause(s); /* bounded: read on once some queued RCPTs are answered */
+		session_pause(s, SESSION_WAIT_RCPT); /* bounded: read on once some are answered */
 		return false;
 	}
 	session_command(s, line, linelen);
@@ -431,17 +431,17 @@ static void session_process(struct smtp_session *s)
 	}
 }
 
-void session_pause(struct smtp_session *s)
+void session_pause(struct smtp_session *s, enum session_wait why)
 {
-	s->paused = true;
+	s->paused = why;
 	bufferevent_disable(s->bev, EV_READ);
 }
 
-void session_resume(struct smtp_session *s)
+void session_resume(struct smtp_session *s, enum session_wait why)
 {
-	if (!s->paused)
-		return;
-	s->paused = false;
+	if (s->paused != why || why == SESSION_WAIT_NONE)
+		return; /* not paused, or paused for another step: that step resumes */
+	s->paused = SESSION_WAIT_NONE;
 	if (s->state == SMTP_STATE_CLOSING) {
 		session_settle(s);
 		return;
@@ -622,13 +622,21 @@ static void session_free(struct smtp_session *s)
 	worker_session_ended(w);
 }
 
-void smtp_session_abort(struct smtp_session *s)
+uint64_t smtp_session_abort(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_CLOSING)
-		return;
+		return 0;
+	if (s->paused == SESSION_WAIT_FINAL) { /* a 421 now could follow the backend's 250 */
+		s->close_after_final = true;
+		log_notice("session=%s client=%s shutdown deadline: the backend has the message; "
+			   "waiting for its reply (at most %llu ms) before closing", s->id, s->client_ip,
+			   (unsigned long long)s->cfg->backend_data_timeout_ms);
+		return s->cfg->backend_data_timeout_ms;
+	}
 	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);
 	session_close(s);
 	session_settle(s);
+	return 0;
 }
 
 struct smtp_session *smtp_session_next(struct smtp_session *s)

@@ -26,6 +26,16 @@ enum smtp_state {
 	SMTP_STATE_CLOSING,  /* last reply queued; freed once it is written */
 };
 
+/* Why the session is not processing input: each asynchronous step resumes only the pause it
+ * made, so a late or repeated callback of another step can never wake the session. */
+enum session_wait {
+	SESSION_WAIT_NONE = 0,
+	SESSION_WAIT_RCPT,      /* queued RCPTs: a command waits for their replies, or for room */
+	SESSION_WAIT_DATA,      /* DATA put to the backend: its 354 or its refusal */
+	SESSION_WAIT_DRAIN,     /* too much content waiting to be written to the backend */
+	SESSION_WAIT_FINAL,     /* the final dot is the backend's: its reply to it */
+};
+
 struct smtp_rcpt {
 	struct smtp_address addr;
 	struct smtp_rcpt_params params;
@@ -58,9 +68,10 @@ struct smtp_session {
 	bool esmtp;                       /* greeted with EHLO */
 	bool tls;                         /* TLS active */
 	bool discarding_line;             /* skipping the rest of an over-long command line */
-	bool paused;                      /* waiting on an asynchronous step; input not processed */
+	enum session_wait paused;         /* waiting on an asynchronous step; input not processed */
 	bool output_blocked;              /* the client is not reading its replies; input waits */
 	bool pregreet;
+	bool close_after_final;           /* shutting down: end once the final reply is relayed */
 	unsigned errors, junk;
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
@@ -96,9 +107,10 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 			  int code, const char *enhanced, const char *reason, const char *extra);
 void session_tx_reset(struct smtp_session *s);
 void session_start_tls(struct smtp_session *s);
-/* Stop processing input until session_resume() (an asynchronous step is under way). */
-void session_pause(struct smtp_session *s);
-void session_resume(struct smtp_session *s);
+/* Stop processing input until session_resume() with the same reason (an asynchronous step is
+ * under way); a resume for another reason than the current pause does nothing. */
+void session_pause(struct smtp_session *s, enum session_wait why);
+void session_resume(struct smtp_session *s, enum session_wait why);
 struct relay *session_relay(struct smtp_session *s); /* created on first use */
 
 /* smtp_rcpt.c: a recipient that passed parsing and relay control */

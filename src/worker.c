@@ -1,6 +1,7 @@
 /* worker.c - a worker thread and its event loop: accepts on its own listening sockets, owns the
  * sessions it accepted, and on stop closes its listeners, lets sessions finish, and at the
- * shutdown deadline answers 421 to the ones left. */
+ * shutdown deadline answers 421 to the ones left, except those whose final dot the backend
+ * already has: they get the backend's reply (within backend_data_timeout) or no reply. */
 #include "worker.h"
 
 #include <errno.h>
@@ -15,7 +16,8 @@
 #include "smtp_session.h"
 #include "util.h"
 
-/* After the shutdown deadline, sessions get this long to take their 421 before the loop ends. */
+/* After the shutdown deadline, sessions get this long to take their 421 before the loop ends
+ * (plus backend_data_timeout when one waits for a backend's reply to its final dot). */
 #define WORKER_ABORT_GRACE_MS 2000
 
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -72,7 +74,7 @@ static void worker_hard_exit_cb(evutil_socket_t fd, short what, void *arg)
 static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	struct timeval grace = { WORKER_ABORT_GRACE_MS / 1000, 0 };
+	uint64_t wait_ms = 0;
 
 	(void)fd;
 	(void)what;
@@ -80,10 +82,15 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		log_notice("worker %u: shutdown deadline reached, closing %zu sessions", w->id, w->nsessions);
 	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
 		next = smtp_session_next(s);
-		smtp_session_abort(s);
+		uint64_t ms = smtp_session_abort(s); /* > 0: waits for its backend's final reply */
+		if (ms > wait_ms)
+			wait_ms = ms;
 	}
-	if (w->nsessions > 0)
+	if (w->nsessions > 0) {
+		uint64_t ms = WORKER_ABORT_GRACE_MS + wait_ms;
+		struct timeval grace = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 		event_base_once(w->base, -1, EV_TIMEOUT, worker_hard_exit_cb, w, &grace);
+	}
 	worker_exit_if_idle(w);
 }
 

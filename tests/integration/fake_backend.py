@@ -15,7 +15,10 @@ The parser is deliberately lenient about line ends (a bare LF ends a line, as in
 that any smuggled end-of-data that reaches it shows up as a second message. What it got is kept
 in `messages` (raw content as received, still dot-stuffed, plus the envelope); with
 store=False only the size and a SHA-256 of the un-stuffed content are kept (for 100 MB runs).
-Nothing here sleeps: waits are on events with deadlines.
+Nothing here sleeps: waits are on events with deadlines. A slow backend is scripted with
+`body_read_rate` (content read at most this many octets a second, through a small receive
+buffer, so that the sender's backlog grows) and `dot_delay` (seconds before the reply to the
+final dot): that is the peer's behaviour, not synchronisation.
 """
 import hashlib
 import socket
@@ -53,7 +56,8 @@ class Message:
 
 class FakeBackend:
     def __init__(self, faults=None, exts=DEFAULT_EXTS, tls_files=None, store=True,
-                 body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None, rcpt_delay=0.0):
+                 body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None, rcpt_delay=0.0,
+                 body_read_rate=0, dot_delay=0.0):
         self.faults = dict(faults or {})
         for step, action in self.faults.items():
             assert step in STEPS, step
@@ -69,6 +73,8 @@ class FakeBackend:
         self.mail_reply = mail_reply
         self.rcpt_delay = rcpt_delay      # seconds before each RCPT reply: a backend that ponders
         self.banner = banner or "220 fake.backend.test ESMTP fake"
+        self.body_read_rate = body_read_rate  # octets/s of content read; 0 = as fast as it comes
+        self.dot_delay = dot_delay            # seconds before the reply to the final dot
         self.lock = threading.Condition()
         self.connections = 0
         self.commands = []                # every command line received, in order
@@ -79,6 +85,11 @@ class FakeBackend:
         self._threads = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if body_read_rate:
+            # inherited by accepted sockets: a small window and small segments keep the sender's
+            # kernel buffer small too, so that what the sender queues is mostly its own backlog
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
@@ -252,6 +263,8 @@ class _Session:
                 self.send(self.fault("data") or "354 End data with <CR><LF>.<CR><LF>")
                 self._content(msg)
                 self.fake._note(messages=msg)
+                if self.fake.dot_delay:
+                    self.fake._stop.wait(self.fake.dot_delay)
                 rep = self.fault("dot") or "250 2.0.0 Ok: queued as FAKE"
                 if rep.startswith("2"):
                     with self.fake.lock:
@@ -285,9 +298,12 @@ class _Session:
         while True:
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                chunk = self.sock.recv(1 << 20)
+                rate = self.fake.body_read_rate
+                chunk = self.sock.recv(16384 if rate else 1 << 20)
                 if not chunk:
                     raise _Stop()
+                if rate:
+                    self.fake._stop.wait(len(chunk) / rate)
                 buf = buf[pos:] + chunk
                 pos = 0
                 continue

@@ -359,7 +359,10 @@ def test_bare_newline_refused_never_completed(backstop_factory, fakes, bad):
         c.ehlo()
         o = transaction(c, "user@example.test", content)
         assert (o.final.code, o.final.enhanced) == (554, "5.6.0"), o
-        # the session goes on: the next message is delivered on a new backend session
+        assert c.closed()  # nothing after a bare CR or LF is a command
+    # the next session's message is delivered on a new backend session
+    with b.connect() as c:
+        c.ehlo()
         o2 = transaction(c, "user@example.test", message("after bare"))
         assert o2.delivered, o2
     assert len(fb.messages) == 1 and b"after bare" in bytes(fb.messages[0].raw)

@@ -17,6 +17,7 @@ struct result {
 	size_t outlen;
 	size_t consumed;
 	unsigned errors;
+	unsigned bare;
 	uint64_t octets;
 	bool done;
 };
@@ -42,6 +43,7 @@ static void decode(enum data_bare_policy pol, size_t max_line, const char *in, s
 		r->consumed += used;
 	}
 	r->errors = d.errors;
+	r->bare = d.bare;
 	r->octets = d.octets;
 	r->done = d.done;
 	assert_int_equal(r->octets, r->outlen);
@@ -73,6 +75,7 @@ static void expect_same(const struct result *a, const struct result *b)
 	assert_memory_equal(a->out, b->out, a->outlen);
 	assert_int_equal(a->consumed, b->consumed);
 	assert_int_equal(a->errors, b->errors);
+	assert_int_equal(a->bare, b->bare);
 	assert_int_equal(a->done, b->done);
 }
 
@@ -200,6 +203,8 @@ static void test_smuggling(void **state)
 						 bare);
 			if (pol == DATA_BARE_NORMALISE)
 				assert_int_equal(r.errors & (DATA_ERR_BARE_CR | DATA_ERR_BARE_LF), 0);
+			/* either way, the session learns that the framing was ambiguous */
+			assert_int_equal(r.bare != 0, bare);
 		}
 	}
 }
@@ -211,6 +216,7 @@ static void test_bare_reject(void **state)
 	DECODE(DATA_BARE_REJECT, "a\nb\r\n.\r\n", &r);
 	assert_true(r.done);
 	assert_int_equal(r.errors, DATA_ERR_BARE_LF);
+	assert_int_equal(r.bare, DATA_ERR_BARE_LF);
 	expect_out(&r, "a\nb\r\n");
 	DECODE(DATA_BARE_REJECT, "a\rb\r\n.\r\n", &r);
 	assert_true(r.done);
@@ -233,7 +239,10 @@ static void test_bare_normalise(void **state)
 	DECODE(DATA_BARE_NORMALISE, "a\nb\rc\r\n.\r\n", &r);
 	assert_true(r.done);
 	assert_int_equal(r.errors, 0);
+	assert_int_equal(r.bare, DATA_ERR_BARE_LF | DATA_ERR_BARE_CR);
 	expect_out(&r, "a\r\nb\r\nc\r\n");
+	DECODE(DATA_BARE_NORMALISE, "a\r\n..b\r\n\0\r\n.\r\n", &r);
+	assert_int_equal(r.bare, 0);
 	/* a line begun after a normalised ending keeps its leading dot and cannot end the data */
 	DECODE(DATA_BARE_NORMALISE, "a\n.\r\nb\r\n.\r\n", &r);
 	assert_true(r.done);
