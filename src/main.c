@@ -10,6 +10,7 @@
 
 #include "callout_probe.h"
 #include "config.h"
+#include "config_audit.h"
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
@@ -154,9 +155,13 @@ static int cmd_check_config(int argc, char **argv)
 		return 1;
 	}
 	runtime_unref(rt);
+	unsigned warnings = 0;
 	int bad = check_sources(cfg);
-	if (bad == 0)
+	bad += config_audit(cfg, stdout, &warnings);
+	if (bad == 0 && warnings == 0)
 		printf("%s: OK (%zu domains)\n", path, cfg->ndomains);
+	else if (bad == 0)
+		printf("%s: OK (%zu domains, %u warnings)\n", path, cfg->ndomains, warnings);
 	config_unref(cfg);
 	return bad ? 1 : 0;
 }

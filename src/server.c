@@ -348,7 +348,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	srv.grave = runtime_graveyard_new();
 	srv.running = config_ref(cfg);
 	if (config_verifies(cfg) && (srv.cache = vcache_open(cfg->cache, cfg, why, sizeof why)) == NULL) {
-		log_err("cache %s: %s", cfg->cache, why);
+		log_err("%s:%u: %s", cfg->path, config_gateway_line(cfg, "cache"), why); /* why names the cache */
 		config_unref(cfg);
 		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
