@@ -20,8 +20,8 @@
 #include "dns.h"
 #include "util.h"
 
-#define AUDIT_DNS_TIMEOUT_MS 2000 /* per try; two tries per server */
-#define AUDIT_DNS_DEADLINE_S 15   /* all names together, whatever resolv.conf lists */
+#define AUDIT_DNS_TIMEOUT_MS 1000 /* per try; two tries per server */
+#define AUDIT_DNS_DEADLINE_S 5    /* all names together, whatever resolv.conf lists */
 
 struct audit {
 	const struct bs_config *cfg;
