@@ -175,3 +175,20 @@ def test_check_config_warns_simple_bind_in_clear(tmp_path):
                        ("ldapi://%2Frun%2Fslapd.sock", "")):
         _, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri=uri, extra=extra))
         assert rc == 0 and "warning" not in out, (uri, out)
+
+
+def test_command_help_lists_every_option():
+    """COMMAND --help explains each option its usage line names, not only -c and -h."""
+    for cmd in ("verify", "sync", "probe", "cache"):
+        r = run_cli(cmd, "--help")
+        assert r.returncode == 0, (cmd, r.stderr)
+        lines = r.stdout.splitlines()
+        usage = lines[0]
+        opts = set(re.findall(r"--[a-z-]+", usage))
+        assert cmd == "cache" or opts, usage
+        described = {o for o in opts for l in lines[1:] if re.match(rf"\s+(-\w, )?{o}\b", l)}
+        assert described == opts, (cmd, sorted(opts - described), r.stdout)
+    r = run_cli("cache", "--help")
+    for op in ("stats", "show", "purge", "flush"):
+        assert re.search(rf"^\s+{op}\b", r.stdout, re.M), r.stdout
+    assert "not the daemon's" in r.stdout, r.stdout
