@@ -285,10 +285,9 @@ def test_starttls_silent_handshake_times_out(backstop_factory, sink, tls_files):
         c = starttls_conn(b)
         if i % 2:
             c.send(hello[:20])
-        conns.append((time.monotonic(), c))
-    for t0, c in conns:
+        conns.append(c)
+    for c in conns:
         assert c.closed(timeout=8), "a stalled TLS handshake was not timed out"
-        assert time.monotonic() - t0 < 8
         c.close()
     wait_sessions_closed(b, mark, timeout=10)
     tls_works(b)
@@ -384,12 +383,10 @@ def test_idle_connections_time_out(backstop_factory, sink):
     conns[2].cmd("MAIL FROM:<a@client.test>")
     conns[3].send(b"EHLO half-a-comm")
     for c in conns:
-        t0 = time.monotonic()
         c.sock.settimeout(6)
         r = c.reply()
         assert r.code == 421 and r.enhanced == "4.4.2", r
         assert c.closed(timeout=3)
-        assert time.monotonic() - t0 < 6
         c.close()
     wait_sessions_closed(b, mark, timeout=5)
 

@@ -136,17 +136,12 @@ def test_shutdown_timeout_closes_idle_sessions(backstop_factory):
     b = backstop_factory(gateway={"shutdown_timeout": "1s", "command_timeout": "60s"})
     c = b.connect()
     c.ehlo()
-    started = time.monotonic()
     b.send_signal(signal.SIGTERM)
-    rc = b.proc.wait(15)
+    rc = b.proc.wait(15)          # within shutdown_timeout: command_timeout (60 s) is far past it
     assert rc == 0
-    assert time.monotonic() - started < 10
-    # the idle client was told, or at least disconnected
-    try:
-        r = c.reply()
-        assert r.code == 421, r
-    except ConnectionError:
-        pass
+    r = c.reply()                 # the idle client is told, then disconnected
+    assert (r.code, r.enhanced) == (421, "4.3.2"), r
+    assert c.closed()
     c.close()
 
 
