@@ -64,10 +64,13 @@ static void audit_user(struct audit *a)
 	const char *user = a->cfg->user;
 
 	errno = 0;
-	if (user != NULL && getpwnam(user) == NULL)
-		audit_say(a, config_gateway_line(a->cfg, "user"), false,
-			  "user = %s: %s%s (started as root, backstop would not start)", user,
-			  errno ? "cannot look it up: " : "no such user", errno ? strerror(errno) : "");
+	if (user == NULL || getpwnam(user) != NULL)
+		return;
+	/* getpwnam(3): these mean "not found" too, depending on the NSS module */
+	bool lookup_failed = errno != 0 && errno != ENOENT && errno != ESRCH && errno != EBADF && errno != EPERM;
+	audit_say(a, config_gateway_line(a->cfg, "user"), false,
+		  "user = %s: %s%s (started as root, backstop would not start)", user,
+		  lookup_failed ? "cannot look it up: " : "no such user", lookup_failed ? strerror(errno) : "");
 }
 
 static bool audit_verifies(const struct bs_config *cfg)
