@@ -14,7 +14,7 @@ BUILD=${BUILD:-build}
 CONF=demo/backstop.conf
 RUN=demo/run
 NEEDED=(build-essential meson ninja-build pkg-config libevent-dev libssl-dev liblmdb-dev
-	libc-ares-dev libldap2-dev libhiredis-dev libinih-dev libcmocka-dev swaks postfix)
+	libc-ares-dev libldap2-dev libinih-dev libcmocka-dev swaks postfix)
 BACKEND=127.0.0.1:2526     # must match deliver = in demo/backstop.conf
 BACKSTOP_PID=
 SINK_PID=

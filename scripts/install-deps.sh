@@ -1,15 +1,15 @@
 #!/bin/bash
 # Install every Debian 12 package that building and testing backstop needs (one list, used by
 # .ci/run and by `make test`). With --if-missing, nothing is done when all are installed.
-# System postfix/slapd/redis are installed for their programs only and never started: the tests
+# System postfix/slapd are installed for their programs only and never started: the tests
 # start their own instances on 127.0.0.1 with their own configuration under a temp dir.
 set -euo pipefail
 
 PACKAGES=(
 	build-essential meson ninja-build pkg-config clang-14 libclang-rt-14-dev
-	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libhiredis-dev libinih-dev
+	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libinih-dev
 	libcmocka-dev python3-pytest python3-pytest-timeout swaks libnet-ssleay-perl postfix slapd ldap-utils
-	redis-server lmdb-utils openssl
+	lmdb-utils openssl
 )
 
 if [ "${1:-}" = "--if-missing" ]; then

@@ -291,6 +291,7 @@ void config_free(struct bs_config *cfg)
 	free(cfg->user);
 	free(cfg->cache);
 	free(cfg->callout_sender);
+	free(cfg->gateway_lines);
 	free(cfg);
 }
 

@@ -124,6 +124,9 @@ struct bs_config {
 	char *callout_sender;           /* "" = null sender <> */
 	uint64_t callout_timeout_ms;    /* per probe reply */
 
+	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
+					 * it kept its default (for messages: config_gateway_line()) */
+
 	/* [domain NAME] sections, sorted by name for binary search */
 	struct bs_domain *domains;
 	size_t ndomains;
@@ -152,6 +155,9 @@ void config_unref(struct bs_config *cfg);
 
 /* Find the [domain] for a domain already normalised with domain_normalise(); NULL if none. */
 const struct bs_domain *config_find_domain(const struct bs_config *cfg, const char *domain);
+
+/* Line of the file where [gateway] key `name` was set; 0 if it kept its default. */
+unsigned config_gateway_line(const struct bs_config *cfg, const char *name);
 
 /* Find an [ldap NAME] section; NULL if none. */
 const struct bs_ldap *config_find_ldap(const struct bs_config *cfg, const char *name);

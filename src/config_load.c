@@ -51,6 +51,11 @@ unsigned config_seen_line(const unsigned *seen, enum cfg_section sec, const char
 	return cfg_key_find(sec, name, &i) ? seen[i] : 0;
 }
 
+unsigned config_gateway_line(const struct bs_config *cfg, const char *name)
+{
+	return cfg->gateway_lines ? config_seen_line(cfg->gateway_lines, CFG_SEC_GATEWAY, name) : 0;
+}
+
 static void cfg_put_uint(void *p, size_t size, uint64_t v)
 {
 	if (size == 1) {
@@ -489,7 +494,7 @@ static struct bs_config *cfg_load(struct cfg_loader *L, const char *buf, size_t 
 			config_error(L, 0, "out of memory");
 		config_validate(L);
 	}
-	free(L->gw_seen);
+	L->cfg->gateway_lines = L->gw_seen;
 	free(L->dom_seen);
 	free(L->ldap_seen);
 	if (L->errs->n) {

@@ -73,6 +73,8 @@ static void cfg_validate_ldap(struct cfg_loader *L, size_t i)
 {
 	const struct bs_ldap *l = &L->cfg->ldaps[i];
 	const unsigned *seen = L->ldap_seen + i * config_nkeys;
+	unsigned pwline = config_seen_line(seen, CFG_SEC_LDAP, "bind_password_file");
+	unsigned dnline = config_seen_line(seen, CFG_SEC_LDAP, "bind_dn");
 
 	if (l->uri.n == 0)
 		config_error(L, l->line, "[ldap %s] has no uri", l->name);
@@ -81,12 +83,12 @@ static void cfg_validate_ldap(struct cfg_loader *L, size_t i)
 	if (l->preset == LDAP_PRESET_NONE && !l->query)
 		config_error(L, config_seen_line(seen, CFG_SEC_LDAP, "preset"),
 			     "preset = none needs a query");
-	if (l->bind_dn && !l->bind_password_file)
-		config_error(L, config_seen_line(seen, CFG_SEC_LDAP, "bind_dn"),
-			     "bind_dn needs bind_password_file");
-	if (!l->bind_dn && l->bind_password_file)
-		config_error(L, config_seen_line(seen, CFG_SEC_LDAP, "bind_password_file"),
-			     "bind_password_file is set but bind_dn is not");
+	/* by the lines that set them, not the values: a key whose value was refused has its own
+	 * error already, and must not add a false "missing" one */
+	if (dnline && !pwline)
+		config_error(L, dnline, "bind_dn needs bind_password_file");
+	if (!dnline && pwline)
+		config_error(L, pwline, "bind_password_file is set but bind_dn is not");
 }
 
 static int cfg_domain_cmp(const void *a, const void *b)

@@ -10,6 +10,7 @@
 
 #include "callout_probe.h"
 #include "config.h"
+#include "config_audit.h"
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
@@ -25,6 +26,7 @@ struct command {
 	int (*main)(int argc, char **argv);
 	const char *usage;
 	const char *summary;
+	const char *options; /* --help: the command's own options, one "  --name ARG  what" per line */
 };
 
 static int cmd_run(int argc, char **argv);
@@ -32,18 +34,30 @@ static int cmd_check_config(int argc, char **argv);
 
 /* Subcommands that parse their own options get argv from their name on. */
 static const struct command commands[] = {
-	{ "run", cmd_run, "run [-c FILE]", "run the gateway in the foreground" },
+	{ "run", cmd_run, "run [-c FILE]", "run the gateway in the foreground", NULL },
 	{ "check-config", cmd_check_config, "check-config [-c FILE]",
-	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not" },
+	  "validate FILE; print FILE:LINE: message per error; exit 0 if valid, 1 if not", NULL },
 	{ "verify", verify_cli_main, "verify [-c FILE] [--no-cache] [--store] ADDRESS...",
-	  "verdict of each address with its source and cache state; the cache is read, never written unless\n"
-	  "      --store (--no-cache: not read); exit 0 all valid, 1 any invalid, 2 any unavailable" },
+	  "verdict of each address with its source and cache state; exit 0 all valid, 1 any invalid, 2 any unavailable",
+	  "      --no-cache      ask the sources; do not read the verdict cache\n"
+	  "      --store         write each verdict to the verdict cache (never done without it)\n" },
 	{ "probe", callout_probe_main, "probe HOST:PORT ADDRESS [--sender ADDR] [--helo NAME] [--timeout 10s]",
-	  "one SMTP callout, printing the dialogue; exit 0 valid, 1 invalid, 2 unavailable" },
+	  "one SMTP callout, printing the dialogue; exit 0 valid, 1 invalid, 2 unavailable",
+	  "      --sender ADDR   MAIL FROM address (default: the null sender <>)\n"
+	  "      --helo NAME     EHLO name (default localhost)\n"
+	  "      --timeout DUR   for the connection and each reply (default 10s)\n" },
 	{ "cache", cache_cli_main, "cache [-c FILE] stats|show ADDR|purge ADDR|@DOMAIN|flush",
-	  "inspect or edit the verdict cache" },
+	  "inspect or edit the verdict cache",
+	  "  stats               the store's size and this command's own counters (not the daemon's)\n"
+	  "  show ADDR           the cached verdict, its source, age and time left\n"
+	  "  purge ADDR|@DOMAIN  remove one verdict, or every verdict of a domain\n"
+	  "  flush               remove everything\n" },
 	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
-	  "export a directory's addresses into a map file; exit 0 changed, 3 unchanged, 1 error" },
+	  "export a directory's addresses into a map file; exit 0 changed, 3 unchanged, 1 error",
+	  "  -o, --output PATH   the map file to write (required)\n"
+	  "  -n, --dry-run       print the difference and what would be written; write nothing\n"
+	  "  -s, --max-shrink PCT  refuse to remove more than PCT % of the addresses (default 10)\n"
+	  "  -f, --force         write even when more than --max-shrink % would go\n" },
 };
 
 static void usage(FILE *out)
@@ -65,6 +79,8 @@ static void command_usage(const struct command *c, FILE *out)
 	fprintf(out, "usage: backstop %s\n\n%s\n\n", c->usage, c->summary);
 	if (strstr(c->usage, "-c FILE") != NULL)
 		fprintf(out, "  -c, --config FILE   configuration file (default %s)\n", DEFAULT_CONFIG);
+	if (c->options != NULL)
+		fputs(c->options, out);
 	fprintf(out, "  -h, --help          this help\n\nSee backstop(8).\n");
 }
 
@@ -155,9 +171,13 @@ static int cmd_check_config(int argc, char **argv)
 		return 1;
 	}
 	runtime_unref(rt);
+	unsigned warnings = 0;
 	int bad = check_sources(cfg);
-	if (bad == 0)
+	bad += config_audit(cfg, stdout, &warnings);
+	if (bad == 0 && warnings == 0)
 		printf("%s: OK (%zu domains)\n", path, cfg->ndomains);
+	else if (bad == 0)
+		printf("%s: OK (%zu domains, %u warnings)\n", path, cfg->ndomains, warnings);
 	config_unref(cfg);
 	return bad ? 1 : 0;
 }

@@ -38,6 +38,7 @@ struct server {
 	struct backend_health *health;
 	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
 	struct runtime_graveyard *grave;
+	struct bs_config *running;       /* the config the process started with: restart-only values */
 	bool workers_freed;
 	uint64_t start_time;
 	struct worker *workers;
@@ -200,18 +201,43 @@ static bool hostport_lists_equal(const struct bs_hostport_list *a, const struct 
 	return true;
 }
 
-static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
-{
-	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave };
-	return runtime_new(cfg, &o, why, whysz);
-}
-
 static bool config_verifies(const struct bs_config *cfg)
 {
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		if (cfg->domains[i].verify.n > 0)
 			return true;
 	return false;
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* Names (into out) the restart-only keys of cfg that differ from what the process runs with:
+ * the config it started with, not the last file loaded, so that a change not yet applied is
+ * reported at every reload and restoring the running value is not. Returns out[0] != 0. */
+static bool server_restart_keys(const struct server *srv, const struct bs_config *cfg, char *out, size_t len)
+{
+	const struct bs_config *run = srv->running;
+	bool cache_needed = srv->cache == NULL && config_verifies(cfg);
+
+	out[0] = '\0';
+	if (!hostport_lists_equal(&run->listen, &cfg->listen))
+		strbuf_append(out, len, " listen");
+	if (srv->nworkers != server_worker_count(cfg))
+		strbuf_append(out, len, " workers");
+	if (!str_equal(run->cache, cfg->cache) || cache_needed)
+		strbuf_append(out, len, " cache");
+	if (!str_equal(run->user, cfg->user))
+		strbuf_append(out, len, " user");
+	return out[0] != '\0';
+}
+
+static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
+{
+	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave };
+	return runtime_new(cfg, &o, why, whysz);
 }
 
 static void server_reload(struct server *srv)
@@ -237,10 +263,10 @@ static void server_reload(struct server *srv)
 	struct bs_runtime *old = srv->rt;
 	srv->rt = rt;
 	pthread_mutex_unlock(&srv->rt_lock);
-	if (!hostport_lists_equal(&old->cfg->listen, &rt->cfg->listen) ||
-	    server_worker_count(old->cfg) != server_worker_count(rt->cfg) ||
-	    strcmp(old->cfg->cache, rt->cfg->cache) != 0 || (srv->cache == NULL && config_verifies(rt->cfg)))
-		log_warn("reload: changes to listen, workers and cache take effect at the next restart");
+	char keys[64];
+	if (server_restart_keys(srv, rt->cfg, keys, sizeof keys))
+		log_warn("reload: %s: the new value of%s differs from the running one and takes effect at the next restart",
+			 srv->config_path, keys);
 	log_notice("configuration reloaded: %zu domains", rt->cfg->ndomains);
 	runtime_unref(old);
 }
@@ -320,15 +346,18 @@ int server_run(const char *config_path, struct bs_config *cfg)
 
 	pthread_mutex_init(&srv.rt_lock, NULL);
 	srv.grave = runtime_graveyard_new();
+	srv.running = config_ref(cfg);
 	if (config_verifies(cfg) && (srv.cache = vcache_open(cfg->cache, cfg, why, sizeof why)) == NULL) {
-		log_err("cache %s: %s", cfg->cache, why);
+		log_err("%s:%u: %s", cfg->path, config_gateway_line(cfg, "cache"), why); /* why names the cache */
 		config_unref(cfg);
+		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
 		return 1;
 	}
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
 	if (srv.rt == NULL) {
 		log_err("%s", why);
+		config_unref(srv.running);
 		vcache_close(srv.cache);
 		runtime_graveyard_free(srv.grave);
 		return 1;
@@ -382,5 +411,6 @@ out:
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	backend_health_free(srv.health);
+	config_unref(srv.running);
 	return status;
 }

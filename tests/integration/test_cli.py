@@ -149,3 +149,128 @@ def test_check_config_empty_local_part_in_map(tmp_path):
     r = run_cli("check-config", "-c", conf)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"{path}:2: empty local part" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# --- check-config against the machine (issue 9 item 15) -----------------------------------------
+# Names under .invalid never resolve (RFC 6761); literal addresses and "localhost" always do.
+
+def check_config(tmp_path, text, name="c.conf"):
+    conf = tmp_path / name
+    conf.write_text(text)
+    r = run_cli("check-config", "-c", conf, timeout=60)
+    return conf, r.returncode, r.stdout + r.stderr
+
+
+def ldap_conf(tmp_path, uri="ldap://127.0.0.1:1", extra="", pwfile=None):
+    if pwfile is None:
+        pwfile = tmp_path / "ldap.secret"
+        pwfile.write_text("secret\n")
+        pwfile.chmod(0o640)
+    return ("[gateway]\nlisten = 127.0.0.1:0\ncache = memory:\n"        # 1-3
+            "[domain example.test]\ndeliver = 127.0.0.1:2525\n"          # 4-5
+            "verify = ldap:corp\n"                                       # 6
+            f"[ldap corp]\nuri = {uri}\nbase = dc=example,dc=test\n"     # 7-9
+            f"bind_dn = cn=backstop,dc=example,dc=test\n"                # 10
+            f"bind_password_file = {pwfile}\n" + extra)                  # 11
+
+
+def test_check_config_warns_when_a_deliver_host_does_not_resolve(tmp_path):
+    conf, rc, out = check_config(tmp_path, render_config(default_gateway(), {
+        "example.test": {"deliver": "nohost.invalid:25, 127.0.0.1:2525, localhost:2525",
+                         "verify": "callout:probe.invalid:25"}}))
+    assert rc == 0, out                                   # a warning, not an error
+    warnings = [l for l in out.splitlines() if "warning:" in l]
+    assert len(warnings) == 2, out
+    assert any("deliver host nohost.invalid does not resolve" in l for l in warnings), out
+    assert any("callout host probe.invalid does not resolve" in l for l in warnings), out
+    assert all(l.startswith(f"{conf}:") for l in warnings), out
+    assert "OK (1 domains, 2 warnings)" in out, out
+
+
+def test_check_config_resolvable_hosts_give_no_warning(tmp_path):
+    _, rc, out = check_config(tmp_path, render_config(default_gateway(), {
+        "example.test": {"deliver": "127.0.0.1:2525, localhost:2525, [::1]:2525"}}))
+    assert rc == 0 and "warning" not in out, out
+
+
+def test_cache_error_is_not_doubled(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    spec = f"lmdb:{blocker}/verdicts"
+    text = render_config({**default_gateway(), "cache": spec},
+                         {"example.test": {"deliver": "127.0.0.1:2525", "verify": "callout:127.0.0.1:1"}})
+    conf = tmp_path / "c.conf"
+    conf.write_text(text)
+    r = run_cli("run", "-c", conf)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count(f"cache {spec}") == 1, r.stderr   # not "cache X: cache X: ..."
+    conf, rc, out = check_config(tmp_path, text)
+    assert rc == 1, out                                   # check-config finds what run would refuse
+    line = text.splitlines().index(f"cache = {spec}") + 1
+    assert f"{conf}:{line}: cache = {spec}:" in out, out
+
+
+def test_check_config_checks_the_cache_directory(tmp_path):
+    ok = tmp_path / "state" / "verdicts"                  # missing but creatable: fine, not created
+    _, rc, out = check_config(tmp_path, render_config(
+        {**default_gateway(), "cache": f"lmdb:{ok}"},
+        {"example.test": {"deliver": "127.0.0.1:2525", "verify": "callout:127.0.0.1:1"}}))
+    assert rc == 0 and "warning" not in out, out
+    assert not ok.parent.exists(), "check-config must not create the cache directory"
+
+
+def test_check_config_checks_the_user(tmp_path):
+    conf, rc, out = check_config(tmp_path, render_config(
+        {**default_gateway(), "user": "backstop-no-such-user"}, {"example.test": {"deliver": "127.0.0.1:2525"}}))
+    assert rc == 1, out
+    assert "user = backstop-no-such-user: no such user" in out, out
+    _, rc, out = check_config(tmp_path, render_config(
+        {**default_gateway(), "user": "root"}, {"example.test": {"deliver": "127.0.0.1:2525"}}))
+    assert rc == 0, out
+
+
+def test_check_config_missing_password_file_is_one_error(tmp_path):
+    conf, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri="ldaps://127.0.0.1:1",
+                                                      pwfile=tmp_path / "absent.secret"))
+    assert rc == 1, out
+    errors = [l for l in out.splitlines() if l.startswith(f"{conf}:")]
+    assert errors == [f"{conf}:11: bind_password_file = {tmp_path / 'absent.secret'}: file not found"], out
+
+
+def test_check_config_warns_world_readable_secret(tmp_path):
+    pw = tmp_path / "ldap.secret"
+    pw.write_text("secret\n")
+    pw.chmod(0o644)
+    _, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri="ldaps://127.0.0.1:1", pwfile=pw))
+    assert rc == 0, out
+    assert f"warning: bind_password_file {pw} is readable by everyone" in out, out
+    pw.chmod(0o640)
+    _, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri="ldaps://127.0.0.1:1", pwfile=pw))
+    assert rc == 0 and "warning" not in out, out
+
+
+def test_check_config_warns_simple_bind_in_clear(tmp_path):
+    _, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri="ldap://127.0.0.1:1"))
+    assert rc == 0, out
+    assert "warning: [ldap corp] uri ldap://127.0.0.1:1: a simple bind without starttls" in out, out
+    for uri, extra in (("ldap://127.0.0.1:1", "starttls = yes\n"), ("ldaps://127.0.0.1:1", ""),
+                       ("ldapi://%2Frun%2Fslapd.sock", "")):
+        _, rc, out = check_config(tmp_path, ldap_conf(tmp_path, uri=uri, extra=extra))
+        assert rc == 0 and "warning" not in out, (uri, out)
+
+
+def test_command_help_lists_every_option():
+    """COMMAND --help explains each option its usage line names, not only -c and -h."""
+    for cmd in ("verify", "sync", "probe", "cache"):
+        r = run_cli(cmd, "--help")
+        assert r.returncode == 0, (cmd, r.stderr)
+        lines = r.stdout.splitlines()
+        usage = lines[0]
+        opts = set(re.findall(r"--[a-z-]+", usage))
+        assert cmd == "cache" or opts, usage
+        described = {o for o in opts for l in lines[1:] if re.match(rf"\s+(-\w, )?{o}\b", l)}
+        assert described == opts, (cmd, sorted(opts - described), r.stdout)
+    r = run_cli("cache", "--help")
+    for op in ("stats", "show", "purge", "flush"):
+        assert re.search(rf"^\s+{op}\b", r.stdout, re.M), r.stdout
+    assert "not the daemon's" in r.stdout, r.stdout

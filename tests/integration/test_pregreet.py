@@ -9,7 +9,8 @@ def test_pregreet_logged(backstop_factory):
     with b.connect(read_banner=False, timeout=10) as c:
         c.send("EHLO eager.client.test\r\n")
         banner = c.reply()
-        assert banner.code in (220, 554), banner           # pregreet = log (default): banner follows
+        assert banner.code == 220, banner                  # pregreet = log (default): banner follows
+        assert c.reply().code == 250                       # and the early EHLO is answered
         line = b.wait_log(PREGREET, timeout=10).string
         assert "127.0.0.1" in line, line
 
@@ -28,5 +29,6 @@ def test_pregreet_reject(backstop_factory):
     with b.connect(read_banner=False, timeout=10) as c:
         c.send("EHLO eager.client.test\r\n")
         r = c.reply()
-        assert r.code >= 400 and r.code != 220, r
+        assert (r.code, r.enhanced) == (554, "5.5.1"), r
+        assert c.closed(), "the session must end after the refusal"
     b.wait_log(PREGREET)

@@ -132,11 +132,11 @@ def test_rset_mirrored_and_backend_session_reused(backstop_factory, fakes):
 
 
 def test_unreachable_backend_451_441(backstop_factory, dead_port):
-    b = start(backstop_factory, {"example.test": f"127.0.0.1:{dead_port}"})
-    t0 = time.monotonic()
+    # a connect timeout past the client's I/O timeout: only the refusal itself can answer in time
+    b = start(backstop_factory, {"example.test": f"127.0.0.1:{dead_port}"},
+              gateway={"backend_connect_timeout": "5m"})
     o = deliver(b, "user@example.test")
     assert (o.rcpts[0].code, o.rcpts[0].enhanced) == (451, "4.4.1"), o
-    assert time.monotonic() - t0 < 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,15 +232,13 @@ def test_banner_with_connect_completion(backstop_factory, fakes, dead_port):
     (likely right after a failed first target) must still be talked to; a greeting that is
     already buffered must not be left unread until the connect timeout."""
     fb = fakes()
+    # a connect timeout far past the client's I/O timeout: a session left waiting for a greeting
+    # already received would time out here, deterministically, instead of being merely slow
     b = start(backstop_factory, {"example.test": f"127.0.0.1:{dead_port}, {fb.addr}"},
-              gateway={"backend_connect_timeout": "3s"})
-    slow = []
+              gateway={"backend_connect_timeout": "5m"})
     for i in range(40):
-        t0 = time.monotonic()
         o = deliver(b, "user@example.test", message(f"race {i}"))
-        if not o.delivered or time.monotonic() - t0 > 1.0:
-            slow.append((i, round(time.monotonic() - t0, 2), o.rcpts[0].code if o.rcpts else None))
-    assert not slow, f"sessions that waited for a greeting already received: {slow}"
+        assert o.delivered, (i, o)
 
 
 def test_failover_after_banner_421(backstop_factory, fakes):
@@ -291,10 +289,8 @@ def test_circuit_breaker_skips_dead_backend(backstop_factory, fakes):
         assert (o.rcpts[0].code, o.rcpts[0].enhanced) == (451, "4.4.1"), o
     assert dead.connections == TRIP_FAILURES
     for _ in range(10):
-        t0 = time.monotonic()
         o = deliver(b, "user@example.test")
         assert (o.rcpts[0].code, o.rcpts[0].enhanced) == (451, "4.4.1"), o
-        assert time.monotonic() - t0 < 0.5
     assert dead.connections == TRIP_FAILURES, "the circuit breaker let sessions try the failed backend"
 
 
@@ -319,16 +315,14 @@ def test_starttls_may_used_when_offered(backstop_factory, fakes, tls_files):
 
 def test_starttls_must_with_ca(backstop_factory, fakes, tls_files):
     fb = fakes(tls_files=tls_files)
-    # the certificate is for mx.backstop.test; the target is 127.0.0.1, so verification by name
-    # would fail: must + CA checks the chain. Accept either delivered-over-TLS or 451, never clear.
+    # the certificate is for mx.backstop.test only; the target is 127.0.0.1, which must + CA
+    # checks against the certificate (RFC 6125 IP match): it does not match, so no delivery
+    # at all, in clear or not
     b = start(backstop_factory, {"example.test": fb.addr},
               domain_keys={"deliver_tls": "must", "deliver_tls_ca": str(tls_files[0])})
     o = deliver(b, "user@example.test")
-    if o.delivered:
-        assert fb.messages[0].tls is True
-    else:
-        assert o.rcpts[0].code == 451, o
-        assert not fb.messages
+    assert (o.rcpts[0].code, o.rcpts[0].enhanced) == (451, "4.4.1"), o
+    assert fb.messages == [], fb.messages
 
 
 def test_starttls_must_not_offered_never_clear(backstop_factory, fakes):

@@ -100,8 +100,7 @@ def test_data_after_refused_recipients_only(backstop):
         c.cmd("MAIL FROM:<a@client.test>")
         assert c.cmd("RCPT TO:<x@evil.test>").code == 554
         r = c.cmd("DATA")
-        assert r.code == 503 or r.code == 554, r
-        assert r.enhanced.startswith("5."), r
+        assert (r.code, r.enhanced) == (503, "5.5.1"), r
 
 
 @pytest.mark.parametrize("cmd,code,enh", [
@@ -196,12 +195,9 @@ def test_never_250_without_a_backend(backstop_factory, dead_port):
     with b.connect() as c:
         c.ehlo()
         assert c.cmd("MAIL FROM:<a@client.test>").code == 250
-        r = c.cmd("RCPT TO:<user@example.test>")
-        if r.code == 250:
-            assert c.cmd("DATA").code == 354
-            r = c.cmd("Subject: hello\r\n\r\nbody\r\n.")
-        assert 400 <= r.code < 500, r
-        assert r.enhanced.startswith("4."), r
+        r = c.cmd("RCPT TO:<user@example.test>")             # no backend reachable: at RCPT
+        assert (r.code, r.enhanced) == (451, "4.4.1"), r
+        assert c.cmd("DATA").code == 503                      # so there is no message to take
         # the session is still usable
         assert c.cmd("RSET").code == 250
         assert c.cmd("QUIT").code == 221

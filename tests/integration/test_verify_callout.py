@@ -96,11 +96,12 @@ def test_200_concurrent_rcpts_one_probe(backstop_factory, fake, sink):
 def test_validation_server_down_is_451_and_not_cached(backstop_factory, sink, dead_port, tmp_path):
     class Down:
         addr = f"127.0.0.1:{dead_port}"
-    b = backstop_factory(gateway=gw(cache=f"lmdb:{tmp_path}/cache"), domains=dom(sink, Down))
-    t0 = time.monotonic()
+    # the budget and the callout timeout far past rcpt()'s I/O timeout: only the refusal itself
+    # can answer in time (at once)
+    b = backstop_factory(gateway=gw(cache=f"lmdb:{tmp_path}/cache", verify_timeout="5m",
+                                    callout_timeout="5m"), domains=dom(sink, Down))
     r = rcpt(b, "someone@example.test")
     assert (r.code, r.enhanced) == (451, "4.4.3"), r
-    assert time.monotonic() - t0 < 3, "a refused connection must answer at once"
     # the circuit breaker answers the next ones without trying
     for i in range(5):
         r = rcpt(b, f"other{i}@example.test")
@@ -131,27 +132,24 @@ def test_catchall_unavailable_policy_defers(backstop_factory, fake, sink):
 
 
 def test_slow_server_does_not_slow_cached_or_other_lookups(backstop_factory, fake, sink):
-    v = fake(known=["alice@example.test", "bob@example.test"], rcpt_delay=5.0)
+    v = fake(known=["alice@example.test", "bob@example.test"], rcpt_delay=60.0)
     v.release.set()  # no tarpit while the cache is warmed
-    b = backstop_factory(gateway=gw(verify_timeout="20s"), domains=dom(sink, v))
+    b = backstop_factory(gateway=gw(verify_timeout="5m", callout_timeout="5m"), domains=dom(sink, v))
     assert rcpt(b, "alice@example.test").code == 250
-    v.release.clear()  # from now on: 5 s per RCPT
+    v.release.clear()  # from now on: each RCPT held until released
     slow = {}
 
     def slow_session():
-        t0 = time.monotonic()
-        slow["reply"] = rcpt(b, "tarpitted@example.test")
-        slow["t"] = time.monotonic() - t0
+        slow["reply"] = rcpt(b, "tarpitted@example.test", timeout=30)
     t = threading.Thread(target=slow_session)
     t.start()
     v.wait_rcpt(lambda c: c["tarpitted@example.test"] >= 1)
-    t0 = time.monotonic()
-    r = rcpt(b, "alice@example.test")
-    cached_t = time.monotonic() - t0
+    r = rcpt(b, "alice@example.test")   # answered from the cache while the probe is held
     assert r.code == 250, r
-    assert cached_t < 0.5, f"a cached lookup took {cached_t:.2f}s while a slow probe ran"
+    assert "reply" not in slow, "the slow probe ended first: the test proves nothing"
+    v.release.set()
     t.join(30)
-    assert slow["reply"].code == 550 and slow["t"] >= 4.5, slow
+    assert slow["reply"].code == 550, slow
 
 
 def test_restart_keeps_verdicts_with_lmdb(backstop_factory, sink, tmp_path):

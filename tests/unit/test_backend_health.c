@@ -44,9 +44,11 @@ static void test_half_open_single_probe(void **state)
 	usleep(30 * 1000);
 	assert_true(backend_health_try(h, "b:25", 20));   /* retry_after passed: one probe */
 	assert_int_equal(backend_health_state(h, "b:25"), BACKEND_HALF_OPEN);
-	assert_false(backend_health_try(h, "b:25", 20));  /* a second caller waits */
+	/* a second caller waits; with a long retry_after, so that a stall of this thread (ASan, a
+	 * loaded machine) past 2 x 20 ms cannot turn "waits" into "probe again" */
+	assert_false(backend_health_try(h, "b:25", 60000));
 	backend_health_report(h, "b:25", false);          /* probe failed: failing again */
-	assert_false(backend_health_try(h, "b:25", 1000));
+	assert_false(backend_health_try(h, "b:25", 60000));
 	usleep(30 * 1000);
 	assert_true(backend_health_try(h, "b:25", 20));
 	backend_health_report(h, "b:25", true);           /* probe succeeded: healthy */

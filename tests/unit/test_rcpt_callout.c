@@ -36,6 +36,8 @@ struct fake {
 	int rcpts;               /* RCPTs seen, catch-all checks included */
 	int checks;              /* of which catch-all checks */
 	int connections;
+	const char *hold;        /* RCPTs naming this wait, counted, until fake_release() */
+	pthread_cond_t released;
 };
 
 static void fake_reply(int fd, const char *s)
@@ -50,6 +52,8 @@ static void fake_rcpt(struct fake *f, int fd, const char *line)
 	pthread_mutex_lock(&f->lock);
 	f->rcpts++;
 	f->checks += strstr(line, "backstop-catchall-check-") != NULL;
+	while (f->hold && strstr(line, f->hold))
+		pthread_cond_wait(&f->released, &f->lock);
 	pthread_mutex_unlock(&f->lock);
 	fake_reply(fd, f->accept_all || known ? "250 2.1.5 Ok\r\n" : "550 5.1.1 User unknown\r\n");
 }
@@ -107,6 +111,7 @@ static struct fake *fake_start(bool accept_all)
 
 	f->accept_all = accept_all;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->released, NULL);
 	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
 	assert_int_equal(listen(f->lfd, 16), 0);
@@ -130,6 +135,7 @@ static void fake_stop(struct fake *f)
 	close(f->lfd);
 	pthread_join(f->thread, NULL);
 	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->released);
 	free(f);
 }
 
@@ -316,26 +322,69 @@ static void test_many_unknowns(void **state)
 	fake_stop(f);
 }
 
+static void fake_release(struct fake *f)
+{
+	pthread_mutex_lock(&f->lock);
+	f->hold = NULL;
+	pthread_cond_broadcast(&f->released);
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Wait (bounded) until cond(f) holds, without running any event loop of the test. */
+static void wait_until(bool (*cond)(void *), void *arg)
+{
+	uint64_t deadline = now_ms() + 10000;
+	while (!cond(arg) && now_ms() < deadline)
+		usleep(1000); /* polling a condition with a deadline: nothing to wait on */
+	assert_true(cond(arg));
+}
+
+static bool fake_holding(void *arg)
+{
+	struct fake *f = arg;
+	return fake_count(f, &f->rcpts) >= 1;
+}
+
+static bool answer_posted(void *arg)
+{
+	return event_base_get_num_events(arg, EVENT_BASE_COUNT_ACTIVE) == 1;
+}
+
+/* Both ways a cancel can meet the answer, each forced, and which one ran is checked: early (the
+ * server is still holding the RCPT, so nothing can have been answered: the callout thread frees
+ * the query when the answer comes) and late (the answer is already posted to the asking loop,
+ * which has not run it: the cancel takes the posted event off that loop and frees the query). */
 static void test_cancel(void **state)
 {
 	struct fake *f = fake_start(false);
 	struct src s = src_open(f->port);
 	struct event_base *base = event_base_new(), *witness_base = event_base_new();
-	struct answer gone = { 0 }, late = { 0 }, witness = { 0 };
+	struct answer gone = { 0 }, late = { 0 }, witness = { 0 }, after = { 0 };
 
-	/* cancelled before the answer: done is never called */
-	s.t->cancel(ask(&s, base, "cancel-early", &gone));
-	/* answered (posted to base) but cancelled before base ran it: the witness is asked first, so
-	 * the cancelled query is answered before the witness on the other loop */
-	assert_non_null(ask(&s, witness_base, "cancel-late", &witness));
-	struct rcpt_query *q = ask(&s, base, "cancel-late", &late);
-	wait_for(witness_base, &witness, 1);
+	/* early: the server holds the RCPT until released */
+	f->hold = "<cancel-early@";
+	struct rcpt_query *q = ask(&s, base, "cancel-early", &gone);
+	assert_non_null(ask(&s, witness_base, "cancel-early", &witness)); /* same flight */
+	wait_until(fake_holding, f);
 	s.t->cancel(q);
-	struct answer after = { 0 };
-	assert_non_null(ask(&s, base, "cancel-early", &after)); /* the loop still works */
+	assert_int_equal(event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE), 0);
+	fake_release(f);
+	wait_for(witness_base, &witness, 1); /* the flight is answered... */
+	assert_int_equal(witness.a.verdict, RCPT_INVALID);
+	assert_non_null(ask(&s, base, "known", &after)); /* ...and what comes after it too */
 	wait_for(base, &after, 1);
 	assert_int_equal(gone.n, 0);
+
+	/* late: the answer is posted to base (its event active), base has not run it */
+	q = ask(&s, base, "cancel-late", &late);
+	wait_until(answer_posted, base);
+	s.t->cancel(q);
+	assert_int_equal(event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE), 0); /* taken off */
+	after = (struct answer){ 0 };
+	assert_non_null(ask(&s, base, "known", &after)); /* the loop still works */
+	wait_for(base, &after, 1);
 	assert_int_equal(late.n, 0);
+	assert_int_equal(after.a.verdict, RCPT_VALID);
 	src_close(&s);
 	event_base_free(base);
 	event_base_free(witness_base);

@@ -661,10 +661,9 @@ static void test_stall_banner(void **state)
 	static const struct step s[] = { { S_STALL, NULL } };
 	struct t *t = *state;
 	t->opts.connect_timeout_ms = 200;
-	uint64_t t0 = now_ms();
+	/* the other timeouts past the 5 s guard of expect_ready: only connect_timeout can answer */
+	t->opts.command_timeout_ms = t->opts.data_timeout_ms = 60000;
 	expect_ready(t, s, 0, "timeout waiting for greeting");
-	uint64_t took = now_ms() - t0;
-	assert_true(took >= 150 && took < 2000);
 }
 
 static void test_connect_refused(void **state)
@@ -802,13 +801,12 @@ static void test_stall_after_dot(void **state)
 {
 	struct t *t = *state;
 	t->opts.data_timeout_ms = 200;
+	t->opts.command_timeout_ms = 60000; /* past run()'s 5 s guard: only data_timeout can answer */
 	t->on_ready = queue_data_only;
 	t->on_354 = write_crlf_body;
 	t->stop_at = 5;
 	start(t, stall_dot_script);
-	uint64_t t0 = now_ms();
 	run(t, 5000);
-	assert_true(now_ms() - t0 < 3000); /* command_timeout is 3 s: data_timeout applied */
 	assert_reply(&t->got[4], 0, NULL, "timeout after end of data");
 }
 
