@@ -3,7 +3,8 @@
  * backend on 127.0.0.1 that answers from the input. All on one event loop, no sleeping.
  *
  * Oracle (smuggling): the backend never opens more transactions (MAILs it accepted) than the
- * client sent MAIL commands, and never gets a sender that no client MAIL command named. What is
+ * client sent MAIL commands, and never gets a sender that no client MAIL command named, nor
+ * more RCPT or DATA commands than the client sent (one each per client command). What is
  * a command comes from a reference reading of the client's bytes (fuzz_session_ref.h): lines at
  * command position outside message content, RFC 5321 framing with backstop's CRLF rules.
  *
@@ -109,7 +110,7 @@ struct ref {
 	bool bare;          /* this message holds a bare CR or LF */
 	bool stop;          /* KNOWN_HOLES off: nothing more may be sent */
 	/* what the client commanded */
-	unsigned mails;
+	unsigned mails, rcpts, datas;
 	char (*senders)[SMTP_PATH_MAX + 16]; /* "MAIL FROM:<addr>" as the relay would write it */
 	size_t nsenders;
 };
@@ -126,7 +127,10 @@ static void ref_command(struct ref *r)
 		len--;
 	if (smtp_command_parse(r->line, len, &cmd) != 0)
 		return;
+	if (cmd.verb == SMTP_VERB_RCPT)
+		r->rcpts++;
 	if (cmd.verb == SMTP_VERB_DATA) {
+		r->datas++;
 		r->st = REF_DATA_PENDING;
 	} else if (cmd.verb == SMTP_VERB_MAIL) {
 		struct smtp_mail_cmd mail;
@@ -248,7 +252,7 @@ struct run {
 	const uint8_t *script;
 	size_t script_len, script_pos;
 	struct backend_conn *conns;
-	unsigned backend_mails, backend_mails_accepted;
+	unsigned backend_mails, backend_mails_accepted, backend_rcpts, backend_datas;
 	char mail_lines[MAX_BACKEND_MAILS][SMTP_PATH_MAX + 64];
 	size_t mail_lens[MAX_BACKEND_MAILS];
 	/* client side */
@@ -352,6 +356,10 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 
 static void backend_note_mail(struct run *run, const char *line, size_t len)
 {
+	if (len >= 8 && strncasecmp(line, "RCPT TO:", 8) == 0)
+		run->backend_rcpts++;
+	if (len == 4 && strncasecmp(line, "DATA", 4) == 0)
+		run->backend_datas++;
 	if (len < 10 || strncasecmp(line, "MAIL FROM:", 10) != 0)
 		return;
 	if (run->backend_mails < MAX_BACKEND_MAILS) {
@@ -601,6 +609,12 @@ static void check(const struct run *run, const struct ref *ref)
 		snprintf(detail, sizeof detail, "backend opened %u transactions, client sent %u MAIL commands",
 			 run->backend_mails_accepted, ref->mails);
 		fail("smuggled MAIL", detail);
+	}
+	/* one backend RCPT per client RCPT, one backend DATA per client DATA, at most */
+	if (run->backend_rcpts > ref->rcpts || run->backend_datas > ref->datas) {
+		snprintf(detail, sizeof detail, "backend got %u RCPT and %u DATA, client sent %u and %u",
+			 run->backend_rcpts, run->backend_datas, ref->rcpts, ref->datas);
+		fail("smuggled command", detail);
 	}
 	for (size_t i = 0; i < run->backend_mails && i < MAX_BACKEND_MAILS; i++) {
 		if (!ref_sender_known(ref, run->mail_lines[i], run->mail_lens[i])) {
