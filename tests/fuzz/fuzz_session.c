@@ -13,10 +13,10 @@
  * FUZZ_SESSION_SEP, then the backend's script: one octet per reply it gives (see backend_reply).
  * Each chunk is written once the loop is idle, i.e. after backstop answered what came before.
  *
- * FUZZ_SESSION_KNOWN_HOLES (default 0) excludes the two shapes of issue 9 items 1 and 2 that
- * are being fixed: nothing is sent after a message that held a bare CR or LF, and nothing is
- * pipelined behind DATA. Build with -DFUZZ_SESSION_KNOWN_HOLES=1 to fuzz them too (the lead
- * turns it on for good once both fixes are merged). */
+ * FUZZ_SESSION_EXCLUDE_KNOWN_HOLES (default 1) keeps out the two shapes of issue 9 items 1
+ * and 2 that are being fixed: nothing is sent after a message that held a bare CR or LF, and
+ * nothing is pipelined behind DATA (each DATA line ends a write). Once both fixes are merged,
+ * set it to 0 here (or build with -DFUZZ_SESSION_EXCLUDE_KNOWN_HOLES=0) to fuzz them too. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,12 +41,12 @@
 #include "util.h"
 #include "worker.h"
 
-#ifndef FUZZ_SESSION_KNOWN_HOLES
-#define FUZZ_SESSION_KNOWN_HOLES 0
+#ifndef FUZZ_SESSION_EXCLUDE_KNOWN_HOLES
+#define FUZZ_SESSION_EXCLUDE_KNOWN_HOLES 1
 #endif
 
 #define FUZZ_SESSION_SEP "@@BACKEND@@"
-#define MAX_TURNS 200000        /* loop iterations per input, all phases */
+#define MAX_TURNS 100000        /* loop iterations before the loop must be idle */
 #define MAX_BACKEND_MAILS 64    /* MAIL lines kept for the sender check (all are counted) */
 #define REF_LINE_MAX 8192
 #define REF_SENDERS_MAX 256
@@ -108,7 +108,7 @@ struct ref {
 	size_t clen;        /* octets of the current content line */
 	char cfirst[2];
 	bool bare;          /* this message holds a bare CR or LF */
-	bool stop;          /* KNOWN_HOLES off: nothing more may be sent */
+	bool stop;          /* EXCLUDE_KNOWN_HOLES: nothing more may be sent */
 	/* what the client commanded */
 	unsigned mails, rcpts, datas;
 	char (*senders)[SMTP_PATH_MAX + 16]; /* "MAIL FROM:<addr>" as the relay would write it */
@@ -164,7 +164,7 @@ static void ref_content(struct ref *r, unsigned char b)
 		if (r->bol && r->clen == 2 && r->cfirst[0] == '.' && r->cfirst[1] == '\r') {
 			/* issue 9 item 1: after a message with a bare CR or LF nothing is a command */
 			r->st = r->bare ? REF_DEAD : REF_CMD;
-			r->stop = r->bare && !FUZZ_SESSION_KNOWN_HOLES;
+			r->stop = r->bare && FUZZ_SESSION_EXCLUDE_KNOWN_HOLES;
 			r->linelen = 0;
 			r->line_long = false;
 			return;
@@ -180,7 +180,7 @@ static void ref_content(struct ref *r, unsigned char b)
 }
 
 /* Read up to n octets of the stream; returns how many may be written now (fewer when the chunk
- * must end: after a DATA line with KNOWN_HOLES off, or where nothing more may be sent). */
+ * must end: after a DATA line with EXCLUDE_KNOWN_HOLES, or where nothing more may be sent). */
 static size_t ref_feed(struct ref *r, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -205,7 +205,7 @@ static size_t ref_feed(struct ref *r, const uint8_t *p, size_t n)
 				ref_command(r);
 				r->linelen = 0;
 				r->line_long = false;
-				if (r->st == REF_DATA_PENDING && !FUZZ_SESSION_KNOWN_HOLES)
+				if (r->st == REF_DATA_PENDING && FUZZ_SESSION_EXCLUDE_KNOWN_HOLES)
 					return i + 1; /* issue 9 item 2: nothing pipelined behind DATA */
 			}
 			break;
@@ -232,7 +232,7 @@ struct backend_conn {
 	struct event *ev;
 	struct evbuffer *in;
 	bool in_data;
-	bool greeted;
+	bool in_tx;         /* a MAIL was accepted: another one is nested (503), as in a real server */
 };
 
 struct run; /* one input */
@@ -280,8 +280,8 @@ static int script_next(struct run *run)
 static void backend_send(struct backend_conn *c, const char *text)
 {
 	trace("backend says", text, strlen(text));
-	if (send(c->fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		return; /* backstop went away: its side will notice */
+	/* a failure means backstop went away: its side notices */
+	(void)send(c->fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 static void backend_close(struct run *run, struct backend_conn *c)
@@ -306,6 +306,7 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 {
 	bool dot = c->in_data; /* the end of content: whatever the answer, commands follow */
 	c->in_data = false;
+	c->in_tx = c->in_tx && !dot;
 	int s = script_next(run);
 	int kind = s < 0 ? 0 : s % 8;
 	char buf[512];
@@ -326,7 +327,6 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 		backend_send(c, "550 5.7.1 fake backend: no\r\n");
 	} else if (line == NULL) {
 		backend_send(c, "220 fake.backend ESMTP\r\n");
-		c->greeted = true;
 	} else if (dot) {
 		backend_send(c, "250 2.0.0 queued as FAKE\r\n");
 	} else if (len >= 5 && strncasecmp(line, "EHLO ", 5) == 0) {
@@ -336,6 +336,10 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 			 ext & 4 ? "\r\n250-SMTPUTF8" : "", ext & 8 ? "\r\n250-DSN" : "",
 			 ext & 16 ? "\r\n250-SIZE 1000000" : "");
 		backend_send(c, buf);
+		c->in_tx = false;
+	} else if (len == 4 && strncasecmp(line, "RSET", 4) == 0) {
+		backend_send(c, "250 2.0.0 reset\r\n");
+		c->in_tx = false;
 	} else if (len == 4 && strncasecmp(line, "DATA", 4) == 0) {
 		c->in_data = true;
 		backend_send(c, "354 go ahead\r\n");
@@ -343,18 +347,22 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 		backend_send(c, "221 2.0.0 bye\r\n");
 		backend_close(run, c);
 		return false;
+	} else if (len >= 10 && strncasecmp(line, "MAIL FROM:", 10) == 0 && c->in_tx) {
+		backend_send(c, "503 5.5.1 fake backend: nested MAIL\r\n");
 	} else {
 		is_mail = len >= 10 && strncasecmp(line, "MAIL FROM:", 10) == 0;
 		backend_send(c, "250 2.1.0 ok\r\n");
 	}
-	if (is_mail)
+	if (is_mail) { /* a transaction opened: one per client MAIL at most */
+		c->in_tx = true;
 		run->backend_mails_accepted++;
+	}
 	if (kind == 7)
 		backend_send(c, "250 2.0.0 unsolicited\r\n");
 	return true;
 }
 
-static void backend_note_mail(struct run *run, const char *line, size_t len)
+static void backend_note_command(struct run *run, const char *line, size_t len)
 {
 	if (len >= 8 && strncasecmp(line, "RCPT TO:", 8) == 0)
 		run->backend_rcpts++;
@@ -396,7 +404,7 @@ static void backend_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (!c->in_data || reply)
 			trace("backend got", line, len);
 		if (!c->in_data)
-			backend_note_mail(run, line, len);
+			backend_note_command(run, line, len);
 		bool alive = !reply || backend_reply(run, c, line, len);
 		if (!alive)
 			return;
@@ -459,12 +467,13 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Run the loop until it has nothing left to do but wait for timers; false if it never settles. */
-static bool settle(struct run *run, unsigned *turns)
+static bool settle(struct run *run)
 {
+	unsigned turns = 0;
 	run->idle = false;
 	event_active(G.idle_ev, EV_TIMEOUT, 1);
 	while (!run->idle) {
-		if (++*turns > MAX_TURNS)
+		if (++turns > MAX_TURNS)
 			return false;
 		event_base_loop(G.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	}
@@ -581,13 +590,13 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
 	*(bool *)arg = true;
 }
 
-static void end_sessions(struct worker *w, unsigned *turns)
+static void end_sessions(struct worker *w)
 {
 	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
 		next = smtp_session_next(s);
 		smtp_session_abort(s);
 	}
-	settle(G.run, turns);
+	settle(G.run);
 	if (w->nsessions > 0) { /* timers only (backpressure watchdog): let them run, bounded */
 		struct timeval tv = { 3, 0 };
 		bool expired = false;
@@ -659,9 +668,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    .sin_addr.s_addr = htonl(0xC0000201) }; /* 192.0.2.1 */
 	smtp_session_accept(&w, sv[0], (struct sockaddr *)&peer, sizeof peer);
 
-	unsigned turns = 0;
 	size_t pos = 0;
-	if (!settle(run, &turns))
+	if (!settle(run))
 		fail("event loop never idle", NULL);
 	while (pos < stream_len && w.nsessions > 0 && !ref->stop) {
 		if (ref->st == REF_DATA_PENDING) { /* the client waited for DATA's reply */
@@ -681,19 +689,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if ((size_t)put < n) /* the reference read further than what went out: stop there */
 			stream_len = pos + (size_t)put;
 		pos += (size_t)put;
-		if (!settle(run, &turns))
+		if (!settle(run))
 			fail("event loop never idle", NULL);
 	}
 	/* the client goes away, then the backends; every session must end and free everything */
 	event_free(run->cev);
 	close(run->cfd);
-	settle(run, &turns);
+	settle(run);
 	while (run->conns)
 		backend_close(run, run->conns);
-	settle(run, &turns);
+	settle(run);
 	if (w.nsessions > 0)
-		end_sessions(&w, &turns);
-	settle(run, &turns); /* connections still in the listeners' backlog */
+		end_sessions(&w);
+	settle(run); /* connections still in the listeners' backlog */
 	while (run->conns)
 		backend_close(run, run->conns);
 	check(run, ref);
