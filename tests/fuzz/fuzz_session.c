@@ -1,12 +1,15 @@
 /* fuzz_session.c - libFuzzer target: one whole client session (commands and message content,
  * written in chunks the input chooses) through the real session code, delivering to a fake
- * backend on 127.0.0.1 that answers from the input. All on one event loop, no sleeping.
+ * backend on 127.0.0.1 that answers from the input. All on one event loop, never waiting on a
+ * clock: only a session still alive once both its peers are gone gets up to 3 s for its timers,
+ * and if it is still there the target traps. Everything an input creates is freed before the
+ * next.
  *
- * Oracle (smuggling): the backend never opens more transactions (MAILs it accepted) than the
- * client sent MAIL commands, and never gets a sender that no client MAIL command named, nor
- * more RCPT or DATA commands than the client sent (one each per client command). What is
- * a command comes from a reference reading of the client's bytes (fuzz_session_ref.h): lines at
- * command position outside message content, RFC 5321 framing with backstop's CRLF rules.
+ * Oracle (smuggling): the backend never gets a sender that no client MAIL command named, nor
+ * more MAIL transactions (runs of one sender, see check()), RCPT or DATA commands than the
+ * client sent as commands. What is a command comes from a reference reading of the client's
+ * bytes (ref_* below): lines at command position outside message content, RFC 5321 framing
+ * with backstop's CRLF rules.
  *
  * Input: byte 0 flags (bit 0: bare_newline = normalise), byte 1 chunk seed (0: one write,
  * 1: one write per line, else chunks of 1-64 octets), then the client's bytes up to the first
@@ -47,9 +50,8 @@
 
 #define FUZZ_SESSION_SEP "@@BACKEND@@"
 #define MAX_TURNS 100000        /* loop iterations before the loop must be idle */
-#define MAX_BACKEND_MAILS 64    /* MAIL lines kept for the sender check (all are counted) */
+#define MAIL_LINE_KEEP (SMTP_PATH_MAX + 64) /* of a backend MAIL line: the sender and more */
 #define REF_LINE_MAX 8192
-#define REF_SENDERS_MAX 256
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -112,7 +114,7 @@ struct ref {
 	/* what the client commanded */
 	unsigned mails, rcpts, datas;
 	char (*senders)[SMTP_PATH_MAX + 16]; /* "MAIL FROM:<addr>" as the relay would write it */
-	size_t nsenders;
+	size_t nsenders, senders_cap;
 };
 
 static void ref_command(struct ref *r)
@@ -137,7 +139,11 @@ static void ref_command(struct ref *r)
 		struct smtp_parse_error err;
 		char addr[SMTP_PATH_MAX + 8];
 		r->mails++;
-		if (smtp_mail_parse(cmd.arg, cmd.arg_len, &mail, &err) == 0 && r->nsenders < REF_SENDERS_MAX) {
+		if (smtp_mail_parse(cmd.arg, cmd.arg_len, &mail, &err) == 0) {
+			if (r->nsenders == r->senders_cap) {
+				r->senders_cap = r->senders_cap ? 2 * r->senders_cap : 8;
+				r->senders = xrealloc(r->senders, r->senders_cap * sizeof *r->senders);
+			}
 			smtp_address_format(&mail.from, addr, sizeof addr);
 			snprintf(r->senders[r->nsenders++], sizeof r->senders[0], "MAIL FROM:<%s>", addr);
 		}
@@ -214,14 +220,16 @@ static size_t ref_feed(struct ref *r, const uint8_t *p, size_t n)
 	return n;
 }
 
-static bool ref_sender_known(const struct ref *r, const char *line, size_t len)
+/* The client MAIL command whose sender a backend MAIL line carries (the first of equal ones),
+ * or -1. */
+static long ref_sender_find(const struct ref *r, const char *line, size_t len)
 {
 	for (size_t i = 0; i < r->nsenders; i++) {
 		size_t n = strlen(r->senders[i]);
 		if (len >= n && memcmp(line, r->senders[i], n) == 0 && (len == n || line[n] == ' '))
-			return true;
+			return (long)i;
 	}
-	return false;
+	return -1;
 }
 
 /* ---- the fake backend ---- */
@@ -252,9 +260,9 @@ struct run {
 	const uint8_t *script;
 	size_t script_len, script_pos;
 	struct backend_conn *conns;
-	unsigned backend_mails, backend_mails_accepted, backend_rcpts, backend_datas;
-	char mail_lines[MAX_BACKEND_MAILS][SMTP_PATH_MAX + 64];
-	size_t mail_lens[MAX_BACKEND_MAILS];
+	unsigned backend_rcpts, backend_datas;
+	char (*mails)[MAIL_LINE_KEEP];   /* every MAIL line the backends got, in order */
+	size_t *mail_lens, nmails, mails_cap;
 	/* client side */
 	evutil_socket_t cfd;
 	struct event *cev;
@@ -310,7 +318,6 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 	int s = script_next(run);
 	int kind = s < 0 ? 0 : s % 8;
 	char buf[512];
-	bool is_mail = false;
 
 	if (kind == 6) {
 		backend_close(run, c);
@@ -350,12 +357,8 @@ static bool backend_reply(struct run *run, struct backend_conn *c, const char *l
 	} else if (len >= 10 && strncasecmp(line, "MAIL FROM:", 10) == 0 && c->in_tx) {
 		backend_send(c, "503 5.5.1 fake backend: nested MAIL\r\n");
 	} else {
-		is_mail = len >= 10 && strncasecmp(line, "MAIL FROM:", 10) == 0;
+		c->in_tx = c->in_tx || (len >= 10 && strncasecmp(line, "MAIL FROM:", 10) == 0);
 		backend_send(c, "250 2.1.0 ok\r\n");
-	}
-	if (is_mail) { /* a transaction opened: one per client MAIL at most */
-		c->in_tx = true;
-		run->backend_mails_accepted++;
 	}
 	if (kind == 7)
 		backend_send(c, "250 2.0.0 unsolicited\r\n");
@@ -370,12 +373,14 @@ static void backend_note_command(struct run *run, const char *line, size_t len)
 		run->backend_datas++;
 	if (len < 10 || strncasecmp(line, "MAIL FROM:", 10) != 0)
 		return;
-	if (run->backend_mails < MAX_BACKEND_MAILS) {
-		size_t n = len < sizeof run->mail_lines[0] ? len : sizeof run->mail_lines[0] - 1;
-		memcpy(run->mail_lines[run->backend_mails], line, n);
-		run->mail_lens[run->backend_mails] = n;
+	if (run->nmails == run->mails_cap) {
+		run->mails_cap = run->mails_cap ? 2 * run->mails_cap : 8;
+		run->mails = xrealloc(run->mails, run->mails_cap * sizeof *run->mails);
+		run->mail_lens = xrealloc(run->mail_lens, run->mails_cap * sizeof *run->mail_lens);
 	}
-	run->backend_mails++;
+	size_t n = len < MAIL_LINE_KEEP ? len : MAIL_LINE_KEEP;
+	memcpy(run->mails[run->nmails], line, n);
+	run->mail_lens[run->nmails++] = n;
 }
 
 /* The backend reads leniently, like a server that takes a bare LF as a line end (in commands
@@ -614,9 +619,26 @@ static void check(const struct run *run, const struct ref *ref)
 {
 	char detail[SMTP_PATH_MAX + 128];
 
-	if (run->backend_mails_accepted > ref->mails) {
-		snprintf(detail, sizeof detail, "backend opened %u transactions, client sent %u MAIL commands",
-			 run->backend_mails_accepted, ref->mails);
+	/* Every backend MAIL carries the sender of a client MAIL command. One client MAIL may reach
+	 * the backend more than once, always in a row: again for the next RCPT when the backend
+	 * refused it, again on a new connection when the first failed. So a run of equal senders
+	 * is one client MAIL, and there are no more runs than client MAIL commands. */
+	unsigned runs = 0;
+	long prev = -1;
+	for (size_t i = 0; i < run->nmails; i++) {
+		long k = ref_sender_find(ref, run->mails[i], run->mail_lens[i]);
+		if (k < 0) {
+			snprintf(detail, sizeof detail, "backend got \"%.*s\", in no client MAIL command",
+				 (int)(run->mail_lens[i] < SMTP_PATH_MAX ? run->mail_lens[i] : SMTP_PATH_MAX),
+				 run->mails[i]);
+			fail("smuggled sender", detail);
+		}
+		runs += k != prev;
+		prev = k;
+	}
+	if (runs > ref->mails) {
+		snprintf(detail, sizeof detail, "backend got %u MAIL transactions, client sent %u MAIL commands",
+			 runs, ref->mails);
 		fail("smuggled MAIL", detail);
 	}
 	/* one backend RCPT per client RCPT, one backend DATA per client DATA, at most */
@@ -624,14 +646,6 @@ static void check(const struct run *run, const struct ref *ref)
 		snprintf(detail, sizeof detail, "backend got %u RCPT and %u DATA, client sent %u and %u",
 			 run->backend_rcpts, run->backend_datas, ref->rcpts, ref->datas);
 		fail("smuggled command", detail);
-	}
-	for (size_t i = 0; i < run->backend_mails && i < MAX_BACKEND_MAILS; i++) {
-		if (!ref_sender_known(ref, run->mail_lines[i], run->mail_lens[i])) {
-			snprintf(detail, sizeof detail, "backend got \"%.*s\", in no client MAIL command",
-				 (int)(run->mail_lens[i] < SMTP_PATH_MAX ? run->mail_lens[i] : SMTP_PATH_MAX),
-				 run->mail_lines[i]);
-			fail("smuggled sender", detail);
-		}
 	}
 }
 
@@ -649,7 +663,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct run *run = xcalloc(1, sizeof *run);
 	struct ref *ref = xcalloc(1, sizeof *ref);
-	ref->senders = xcalloc(REF_SENDERS_MAX, sizeof *ref->senders);
 	if (end) {
 		run->script = end + sizeof sep - 1;
 		run->script_len = size - (size_t)(run->script - data);
@@ -709,6 +722,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	G.run = NULL;
 	server_free_embedded(w.server);
 	free(ref->senders);
+	free(run->mails);
+	free(run->mail_lens);
 	free(ref);
 	free(run);
 	return 0;
