@@ -56,15 +56,16 @@ integration-asan: asan
 	BACKSTOP_BIN=$(CURDIR)/$(BUILD_ASAN)/backstop $(PYTEST)
 
 # Run each fuzz target that the fuzz build produced for FUZZ_SECONDS, seeded from
-# tests/fuzz/corpus/TARGET when that directory exists.
+# tests/fuzz/corpus/TARGET when that directory exists, with tests/fuzz/TARGET.dict if it exists.
 fuzz: fuzz-build
 	@targets=$$($(PYTHON) tests/list_fuzz_targets.py $(BUILD_FUZZ)); \
 	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets defined yet"; exit 0; fi; \
 	for exe in $$targets; do \
 		name=$$(basename $$exe); work=$$(mktemp -d); \
 		seeds=tests/fuzz/corpus/$$name; [ -d $$seeds ] || seeds=; \
+		dict=tests/fuzz/$$name.dict; if [ -f $$dict ]; then dict=-dict=$$dict; else dict=; fi; \
 		echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-		$$exe -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+		$$exe -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 $$dict \
 			-print_final_stats=1 -artifact_prefix=$$work/ $$work $$seeds \
 			> $$work/log 2>&1 || { tail -50 $$work/log; echo "fuzz: $$name FAILED"; exit 1; }; \
 		grep -E '^(stat::number_of_executed_units|Done)' $$work/log || true; \
