@@ -15,6 +15,7 @@
 #define POOL_CONN_MAX_REJECTS 8    /* then a fresh connection: Postfix's smtpd_soft_error_limit
 				    * (10) would slow each further reply by a second */
 #define POOL_IDLE_MS 30000         /* an unused connection is closed after this */
+#define POOL_WARN_EVERY_MS 60000  /* a misconfigured validation server is reported this often */
 #define POOL_TRIES 2               /* a flight whose reused connection dropped is tried again */
 
 unsigned callout_conn_count(const struct callout_pool *p, enum conn_state only, bool any)
@@ -141,6 +142,23 @@ static void conn_mail_cb(void *arg, const struct smtp_reply *r)
 		c->mail = *r;
 }
 
+/* Loudly, at most once a minute: the server refuses for policy, so it cannot tell who exists. */
+static void conn_warn_policy(struct callout_pool *p, const char *addr, const struct smtp_reply *r)
+{
+	uint64_t now = now_ms();
+
+	p->policy_rejects++;
+	if (p->policy_warn_ms != 0 && now - p->policy_warn_ms < POOL_WARN_EVERY_MS)
+		return;
+	log_warn("%s: validation server %s:%s refused RCPT TO:<%s> for policy (%d %s %s), not as an unknown "
+		 "user: the address is UNAVAILABLE (clients get 4xx), never 550; the validation server is "
+		 "misconfigured (does it relay for this gateway's address and callout_sender?); %lu such "
+		 "replies since the last warning",
+		 p->spec, p->host, p->port, addr, r->code, r->enhanced, r->text, p->policy_rejects);
+	p->policy_warn_ms = now;
+	p->policy_rejects = 0;
+}
+
 static void conn_rcpt_cb(void *arg, const struct smtp_reply *r)
 {
 	struct flight *f = arg;
@@ -159,8 +177,11 @@ static void conn_rcpt_cb(void *arg, const struct smtp_reply *r)
 				    c->mail.text);
 	} else {
 		enum rcpt_verdict v = callout_verdict(r);
-		callout_pool_answer(p, &f->ans, v, "%s: %d %s%s%s", p->host, r->code, r->enhanced,
-				    r->enhanced[0] ? " " : "", r->text);
+		callout_pool_answer(p, &f->ans, v, "%s: %d %s%s%s%s", p->host, r->code, r->enhanced,
+				    r->enhanced[0] ? " " : "", r->text,
+				    callout_policy_reject(r) ? " (a policy rejection, not an unknown user)" : "");
+		if (callout_policy_reject(r))
+			conn_warn_policy(p, f->addr, r);
 		if (r->code / 100 == 5)
 			c->rejects++;
 	}

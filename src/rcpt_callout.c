@@ -2,8 +2,8 @@
  * recipient validation, a Postfix with relay_recipient_maps) with EHLO, MAIL FROM:<sender> and
  * RCPT TO:<addr>, never DATA. One dedicated thread with its own event loop owns the server's
  * connections (callout_pool.c); workers post lookups to it through a locked inbox and get the
- * answer back on their own loop through an event made at lookup time. 2xx = VALID, 550/551/553
- * or 5.1.x = INVALID, everything else (4xx, timeouts, refused connections) = UNAVAILABLE. */
+ * answer back on their own loop through an event made at lookup time. Verdicts: callout_verdict()
+ * (2xx VALID, 5.1.x INVALID, policy 5xx, 4xx, timeouts, refused connections UNAVAILABLE). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>

@@ -61,7 +61,9 @@ class _FakeHandler(socketserver.StreamRequestHandler):
                 fv._rcpt(addr)
                 if fv.rcpt_delay:
                     fv.release.wait(fv.rcpt_delay)
-                if fv.accept_all or addr in fv.known:
+                if addr in fv.replies:
+                    self.reply(fv.replies[addr])
+                elif fv.accept_all or addr in fv.known:
                     self.reply("250 2.1.5 Ok")
                 elif fv.tempfail:
                     self.reply("451 4.3.0 Try again later")
@@ -79,10 +81,12 @@ class _FakeHandler(socketserver.StreamRequestHandler):
 
 class FakeValidator:
     """known: addresses answered 250; accept_all: answer 250 to everything (catch-all);
-    rcpt_delay: seconds before each RCPT reply (Exchange's tarpit); tempfail: 451 for unknowns."""
+    rcpt_delay: seconds before each RCPT reply (Exchange's tarpit); tempfail: 451 for unknowns;
+    replies: {address: reply line} for RCPTs of those addresses (a policy 550 5.7.1, say)."""
 
-    def __init__(self, known=(), accept_all=False, rcpt_delay=0.0, tempfail=False):
+    def __init__(self, known=(), accept_all=False, rcpt_delay=0.0, tempfail=False, replies=None):
         self.known = {k.lower() for k in known}
+        self.replies = {k.lower(): v for k, v in (replies or {}).items()}
         self.accept_all, self.rcpt_delay, self.tempfail = accept_all, rcpt_delay, tempfail
         self.rcpts = Counter()
         self.connections = self.open_now = self.max_open = self.data_seen = 0

@@ -201,6 +201,10 @@ static void test_verdicts(void **state)
 		{ 250, "2.1.5", RCPT_VALID }, { 251, "", RCPT_VALID }, { 550, "5.1.1", RCPT_INVALID },
 		{ 551, "", RCPT_INVALID }, { 553, "5.1.3", RCPT_INVALID }, { 554, "5.1.10", RCPT_INVALID },
 		{ 554, "5.7.1", RCPT_UNAVAILABLE }, { 552, "", RCPT_UNAVAILABLE }, { 450, "4.1.1", RCPT_UNAVAILABLE },
+		/* policy rejections are not "user unknown" (issue 9 item 9) */
+		{ 550, "5.7.1", RCPT_UNAVAILABLE }, { 553, "5.7.1", RCPT_UNAVAILABLE }, { 550, "5.5.3", RCPT_UNAVAILABLE },
+		{ 551, "5.7.1", RCPT_UNAVAILABLE }, { 550, "5.1.8", RCPT_UNAVAILABLE }, { 553, "5.1.7", RCPT_UNAVAILABLE },
+		{ 550, "", RCPT_INVALID }, { 553, "", RCPT_INVALID }, { 554, "", RCPT_UNAVAILABLE },
 		{ 451, "", RCPT_UNAVAILABLE }, { 421, "", RCPT_UNAVAILABLE }, { 0, "", RCPT_UNAVAILABLE },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {

@@ -1,0 +1,60 @@
+"""Validation servers that answer wrongly (issue 9 items 9-11): a policy rejection is not an
+unknown user, a hanging server does not make memory grow, an extra reply line does not shift
+verdicts onto other addresses."""
+import re
+
+from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
+from conftest import run_cli
+from peers import sink  # noqa: F401  (fixture)
+
+
+def gw(**over):
+    g = {"log_level": "info", "verify_timeout": "8s", "callout_timeout": "10s"}
+    g.update(over)
+    return g
+
+
+def dom(sink, server, **over):
+    d = {"deliver": sink.addr, "verify": f"callout:{server.addr}"}
+    d.update(over)
+    return {"example.test": d}
+
+
+def rcpts(b, addrs, mail="sender@client.test"):
+    with b.connect(timeout=20) as c:
+        c.ehlo()
+        assert c.cmd(f"MAIL FROM:<{mail}>").code == 250
+        return [c.cmd(f"RCPT TO:<{a}>") for a in addrs]
+
+
+# ---- item 9: policy rejections --------------------------------------------------------------
+
+def test_postfix_relay_denied_550_571_is_451_not_user_unknown(backstop_factory, sink, tmp_path):
+    # a Postfix that does not relay for example.test, answering 550 5.7.1 Relay access denied
+    pf = Postfix(users=["alice@example.test"], name="policy", relay_domains="other.test",
+                 extra="relay_domains_reject_code = 550\n")
+    try:
+        b = backstop_factory(gateway=gw(cache=f"lmdb:{tmp_path}/cache"), domains=dom(sink, pf))
+        r = rcpts(b, ["alice@example.test"])[0]
+        assert (r.code, r.enhanced) == (451, "4.4.3"), r
+        pf.wait_log("Relay access denied")
+        assert "550 5.7.1" in pf.log()
+        b.wait_log(r"refused RCPT TO:<[^>]*@example\.test> for policy \(550 5\.7\.1.*misconfigured")
+        r = rcpts(b, ["alice@example.test"])[0]  # nothing was cached as unknown
+        assert (r.code, r.enhanced) == (451, "4.4.3"), r
+        show = run_cli("cache", "-c", b.conf, "show", "alice@example.test")
+        assert "not cached" in show.stdout, show.stdout
+    finally:
+        pf.stop()
+
+
+def test_policy_5xx_with_enhanced_code_unavailable_plain_550_invalid(backstop_factory, fake, sink):
+    v = fake(replies={"relay@example.test": "553 5.7.1 Relay access denied",
+                      "many@example.test": "550 5.5.3 Too many recipients",
+                      "sender@example.test": "550 5.1.8 Sender address rejected: Domain not found",
+                      "plain@example.test": "550 No such user here"})
+    b = backstop_factory(gateway=gw(), domains=dom(sink, v))
+    got = rcpts(b, ["relay@example.test", "many@example.test", "sender@example.test", "plain@example.test",
+                    "gone@example.test"])
+    assert [(r.code, r.enhanced) for r in got] == [(451, "4.4.3")] * 3 + [(550, "5.1.1")] * 2, list(map(str, got))
+    assert len(re.findall(r"for policy", b.log_text())) == 1  # loud, but once a minute
