@@ -109,39 +109,6 @@ static void conn_quit_cb(void *arg, const struct smtp_reply *r)
 	callout_pool_kick(p);
 }
 
-/* The batch is over (RSET answered): back to idle, or a fresh connection next time. */
-static void conn_rset_cb(void *arg, const struct smtp_reply *r)
-{
-	struct cconn *c = arg;
-	struct callout_pool *p = c->p;
-	static const struct timeval idle = { POOL_IDLE_MS / 1000, 0 };
-
-	if (r->code == 0) {
-		conn_fail(c, r->text);
-		return;
-	}
-	if (r->code != 250 || c->rejects >= POOL_CONN_MAX_REJECTS) {
-		/* keep the slot until the server has answered QUIT: its replacement must not make
-		 * one connection more than callout_max_connections, even for a moment */
-		c->st = CC_QUITTING;
-		smtp_client_command(c->client, "QUIT", conn_quit_cb, c);
-		return;
-	} else {
-		c->st = CC_IDLE;
-		evtimer_add(c->idle, &idle);
-	}
-	callout_pool_kick(p);
-}
-
-static void conn_mail_cb(void *arg, const struct smtp_reply *r)
-{
-	struct cconn *c = arg;
-	if (r->code == 0)
-		conn_fail(c, r->text);
-	else
-		c->mail = *r;
-}
-
 /* Loudly, at most once a minute: the server refuses for policy, so it cannot tell who exists. */
 static void conn_warn_policy(struct callout_pool *p, const char *addr, const struct smtp_reply *r)
 {
@@ -159,33 +126,105 @@ static void conn_warn_policy(struct callout_pool *p, const char *addr, const str
 	p->policy_rejects = 0;
 }
 
-static void conn_rcpt_cb(void *arg, const struct smtp_reply *r)
+/* The batch ended in step: each flight gets the verdict of its own reply. */
+static void conn_answer_batch(struct cconn *c)
 {
-	struct flight *f = arg;
-	struct cconn *c = f->conn;
 	struct callout_pool *p = c->p;
+	struct flight *f;
+	unsigned i = 0;
+
+	while ((f = TAILQ_FIRST(&c->batch)) != NULL) {
+		const struct smtp_reply *r = &c->match.rcpt[i];
+		TAILQ_REMOVE(&c->batch, f, link);
+		f->conn = NULL;
+		if (c->mail.code / 100 != 2) {
+			callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s refused MAIL FROM:<%s>: %d %s%s%s", p->host,
+					    p->sender, c->mail.code, c->mail.enhanced, c->mail.enhanced[0] ? " " : "",
+					    c->mail.text);
+		} else {
+			callout_pool_answer(p, &f->ans, callout_match_verdict(&c->match, i), "%s: %d %s%s%s%s", p->host,
+					    r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text,
+					    callout_policy_reject(r) ? " (a policy rejection, not an unknown user)" : "");
+			if (callout_policy_reject(r))
+				conn_warn_policy(p, f->addr, r);
+			if (r->code / 100 == 5)
+				c->rejects++;
+		}
+		i++;
+		callout_flight_finish(p, f);
+	}
+}
+
+/* The replies are out of step with the commands: nobody gets a verdict that may be another
+ * address's, and the connection is dropped (never reused). */
+static void conn_desync(struct cconn *c)
+{
+	struct callout_pool *p = c->p;
+	struct flight *f;
+
+	log_warn("%s: validation server %s:%s: replies out of step with the commands (%s): the batch of %u "
+		 "address%s is UNAVAILABLE and the connection dropped",
+		 p->spec, p->host, p->port, c->match.why, c->match.n, c->match.n == 1 ? "" : "es");
+	while ((f = TAILQ_FIRST(&c->batch)) != NULL) {
+		TAILQ_REMOVE(&c->batch, f, link);
+		f->conn = NULL;
+		callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s: replies out of step (%s)", p->host, c->match.why);
+		callout_flight_finish(p, f);
+	}
+	callout_conn_close(c, false);
+	callout_pool_kick(p);
+}
+
+/* The batch is over (RSET answered): verdicts if the replies were in step, then back to idle,
+ * or a fresh connection next time. */
+static void conn_rset_cb(void *arg, const struct smtp_reply *r)
+{
+	struct cconn *c = arg;
+	struct callout_pool *p = c->p;
+	static const struct timeval idle = { POOL_IDLE_MS / 1000, 0 };
 
 	if (r->code == 0) {
 		conn_fail(c, r->text);
 		return;
 	}
-	TAILQ_REMOVE(&c->batch, f, link);
-	f->conn = NULL;
-	if (c->mail.code / 100 != 2) {
-		callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s refused MAIL FROM:<%s>: %d %s%s%s", p->host,
-				    p->sender, c->mail.code, c->mail.enhanced, c->mail.enhanced[0] ? " " : "",
-				    c->mail.text);
-	} else {
-		enum rcpt_verdict v = callout_verdict(r);
-		callout_pool_answer(p, &f->ans, v, "%s: %d %s%s%s%s", p->host, r->code, r->enhanced,
-				    r->enhanced[0] ? " " : "", r->text,
-				    callout_policy_reject(r) ? " (a policy rejection, not an unknown user)" : "");
-		if (callout_policy_reject(r))
-			conn_warn_policy(p, f->addr, r);
-		if (r->code / 100 == 5)
-			c->rejects++;
+	callout_match_reply(&c->match, r);
+	if (callout_match_end(&c->match, smtp_client_input_pending(c->client)) != CM_DONE) {
+		conn_desync(c);
+		return;
 	}
-	callout_flight_finish(p, f);
+	conn_answer_batch(c);
+	if (c->rejects >= POOL_CONN_MAX_REJECTS) {
+		/* keep the slot until the server has answered QUIT: its replacement must not make
+		 * one connection more than callout_max_connections, even for a moment */
+		c->st = CC_QUITTING;
+		smtp_client_command(c->client, "QUIT", conn_quit_cb, c);
+		return;
+	}
+	c->st = CC_IDLE;
+	evtimer_add(c->idle, &idle);
+	callout_pool_kick(p);
+}
+
+static void conn_mail_cb(void *arg, const struct smtp_reply *r)
+{
+	struct cconn *c = arg;
+	if (r->code == 0) {
+		conn_fail(c, r->text);
+		return;
+	}
+	c->mail = *r;
+	callout_match_reply(&c->match, r);
+}
+
+static void conn_rcpt_cb(void *arg, const struct smtp_reply *r)
+{
+	struct flight *f = arg;
+	struct cconn *c = f->conn;
+
+	if (r->code == 0)
+		conn_fail(c, r->text);
+	else
+		callout_match_reply(&c->match, r); /* answered at the end of the batch, if in step */
 }
 
 void callout_conn_start_batch(struct cconn *c)
@@ -219,6 +258,7 @@ void callout_conn_start_batch(struct cconn *c)
 		smtp_client_command(c->client, line, conn_rcpt_cb, f);
 		n++;
 	}
+	callout_match_init(&c->match, n);
 	smtp_client_command(c->client, "RSET", conn_rset_cb, c);
 	log_debug("%s: %u RCPT%s sent, %zu waiting", p->spec, n, n == 1 ? "" : "s", p->queued);
 }

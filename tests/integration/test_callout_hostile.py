@@ -58,3 +58,21 @@ def test_policy_5xx_with_enhanced_code_unavailable_plain_550_invalid(backstop_fa
                     "gone@example.test"])
     assert [(r.code, r.enhanced) for r in got] == [(451, "4.4.3")] * 3 + [(550, "5.1.1")] * 2, list(map(str, got))
     assert len(re.findall(r"for policy", b.log_text())) == 1  # loud, but once a minute
+
+
+# ---- item 11: replies out of step ----------------------------------------------------------
+
+def test_extra_reply_line_gives_no_address_another_verdict(backstop_factory, fake, sink):
+    # an unsolicited "250 OK" before MAIL's reply shifts every later reply by one: MAIL would take
+    # it, the first RCPT MAIL's 250, the next one the first's reply...
+    v = fake(known=["alice@example.test", "bob@example.test"], extra_line="250 OK")
+    b = backstop_factory(gateway=gw(), domains=dom(sink, v))
+    addrs = ["alice@example.test", "ghost1@example.test", "bob@example.test", "ghost2@example.test"]
+    with b.connect(timeout=20) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        c.send("".join(f"RCPT TO:<{a}>\r\n" for a in addrs).encode())  # one pipelined group
+        got = [c.reply() for _ in addrs]
+    assert [(r.code, r.enhanced) for r in got] == [(451, "4.4.3")] * len(addrs), list(map(str, got))
+    b.wait_log(r"replies out of step with the commands .*UNAVAILABLE and the connection dropped")
+    assert v.total_rcpts() >= len(addrs)  # they were asked; the answers could not be trusted

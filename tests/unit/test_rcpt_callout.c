@@ -20,6 +20,7 @@
 
 #include <event2/thread.h>
 
+#include "callout_match.h"
 #include "callout_pool.h"
 #include "log.h"
 #include "rcpt.h"
@@ -212,6 +213,52 @@ static void test_verdicts(void **state)
 		snprintf(r.enhanced, sizeof r.enhanced, "%s", cases[i].enh);
 		assert_int_equal(callout_verdict(&r), cases[i].v);
 	}
+}
+
+static struct smtp_reply reply_of(int code, const char *enh)
+{
+	struct smtp_reply r = { .code = code };
+	snprintf(r.enhanced, sizeof r.enhanced, "%s", enh);
+	return r;
+}
+
+/* Replies matched to MAIL, RCPTs and the RSET marker: verdicts only when the stream is in step. */
+static void test_match(void **state)
+{
+	struct callout_match m;
+	struct smtp_reply mail = reply_of(250, "2.1.0"), ok = reply_of(250, "2.1.5"), unknown = reply_of(550, "5.1.1"),
+			  rset = reply_of(250, "2.0.0"), extra = reply_of(250, "");
+
+	callout_match_init(&m, 2); /* in step */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &ok);
+	callout_match_reply(&m, &unknown);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_end(&m, false), CM_DONE);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_VALID);
+	assert_int_equal(callout_match_verdict(&m, 1), RCPT_INVALID);
+	callout_match_init(&m, 2); /* one line too many, early: RSET gets the second RCPT's reply */
+	callout_match_reply(&m, &extra);
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &ok);
+	assert_int_equal(callout_match_reply(&m, &unknown), CM_DESYNC);
+	assert_int_equal(callout_match_end(&m, true), CM_DESYNC);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_UNAVAILABLE);
+	assert_int_equal(callout_match_verdict(&m, 1), RCPT_UNAVAILABLE);
+	callout_match_init(&m, 1); /* no enhanced codes: only the data behind RSET's reply tells */
+	callout_match_reply(&m, &extra);
+	callout_match_reply(&m, &extra);
+	assert_int_equal(callout_match_reply(&m, &extra), CM_OPEN);
+	assert_int_equal(callout_match_end(&m, true), CM_DESYNC);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_UNAVAILABLE);
+	callout_match_init(&m, 1); /* a reply missing */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_end(&m, false), CM_DESYNC);
+	callout_match_init(&m, 0); /* nothing but MAIL and RSET, then one more */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_reply(&m, &rset), CM_DESYNC);
 }
 
 static void test_rcpt_line(void **state)
@@ -414,6 +461,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_verdicts),
+		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_rcpt_line),
 		cmocka_unit_test(test_valid_invalid_subaddress),
 		cmocka_unit_test(test_single_flight),
