@@ -2,10 +2,13 @@
 unknown user, a hanging server does not make memory grow, an extra reply line does not shift
 verdicts onto other addresses."""
 import re
+import socket
+import time
 
 from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
 from conftest import run_cli
 from peers import sink  # noqa: F401  (fixture)
+from relay_fixtures import small_asan_quarantine  # noqa: F401  (fixture)
 
 
 def gw(**over):
@@ -76,3 +79,60 @@ def test_extra_reply_line_gives_no_address_another_verdict(backstop_factory, fak
     assert [(r.code, r.enhanced) for r in got] == [(451, "4.4.3")] * len(addrs), list(map(str, got))
     b.wait_log(r"replies out of step with the commands .*UNAVAILABLE and the connection dropped")
     assert v.total_rcpts() >= len(addrs)  # they were asked; the answers could not be trusted
+
+
+# ---- item 10: memory while a validation server hangs -----------------------------------------
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_abandoned_rcpts_on_a_hanging_server_do_not_grow_memory(backstop_factory, fake, sink,
+                                                                small_asan_quarantine):
+    # sessions pipeline 128 RCPTs for one address and hang up, while the validation server hangs
+    v = fake(rcpt_delay=600)  # answers no RCPT until the test ends
+    b = backstop_factory(gateway=gw(callout_timeout="3s", verify_timeout="30s", max_recipients="128",
+                                    max_errors="1000", max_connections="1000", max_connections_per_ip="1000"),
+                         domains=dom(sink, v))
+    group = b"".join(b"RCPT TO:<same@example.test>\r\n" for _ in range(128))
+
+    def pipelined_and_hang_up():
+        s = socket.create_connection((b.host, b.port), timeout=10)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO client.test\r\nMAIL FROM:<s@client.test>\r\n" + group)
+        while not f.readline().startswith(b"250 "):  # the end of EHLO's reply
+            pass
+        assert f.readline().startswith(b"250")        # MAIL
+        s.close()                                      # 128 RCPTs being verified, abandoned
+
+    pipelined_and_hang_up()
+    v.wait_rcpt(lambda c: sum(c.values()) >= 1)  # the probe (behind the catch-all check) hangs
+    base = vm_rss_kib(b.pid)
+    deadline = time.monotonic() + 20
+    sessions = 0
+    while sessions < 3000 and time.monotonic() < deadline:
+        pipelined_and_hang_up()
+        sessions += 1
+    peak = vm_rss_kib(b.pid)
+    print(f"\nVmRSS: baseline {base} KiB, after {sessions} sessions x 128 RCPTs {peak} KiB")
+    assert sessions >= 500, sessions
+    # was 330 MiB more for 3000 sessions, growing with every session; now lookups in progress are
+    # bounded (50,000 per server) and each abandoned one is freed at once: what is left is the
+    # callout thread's backlog when it gets less CPU than the workers
+    assert peak - base < 128 * 1024, (base, peak)
+    mark = b.mark()
+    # a last lookup joins the same probe and is answered when it ends (after its timeouts)
+    with b.connect(timeout=40) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<s@client.test>").code == 250
+        r = c.cmd("RCPT TO:<same@example.test>")
+        assert (r.code, r.enhanced) == (451, "4.4.3"), r
+    b.wait_log(r"burst of \d+ lookups at once has drained; its memory is returned", start=mark)
+    after = vm_rss_kib(b.pid)
+    print(f"VmRSS after the probe ended: {after} KiB")
+    assert after - base < 32 * 1024, (base, peak, after)  # was: all of the peak, for good
