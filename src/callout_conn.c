@@ -109,20 +109,29 @@ static void conn_quit_cb(void *arg, const struct smtp_reply *r)
 	callout_pool_kick(p);
 }
 
-/* Loudly, at most once a minute: the server refuses for policy, so it cannot tell who exists. */
-static void conn_warn_policy(struct callout_pool *p, const char *addr, const struct smtp_reply *r)
+/* Warnings about a misbehaving server: the first now, then at most one a minute. true when one
+ * is due; *count is how many occurred since the last one (this one included). */
+static bool conn_warn_due(uint64_t *last_ms, unsigned long *count)
 {
 	uint64_t now = now_ms();
 
-	p->policy_rejects++;
-	if (p->policy_warn_ms != 0 && now - p->policy_warn_ms < POOL_WARN_EVERY_MS)
+	++*count;
+	if (*last_ms != 0 && now - *last_ms < POOL_WARN_EVERY_MS)
+		return false;
+	*last_ms = now;
+	return true;
+}
+
+/* Loudly: the server refuses for policy, so it cannot tell who exists. */
+static void conn_warn_policy(struct callout_pool *p, const char *addr, const struct smtp_reply *r)
+{
+	if (!conn_warn_due(&p->policy_warn_ms, &p->policy_rejects))
 		return;
 	log_warn("%s: validation server %s:%s refused RCPT TO:<%s> for policy (%d %s %s), not as an unknown "
 		 "user: the address is UNAVAILABLE (clients get 4xx), never 550; the validation server is "
 		 "misconfigured (does it relay for this gateway's address and callout_sender?); %lu such "
 		 "replies since the last warning",
 		 p->spec, p->host, p->port, addr, r->code, r->enhanced, r->text, p->policy_rejects);
-	p->policy_warn_ms = now;
 	p->policy_rejects = 0;
 }
 
@@ -162,9 +171,12 @@ static void conn_desync(struct cconn *c)
 	struct callout_pool *p = c->p;
 	struct flight *f;
 
-	log_warn("%s: validation server %s:%s: replies out of step with the commands (%s): the batch of %u "
-		 "address%s is UNAVAILABLE and the connection dropped",
-		 p->spec, p->host, p->port, c->match.why, c->match.n, c->match.n == 1 ? "" : "es");
+	if (conn_warn_due(&p->desync_warn_ms, &p->desyncs)) {
+		log_warn("%s: validation server %s:%s: replies out of step with the commands (%s): the batch of %u "
+			 "address%s is UNAVAILABLE and the connection dropped; %lu such batches since the last warning",
+			 p->spec, p->host, p->port, c->match.why, c->match.n, c->match.n == 1 ? "" : "es", p->desyncs);
+		p->desyncs = 0;
+	}
 	while ((f = TAILQ_FIRST(&c->batch)) != NULL) {
 		TAILQ_REMOVE(&c->batch, f, link);
 		f->conn = NULL;

@@ -31,6 +31,8 @@ struct callout_pool {
 	struct event *kick;
 	uint64_t policy_warn_ms;   /* last warning about policy rejections (callout_conn.c) */
 	unsigned long policy_rejects; /* since then */
+	uint64_t desync_warn_ms;   /* last warning about replies out of step */
+	unsigned long desyncs;     /* since then */
 	bool closing;
 };
 
