@@ -135,4 +135,7 @@ def test_abandoned_rcpts_on_a_hanging_server_do_not_grow_memory(backstop_factory
     b.wait_log(r"burst of \d+ lookups at once has drained; its memory is returned", start=mark)
     after = vm_rss_kib(b.pid)
     print(f"VmRSS after the probe ended: {after} KiB")
-    assert after - base < 32 * 1024, (base, peak, after)  # was: all of the peak, for good
+    with open(f"/proc/{b.pid}/maps") as f:
+        asan = "libasan" in f.read()
+    if not asan:  # ASan's own allocator gives memory back on its own schedule, not malloc_trim's
+        assert after - base < 32 * 1024, (base, peak, after)  # was: all of the peak, for good
