@@ -4,7 +4,9 @@
  * connections (callout_pool.c); workers post lookups to it through a locked inbox and get the
  * answer back on their own loop through an event made at lookup time. Verdicts: callout_verdict()
  * (2xx VALID, 5.1.x INVALID, policy 5xx, 4xx, timeouts, refused connections UNAVAILABLE). */
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -213,7 +215,9 @@ static void callout_trim(evutil_socket_t fd, short what, void *arg)
 
 	if (peak < CALLOUT_TRIM_PEAK || live > 0)
 		return;
+#ifdef __GLIBC__
 	malloc_trim(0);
+#endif
 	atomic_store(&s->live_peak, 0);
 	log_info("%s: a burst of %lu lookups at once has drained; its memory is returned to the system", s->spec,
 		 peak);
