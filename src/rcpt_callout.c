@@ -4,14 +4,14 @@
  * connections (callout_pool.c); workers post lookups to it through a locked inbox and get the
  * answer back on their own loop through an event made at lookup time. Verdicts: callout_verdict()
  * (2xx VALID, 5.1.x INVALID, policy 5xx, 4xx, timeouts, refused connections UNAVAILABLE). */
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__ /* defined by the headers above */
+#include <malloc.h>
+#endif
 
 #include <event2/event.h>
 
