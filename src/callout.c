@@ -8,14 +8,26 @@
 
 #include "smtp_address.h"
 
+/* An enhanced code that says the recipient address is wrong: 5.1.x, except 5.1.7 and 5.1.8,
+ * which are about the sender (Postfix's delayed sender restrictions answer at RCPT). */
+static bool enhanced_says_unknown(const char *enh)
+{
+	return strncmp(enh, "5.1.", 4) == 0 && strcmp(enh, "5.1.7") != 0 && strcmp(enh, "5.1.8") != 0;
+}
+
+bool callout_policy_reject(const struct smtp_reply *r)
+{
+	return r->code >= 500 && r->code < 600 && r->enhanced[0] != '\0' && !enhanced_says_unknown(r->enhanced);
+}
+
 enum rcpt_verdict callout_verdict(const struct smtp_reply *r)
 {
 	if (r->code >= 200 && r->code < 300)
 		return RCPT_VALID;
-	if (r->code == 550 || r->code == 551 || r->code == 553)
-		return RCPT_INVALID;
-	if (r->code >= 500 && r->code < 600 && strncmp(r->enhanced, "5.1.", 4) == 0)
-		return RCPT_INVALID;
+	if (r->code < 500 || r->code >= 600 || callout_policy_reject(r))
+		return RCPT_UNAVAILABLE;
+	if (r->enhanced[0] != '\0' || r->code == 550 || r->code == 551 || r->code == 553)
+		return RCPT_INVALID; /* 5.1.x, or no enhanced code: today's rule by the basic code */
 	return RCPT_UNAVAILABLE;
 }
 

@@ -15,6 +15,7 @@
 #define POOL_CONN_MAX_REJECTS 8    /* then a fresh connection: Postfix's smtpd_soft_error_limit
 				    * (10) would slow each further reply by a second */
 #define POOL_IDLE_MS 30000         /* an unused connection is closed after this */
+#define POOL_WARN_EVERY_MS 60000  /* a misconfigured validation server is reported this often */
 #define POOL_TRIES 2               /* a flight whose reused connection dropped is tried again */
 
 unsigned callout_conn_count(const struct callout_pool *p, enum conn_state only, bool any)
@@ -108,7 +109,86 @@ static void conn_quit_cb(void *arg, const struct smtp_reply *r)
 	callout_pool_kick(p);
 }
 
-/* The batch is over (RSET answered): back to idle, or a fresh connection next time. */
+/* Warnings about a misbehaving server: the first now, then at most one a minute. true when one
+ * is due; *count is how many occurred since the last one (this one included). */
+static bool conn_warn_due(uint64_t *last_ms, unsigned long *count)
+{
+	uint64_t now = now_ms();
+
+	++*count;
+	if (*last_ms != 0 && now - *last_ms < POOL_WARN_EVERY_MS)
+		return false;
+	*last_ms = now;
+	return true;
+}
+
+/* Loudly: the server refuses for policy, so it cannot tell who exists. */
+static void conn_warn_policy(struct callout_pool *p, const char *addr, const struct smtp_reply *r)
+{
+	if (!conn_warn_due(&p->policy_warn_ms, &p->policy_rejects))
+		return;
+	log_warn("%s: validation server %s:%s refused RCPT TO:<%s> for policy (%d %s %s), not as an unknown "
+		 "user: the address is UNAVAILABLE (clients get 4xx), never 550; the validation server is "
+		 "misconfigured (does it relay for this gateway's address and callout_sender?); %lu such "
+		 "replies since the last warning",
+		 p->spec, p->host, p->port, addr, r->code, r->enhanced, r->text, p->policy_rejects);
+	p->policy_rejects = 0;
+}
+
+/* The batch ended in step: each flight gets the verdict of its own reply. */
+static void conn_answer_batch(struct cconn *c)
+{
+	struct callout_pool *p = c->p;
+	struct flight *f;
+	unsigned i = 0;
+
+	while ((f = TAILQ_FIRST(&c->batch)) != NULL) {
+		const struct smtp_reply *r = &c->match.rcpt[i];
+		TAILQ_REMOVE(&c->batch, f, link);
+		f->conn = NULL;
+		if (c->mail.code / 100 != 2) {
+			callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s refused MAIL FROM:<%s>: %d %s%s%s", p->host,
+					    p->sender, c->mail.code, c->mail.enhanced, c->mail.enhanced[0] ? " " : "",
+					    c->mail.text);
+		} else {
+			callout_pool_answer(p, &f->ans, callout_match_verdict(&c->match, i), "%s: %d %s%s%s%s", p->host,
+					    r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text,
+					    callout_policy_reject(r) ? " (a policy rejection, not an unknown user)" : "");
+			if (callout_policy_reject(r))
+				conn_warn_policy(p, f->addr, r);
+			if (r->code / 100 == 5)
+				c->rejects++;
+		}
+		i++;
+		callout_flight_finish(p, f);
+	}
+}
+
+/* The replies are out of step with the commands: nobody gets a verdict that may be another
+ * address's, and the connection is dropped (never reused). */
+static void conn_desync(struct cconn *c)
+{
+	struct callout_pool *p = c->p;
+	struct flight *f;
+
+	if (conn_warn_due(&p->desync_warn_ms, &p->desyncs)) {
+		log_warn("%s: validation server %s:%s: replies out of step with the commands (%s): the batch of %u "
+			 "address%s is UNAVAILABLE and the connection dropped; %lu such batches since the last warning",
+			 p->spec, p->host, p->port, c->match.why, c->match.n, c->match.n == 1 ? "" : "es", p->desyncs);
+		p->desyncs = 0;
+	}
+	while ((f = TAILQ_FIRST(&c->batch)) != NULL) {
+		TAILQ_REMOVE(&c->batch, f, link);
+		f->conn = NULL;
+		callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s: replies out of step (%s)", p->host, c->match.why);
+		callout_flight_finish(p, f);
+	}
+	callout_conn_close(c, false);
+	callout_pool_kick(p);
+}
+
+/* The batch is over (RSET answered): verdicts if the replies were in step, then back to idle,
+ * or a fresh connection next time. */
 static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 {
 	struct cconn *c = arg;
@@ -119,52 +199,44 @@ static void conn_rset_cb(void *arg, const struct smtp_reply *r)
 		conn_fail(c, r->text);
 		return;
 	}
-	if (r->code != 250 || c->rejects >= POOL_CONN_MAX_REJECTS) {
+	callout_match_reply(&c->match, r);
+	if (callout_match_end(&c->match, smtp_client_input_pending(c->client)) != CM_DONE) {
+		conn_desync(c);
+		return;
+	}
+	conn_answer_batch(c);
+	if (c->rejects >= POOL_CONN_MAX_REJECTS) {
 		/* keep the slot until the server has answered QUIT: its replacement must not make
 		 * one connection more than callout_max_connections, even for a moment */
 		c->st = CC_QUITTING;
 		smtp_client_command(c->client, "QUIT", conn_quit_cb, c);
 		return;
-	} else {
-		c->st = CC_IDLE;
-		evtimer_add(c->idle, &idle);
 	}
+	c->st = CC_IDLE;
+	evtimer_add(c->idle, &idle);
 	callout_pool_kick(p);
 }
 
 static void conn_mail_cb(void *arg, const struct smtp_reply *r)
 {
 	struct cconn *c = arg;
-	if (r->code == 0)
+	if (r->code == 0) {
 		conn_fail(c, r->text);
-	else
-		c->mail = *r;
+		return;
+	}
+	c->mail = *r;
+	callout_match_reply(&c->match, r);
 }
 
 static void conn_rcpt_cb(void *arg, const struct smtp_reply *r)
 {
 	struct flight *f = arg;
 	struct cconn *c = f->conn;
-	struct callout_pool *p = c->p;
 
-	if (r->code == 0) {
+	if (r->code == 0)
 		conn_fail(c, r->text);
-		return;
-	}
-	TAILQ_REMOVE(&c->batch, f, link);
-	f->conn = NULL;
-	if (c->mail.code / 100 != 2) {
-		callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s refused MAIL FROM:<%s>: %d %s%s%s", p->host,
-				    p->sender, c->mail.code, c->mail.enhanced, c->mail.enhanced[0] ? " " : "",
-				    c->mail.text);
-	} else {
-		enum rcpt_verdict v = callout_verdict(r);
-		callout_pool_answer(p, &f->ans, v, "%s: %d %s%s%s", p->host, r->code, r->enhanced,
-				    r->enhanced[0] ? " " : "", r->text);
-		if (r->code / 100 == 5)
-			c->rejects++;
-	}
-	callout_flight_finish(p, f);
+	else
+		callout_match_reply(&c->match, r); /* answered at the end of the batch, if in step */
 }
 
 void callout_conn_start_batch(struct cconn *c)
@@ -198,6 +270,7 @@ void callout_conn_start_batch(struct cconn *c)
 		smtp_client_command(c->client, line, conn_rcpt_cb, f);
 		n++;
 	}
+	callout_match_init(&c->match, n);
 	smtp_client_command(c->client, "RSET", conn_rset_cb, c);
 	log_debug("%s: %u RCPT%s sent, %zu waiting", p->spec, n, n == 1 ? "" : "s", p->queued);
 }

@@ -1,5 +1,6 @@
 /* callout_conn.h - private to the callout pool: one SMTP connection to the validation server
- * (resolve, connect, EHLO) and the batches it carries (MAIL, RCPT..., RSET). */
+ * (resolve, connect, EHLO) and the batches it carries (MAIL, RCPT..., RSET), answered only once
+ * RSET's reply shows the replies were in step with the commands (callout_match.c). */
 #ifndef BACKSTOP_CALLOUT_CONN_H
 #define BACKSTOP_CALLOUT_CONN_H
 
@@ -8,10 +9,11 @@
 #include <event2/event.h>
 
 #include "callout_flight.h"
+#include "callout_match.h"
 #include "dns.h"
 #include "smtp_client.h"
 
-#define POOL_BATCH_MAX 16          /* RCPTs in one MAIL transaction */
+#define POOL_BATCH_MAX CALLOUT_MATCH_MAX /* RCPTs in one MAIL transaction (16) */
 
 enum conn_state { CC_RESOLVING, CC_CONNECTING, CC_IDLE, CC_BUSY, CC_QUITTING };
 
@@ -25,6 +27,7 @@ struct cconn {
 	unsigned rejects;          /* 5xx RCPT replies on this connection */
 	bool used;                 /* has carried a batch: a drop may be the server's idle close */
 	struct smtp_reply mail;    /* the reply to this batch's MAIL */
+	struct callout_match match; /* this batch's replies, matched to its commands */
 	struct dns_addrs addrs;    /* the server's addresses, tried in turn while connecting */
 	size_t next_addr;
 };

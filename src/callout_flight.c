@@ -123,6 +123,61 @@ void callout_flight_fail_queued(struct callout_pool *p, const char *why)
 	}
 }
 
+/* ---- waiters ---- */
+
+bool callout_flight_wait(struct callout_pool *p, struct flight *f, struct callout_waiter *w)
+{
+	if (f->nwaiters >= POOL_WAITERS_MAX)
+		return false;
+	w->f = f;
+	LIST_INSERT_HEAD(&f->waiters, w, link);
+	f->nwaiters++;
+	atomic_fetch_add(&p->o.counters->waiting, 1);
+	return true;
+}
+
+/* Forget a queued flight nobody waits for: it is in the queue and the table. */
+static void flight_drop_queued(struct callout_pool *p, struct flight *f)
+{
+	TAILQ_REMOVE(&p->queue, f, link);
+	p->queued--;
+	atomic_store(&p->o.counters->queued, p->queued);
+	table_del(p, f);
+	free(f);
+}
+
+void callout_flight_unwait(struct callout_pool *p, struct callout_waiter *w)
+{
+	struct flight *f = w->f;
+
+	LIST_REMOVE(w, link);
+	f->nwaiters--;
+	atomic_fetch_sub(&p->o.counters->waiting, 1);
+	free(w);
+	if (f->nwaiters > 0)
+		return;
+	if (f->state == FL_DONE) { /* a ready answer's holder (callout_flight_ready) */
+		TAILQ_REMOVE(&p->ready, f, link);
+		free(f);
+	} else if (f->state == FL_QUEUED && !f->check) {
+		flight_drop_queued(p, f);
+	}
+}
+
+/* Give f's answer to each of its waiters and free them. */
+static void callout_flight_give(struct callout_pool *p, struct flight *f)
+{
+	struct callout_waiter *w;
+
+	while ((w = LIST_FIRST(&f->waiters)) != NULL) {
+		LIST_REMOVE(w, link);
+		f->nwaiters--;
+		atomic_fetch_sub(&p->o.counters->waiting, 1);
+		w->cb(w->arg, &f->ans);
+		free(w);
+	}
+}
+
 /* ---- answering ---- */
 
 void callout_flight_answer(struct callout_pool *p, struct flight *f)
@@ -134,12 +189,7 @@ void callout_flight_answer(struct callout_pool *p, struct flight *f)
 	}
 	callout_pool_count(p, f->ans.verdict);
 	log_debug("%s: %s: %s (%s)", p->spec, f->addr, rcpt_verdict_name(f->ans.verdict), f->ans.reason);
-	for (struct waiter *w = f->waiters, *n; w; w = n) {
-		n = w->next;
-		w->cb(w->arg, &f->ans);
-		free(w);
-	}
-	f->waiters = NULL;
+	callout_flight_give(p, f);
 	if (f->ans.verdict == RCPT_UNAVAILABLE || p->closing) {
 		table_del(p, f);
 		free(f);
@@ -162,13 +212,14 @@ void callout_flight_finish(struct callout_pool *p, struct flight *f)
 	callout_flight_answer(p, f);
 }
 
-void callout_flight_ready(struct callout_pool *p, const struct rcpt_answer *ans, struct waiter *w)
+void callout_flight_ready(struct callout_pool *p, const struct rcpt_answer *ans, struct callout_waiter *w)
 {
 	struct flight *g = xcalloc(1, sizeof *g);
 
 	g->ans = *ans;
-	g->waiters = w;
+	LIST_INIT(&g->waiters);
 	g->state = FL_DONE;
+	callout_flight_wait(p, g, w);
 	TAILQ_INSERT_TAIL(&p->ready, g, link);
 	callout_pool_kick(p);
 }
@@ -178,8 +229,7 @@ void callout_flight_ready_drain(struct callout_pool *p)
 	struct flight *g;
 	while ((g = TAILQ_FIRST(&p->ready)) != NULL) {
 		TAILQ_REMOVE(&p->ready, g, link);
-		g->waiters->cb(g->waiters->arg, &g->ans);
-		free(g->waiters);
+		callout_flight_give(p, g);
 		free(g);
 	}
 }

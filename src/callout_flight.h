@@ -11,12 +11,17 @@
 #include "rcpt.h"
 
 #define POOL_MEMO_MS 5000          /* an answer is shared with lookups arriving this much later */
+#define POOL_WAITERS_MAX 1000      /* lookups waiting on one flight; more answer UNAVAILABLE */
 
-struct waiter {
-	struct waiter *next;
+struct flight;
+
+struct callout_waiter {
+	LIST_ENTRY(callout_waiter) link; /* in its flight's list */
+	struct flight *f;          /* the flight it waits on (a ready answer's holder included) */
 	callout_answer_cb cb;
 	void *arg;
 };
+LIST_HEAD(waiter_list, callout_waiter);
 
 struct cdomain;
 struct cconn;
@@ -27,7 +32,8 @@ struct flight {
 	TAILQ_ENTRY(flight) link;  /* in the pool's queue, a batch, a domain's parked list or memo */
 	struct flight *hnext;      /* hash chain (not for catch-all checks) */
 	enum flight_state state;
-	struct waiter *waiters;
+	struct waiter_list waiters;
+	unsigned nwaiters;
 	struct cdomain *dom;
 	struct cconn *conn;        /* FL_SENT: the connection carrying it */
 	bool check;                /* the domain's catch-all check */
@@ -59,8 +65,15 @@ void callout_flight_finish(struct callout_pool *p, struct flight *f);
 /* Give f's answer to its waiters; f is then kept a few seconds for late lookups, or freed. */
 void callout_flight_answer(struct callout_pool *p, struct flight *f);
 
+/* Put w on f's list (at most POOL_WAITERS_MAX: false when f is full, w untouched). */
+bool callout_flight_wait(struct callout_pool *p, struct flight *f, struct callout_waiter *w);
+
+/* Take w off its flight and free it (its callback is never called); a queued flight nobody
+ * waits for any more and a ready answer nobody wants are dropped too. */
+void callout_flight_unwait(struct callout_pool *p, struct callout_waiter *w);
+
 /* An answer known now, given to w from the loop like every answer; ready_drain gives them. */
-void callout_flight_ready(struct callout_pool *p, const struct rcpt_answer *ans, struct waiter *w);
+void callout_flight_ready(struct callout_pool *p, const struct rcpt_answer *ans, struct callout_waiter *w);
 void callout_flight_ready_drain(struct callout_pool *p);
 
 /* Free the remembered answers (the pool is closing). */

@@ -91,9 +91,20 @@ void callout_pool_kick(struct callout_pool *p)
 
 /* ---- the interface ---- */
 
-void callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answer_cb cb, void *arg)
+/* An answer for w now (from the loop): UNAVAILABLE, why. */
+static void pool_refuse(struct callout_pool *p, struct callout_waiter *w, const char *why, size_t n)
 {
-	struct waiter *w = xcalloc(1, sizeof *w);
+	struct rcpt_answer a;
+
+	callout_pool_answer(p, &a, RCPT_UNAVAILABLE, "%s:%s: %zu %s", p->host, p->port, n, why);
+	callout_pool_count(p, RCPT_UNAVAILABLE);
+	callout_flight_ready(p, &a, w);
+}
+
+struct callout_waiter *callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answer_cb cb,
+					   void *arg)
+{
+	struct callout_waiter *w = xcalloc(1, sizeof *w);
 	struct flight *f;
 
 	w->cb = cb;
@@ -102,30 +113,31 @@ void callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answe
 	f = callout_flight_find(p, addr);
 	if (f != NULL) {
 		atomic_fetch_add(&p->o.counters->shared, 1);
-		if (f->state == FL_DONE) {
+		if (f->state == FL_DONE)
 			callout_flight_ready(p, &f->ans, w);
-		} else {
-			w->next = f->waiters;
-			f->waiters = w;
-		}
-		return;
+		else if (!callout_flight_wait(p, f, w))
+			pool_refuse(p, w, "lookups already wait for this address", f->nwaiters);
+		return w;
 	}
 	if (p->queued >= POOL_QUEUE_MAX) {
-		struct rcpt_answer a;
-		callout_pool_answer(p, &a, RCPT_UNAVAILABLE, "%s:%s: %zu addresses already waiting", p->host, p->port,
-				    p->queued);
-		callout_pool_count(p, RCPT_UNAVAILABLE);
-		callout_flight_ready(p, &a, w);
-		return;
+		pool_refuse(p, w, "addresses already waiting", p->queued);
+		return w;
 	}
 	f = xcalloc(1, sizeof *f);
 	snprintf(f->addr, sizeof f->addr, "%s", addr);
-	f->waiters = w;
+	LIST_INIT(&f->waiters);
+	callout_flight_wait(p, f, w);
 	f->dom = callout_catchall_domain(p, addr);
 	callout_flight_add(p, f);
 	callout_catchall_check(p, f->dom);
 	callout_flight_enqueue(p, f, false);
 	callout_pool_kick(p);
+	return w;
+}
+
+void callout_pool_cancel(struct callout_pool *p, struct callout_waiter *w)
+{
+	callout_flight_unwait(p, w);
 }
 
 struct callout_pool *callout_pool_new(struct event_base *base, const struct callout_pool_opts *opts,

@@ -30,6 +30,7 @@ struct callout_counters {
 	atomic_ulong catchall_checks;
 	atomic_ulong catchall_domains; /* domains found to be catch-all (currently) */
 	atomic_ulong queued;       /* addresses waiting for a connection */
+	atomic_ulong waiting;      /* lookups waiting for an answer (cancelled ones are gone at once) */
 };
 
 struct callout_domain_ttl {
@@ -60,9 +61,18 @@ struct callout_pool;
 struct callout_pool *callout_pool_new(struct event_base *base, const struct callout_pool_opts *opts,
 				      char *why, size_t whysz);
 
+struct callout_waiter;
+
 /* Probe addr ("local@domain", local part unquoted) and call cb once from the loop, never from
- * inside this call. There is no cancel: the caller ignores answers it no longer wants. */
-void callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answer_cb cb, void *arg);
+ * inside this call. The handle returned (owned by the pool) is valid until cb is called or it
+ * is cancelled. A lookup that would wait on a probe already awaited by POOL_WAITERS_MAX (1000)
+ * lookups is answered UNAVAILABLE. */
+struct callout_waiter *callout_pool_lookup(struct callout_pool *p, const char *addr, callout_answer_cb cb,
+					   void *arg);
+
+/* The caller no longer wants w's answer: w is unlinked and freed now (cb is never called), and
+ * a probe still queued that nobody waits for is dropped. */
+void callout_pool_cancel(struct callout_pool *p, struct callout_waiter *w);
 
 /* Close every connection; lookups still waiting get UNAVAILABLE ("shutting down") before this
  * returns. */

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 
@@ -28,6 +29,10 @@ struct callout_pool {
 	struct cdomain *domains;
 	struct cconn **conns;      /* max_conns slots */
 	struct event *kick;
+	uint64_t policy_warn_ms;   /* last warning about policy rejections (callout_conn.c) */
+	unsigned long policy_rejects; /* since then */
+	uint64_t desync_warn_ms;   /* last warning about replies out of step */
+	unsigned long desyncs;     /* since then */
 	bool closing;
 };
 

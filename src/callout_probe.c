@@ -58,7 +58,8 @@ static void probe_rcpt_cb(void *arg, const struct smtp_reply *r)
 	if (p->mail.code / 100 != 2)
 		probe_finish(p, RCPT_UNAVAILABLE, "MAIL FROM refused", &p->mail);
 	else
-		probe_finish(p, callout_verdict(r), "RCPT", r);
+		probe_finish(p, callout_verdict(r),
+			     callout_policy_reject(r) ? "RCPT refused for policy, not as unknown (server misconfigured?)" : "RCPT", r);
 }
 
 static void probe_ready_cb(void *arg, const struct smtp_reply *r)

@@ -902,6 +902,17 @@ bool smtp_client_failed(const struct smtp_client *c)
 	return client_gone(c);
 }
 
+bool smtp_client_input_pending(const struct smtp_client *c)
+{
+	char b;
+	if (client_gone(c))
+		return false;
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || c->parser.lines > 0)
+		return true;
+	/* what the kernel holds and libevent has not read yet (plain connections only) */
+	return !c->tls_active && recv(bufferevent_getfd(c->raw), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len),
 			   void *arg)
 {

@@ -87,6 +87,11 @@ bool smtp_client_usable(const struct smtp_client *c);
  * while the stream is healthy. */
 bool smtp_client_failed(const struct smtp_client *c);
 
+/* From a reply callback: has more input arrived behind this reply (buffered, or waiting in the
+ * kernel on a plain connection)? A caller that has nothing else outstanding learns the server
+ * sent more replies than it was asked for. */
+bool smtp_client_input_pending(const struct smtp_client *c);
+
 /* Optional dialogue trace, for `backstop probe`: dir is '>' (sent) or '<' (received); one call
  * per line, without line ending. */
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len), void *arg);

@@ -54,6 +54,8 @@ class _FakeHandler(socketserver.StreamRequestHandler):
                 self.reply("250-validator.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME")
             elif verb == "HELO":
                 self.reply("250 validator.test")
+            elif verb == "MAIL" and fv.extra_line:
+                self.reply(fv.extra_line + "\r\n250 2.0.0 Ok")  # hostile: one reply too many
             elif verb in ("MAIL", "RSET", "NOOP"):
                 self.reply("250 2.0.0 Ok")
             elif verb == "RCPT":
@@ -61,7 +63,9 @@ class _FakeHandler(socketserver.StreamRequestHandler):
                 fv._rcpt(addr)
                 if fv.rcpt_delay:
                     fv.release.wait(fv.rcpt_delay)
-                if fv.accept_all or addr in fv.known:
+                if addr in fv.replies:
+                    self.reply(fv.replies[addr])
+                elif fv.accept_all or addr in fv.known:
                     self.reply("250 2.1.5 Ok")
                 elif fv.tempfail:
                     self.reply("451 4.3.0 Try again later")
@@ -79,10 +83,15 @@ class _FakeHandler(socketserver.StreamRequestHandler):
 
 class FakeValidator:
     """known: addresses answered 250; accept_all: answer 250 to everything (catch-all);
-    rcpt_delay: seconds before each RCPT reply (Exchange's tarpit); tempfail: 451 for unknowns."""
+    rcpt_delay: seconds before each RCPT reply (Exchange's tarpit); tempfail: 451 for unknowns;
+    replies: {address: reply line} for RCPTs of those addresses (a policy 550 5.7.1, say);
+    extra_line: a line sent, unasked, before each reply to MAIL (a desynchronising server)."""
 
-    def __init__(self, known=(), accept_all=False, rcpt_delay=0.0, tempfail=False):
+    def __init__(self, known=(), accept_all=False, rcpt_delay=0.0, tempfail=False, replies=None,
+                 extra_line=None):
         self.known = {k.lower() for k in known}
+        self.extra_line = extra_line
+        self.replies = {k.lower(): v for k, v in (replies or {}).items()}
         self.accept_all, self.rcpt_delay, self.tempfail = accept_all, rcpt_delay, tempfail
         self.rcpts = Counter()
         self.connections = self.open_now = self.max_open = self.data_seen = 0

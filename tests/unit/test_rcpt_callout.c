@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include <event2/thread.h>
 
+#include "callout_match.h"
 #include "callout_pool.h"
 #include "log.h"
 #include "rcpt.h"
@@ -31,6 +33,7 @@ struct fake {
 	int lfd;
 	int port;
 	bool accept_all;
+	bool hang;               /* never answer an RCPT (a hanging validation server) */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	int rcpts;               /* RCPTs seen, catch-all checks included */
@@ -55,7 +58,8 @@ static void fake_rcpt(struct fake *f, int fd, const char *line)
 	while (f->hold && strstr(line, f->hold))
 		pthread_cond_wait(&f->released, &f->lock);
 	pthread_mutex_unlock(&f->lock);
-	fake_reply(fd, f->accept_all || known ? "250 2.1.5 Ok\r\n" : "550 5.1.1 User unknown\r\n");
+	if (!f->hang)
+		fake_reply(fd, f->accept_all || known ? "250 2.1.5 Ok\r\n" : "550 5.1.1 User unknown\r\n");
 }
 
 static void fake_session(struct fake *f, int fd)
@@ -207,6 +211,10 @@ static void test_verdicts(void **state)
 		{ 250, "2.1.5", RCPT_VALID }, { 251, "", RCPT_VALID }, { 550, "5.1.1", RCPT_INVALID },
 		{ 551, "", RCPT_INVALID }, { 553, "5.1.3", RCPT_INVALID }, { 554, "5.1.10", RCPT_INVALID },
 		{ 554, "5.7.1", RCPT_UNAVAILABLE }, { 552, "", RCPT_UNAVAILABLE }, { 450, "4.1.1", RCPT_UNAVAILABLE },
+		/* policy rejections are not "user unknown" (issue 9 item 9) */
+		{ 550, "5.7.1", RCPT_UNAVAILABLE }, { 553, "5.7.1", RCPT_UNAVAILABLE }, { 550, "5.5.3", RCPT_UNAVAILABLE },
+		{ 551, "5.7.1", RCPT_UNAVAILABLE }, { 550, "5.1.8", RCPT_UNAVAILABLE }, { 553, "5.1.7", RCPT_UNAVAILABLE },
+		{ 550, "", RCPT_INVALID }, { 553, "", RCPT_INVALID }, { 554, "", RCPT_UNAVAILABLE },
 		{ 451, "", RCPT_UNAVAILABLE }, { 421, "", RCPT_UNAVAILABLE }, { 0, "", RCPT_UNAVAILABLE },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -214,6 +222,52 @@ static void test_verdicts(void **state)
 		snprintf(r.enhanced, sizeof r.enhanced, "%s", cases[i].enh);
 		assert_int_equal(callout_verdict(&r), cases[i].v);
 	}
+}
+
+static struct smtp_reply reply_of(int code, const char *enh)
+{
+	struct smtp_reply r = { .code = code };
+	snprintf(r.enhanced, sizeof r.enhanced, "%s", enh);
+	return r;
+}
+
+/* Replies matched to MAIL, RCPTs and the RSET marker: verdicts only when the stream is in step. */
+static void test_match(void **state)
+{
+	struct callout_match m;
+	struct smtp_reply mail = reply_of(250, "2.1.0"), ok = reply_of(250, "2.1.5"), unknown = reply_of(550, "5.1.1"),
+			  rset = reply_of(250, "2.0.0"), extra = reply_of(250, "");
+
+	callout_match_init(&m, 2); /* in step */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &ok);
+	callout_match_reply(&m, &unknown);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_end(&m, false), CM_DONE);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_VALID);
+	assert_int_equal(callout_match_verdict(&m, 1), RCPT_INVALID);
+	callout_match_init(&m, 2); /* one line too many, early: RSET gets the second RCPT's reply */
+	callout_match_reply(&m, &extra);
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &ok);
+	assert_int_equal(callout_match_reply(&m, &unknown), CM_DESYNC);
+	assert_int_equal(callout_match_end(&m, true), CM_DESYNC);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_UNAVAILABLE);
+	assert_int_equal(callout_match_verdict(&m, 1), RCPT_UNAVAILABLE);
+	callout_match_init(&m, 1); /* no enhanced codes: only the data behind RSET's reply tells */
+	callout_match_reply(&m, &extra);
+	callout_match_reply(&m, &extra);
+	assert_int_equal(callout_match_reply(&m, &extra), CM_OPEN);
+	assert_int_equal(callout_match_end(&m, true), CM_DESYNC);
+	assert_int_equal(callout_match_verdict(&m, 0), RCPT_UNAVAILABLE);
+	callout_match_init(&m, 1); /* a reply missing */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_end(&m, false), CM_DESYNC);
+	callout_match_init(&m, 0); /* nothing but MAIL and RSET, then one more */
+	callout_match_reply(&m, &mail);
+	callout_match_reply(&m, &rset);
+	assert_int_equal(callout_match_reply(&m, &rset), CM_DESYNC);
 }
 
 static void test_rcpt_line(void **state)
@@ -391,6 +445,70 @@ static void test_cancel(void **state)
 	fake_stop(f);
 }
 
+/* The source's "waiting=N" (lookups waiting on the pool), read from its stats. */
+static unsigned long waiting(struct src *s)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	s->t->stats(s->state, out);
+	fclose(out);
+	const char *w = strstr(text, " waiting=");
+	assert_non_null(w);
+	unsigned long n = strtoul(w + 9, NULL, 10);
+	free(text);
+	return n;
+}
+
+/* Wait (bounded) until the callout thread has taken what was posted to it. */
+static void wait_waiting(struct src *s, unsigned long n)
+{
+	uint64_t deadline = now_ms() + 10000;
+	while (waiting(s) != n && now_ms() < deadline)
+		sched_yield();
+	assert_int_equal(waiting(s), n);
+}
+
+/* Lookups abandoned while the server hangs are taken off their probe at once, not when it
+ * times out (60 s here), and one probe has at most 1000 waiters: the next is UNAVAILABLE. */
+static void test_cancel_frees_waiters_at_once(void **state)
+{
+	static const char conf[] = "[gateway]\nlisten = 127.0.0.1:0\nhostname = mx.test\n"
+				   "callout_max_connections = 1\ncallout_timeout = 60s\n"
+				   "[domain example.test]\ndeliver = 127.0.0.1:9\n";
+	struct fake *f = fake_start(false);
+	struct config_errors errs = { 0 };
+	struct src s = { .cfg = config_load_buffer("test.conf", conf, sizeof conf - 1, &errs) };
+	char spec[64], why[256] = "";
+	const char *arg;
+	struct event_base *base = event_base_new();
+	enum { N = 1000 };
+	static struct answer w[N + 1];
+	static struct rcpt_query *q[N];
+
+	f->hang = true;
+	snprintf(spec, sizeof spec, "callout:127.0.0.1:%d", f->port);
+	s.t = rcpt_type_find(spec, &arg);
+	s.state = s.t->open(arg, s.cfg, why, sizeof why);
+	assert_non_null(s.state);
+	memset(w, 0, sizeof w);
+	for (int i = 0; i < N; i++)
+		assert_non_null(q[i] = ask(&s, base, "hanging", &w[i]));
+	wait_waiting(&s, N);
+	assert_non_null(ask(&s, base, "hanging", &w[N])); /* one too many for this probe */
+	wait_for(base, &w[N], 1);
+	assert_int_equal(w[N].a.verdict, RCPT_UNAVAILABLE);
+	assert_non_null(strstr(w[N].a.reason, "lookups already wait for this address"));
+	for (int i = 0; i < N; i++)
+		s.t->cancel(q[i]);
+	wait_waiting(&s, 0); /* long before the probe's 60 s timeout */
+	for (int i = 0; i < N; i++)
+		assert_int_equal(w[i].n, 0);
+	src_close(&s);
+	event_base_free(base);
+	fake_stop(f);
+}
+
 static void test_server_down(void **state)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0); /* bound, never listening: refuses */
@@ -459,11 +577,13 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_verdicts),
+		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_rcpt_line),
 		cmocka_unit_test(test_valid_invalid_subaddress),
 		cmocka_unit_test(test_single_flight),
 		cmocka_unit_test(test_many_unknowns),
 		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_cancel_frees_waiters_at_once),
 		cmocka_unit_test(test_server_down),
 		cmocka_unit_test(test_catchall),
 		cmocka_unit_test(test_bad_spec),
