@@ -13,7 +13,16 @@
 #include "log.h"
 #include "util.h"
 
-#define RELAY_LINE_MAX 1200 /* MAIL/RCPT with every parameter stays far below */
+#define RELAY_LINE_MAX (SMTP_PARAM_LINE_MAX + 1)
+/* The longest MAIL and RCPT lines relay builds from what the session's parser accepted (an
+ * address is formatted into SMTP_PATH_MAX + 8 octets) fit in what the outbound client sends: a
+ * recipient backstop accepted can always be passed on, ORCPT and all. */
+_Static_assert(sizeof "RCPT TO:<>" - 1 + SMTP_PATH_MAX + 7 + sizeof " NOTIFY=SUCCESS,FAILURE,DELAY" - 1 +
+		       sizeof " ORCPT=" - 1 + SMTP_ORCPT_MAX <= SMTP_PARAM_LINE_MAX,
+	       "a RCPT line backstop accepts must be sendable to the backend");
+_Static_assert(sizeof "MAIL FROM:<>" - 1 + SMTP_PATH_MAX + 7 + sizeof " SIZE=18446744073709551615" - 1 +
+		       sizeof " BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=" - 1 + SMTP_ENVID_MAX <= SMTP_PARAM_LINE_MAX,
+	       "a MAIL line backstop accepts must be sendable to the backend");
 
 enum relay_state {
 	RELAY_IDLE,       /* no backend session */

@@ -27,11 +27,12 @@
 #include "bev_write.h"
 #include "smtp_client_reply.h"
 #include "smtp_data.h"
+#include "smtp_parse.h"
 #include "util.h"
 
 #define CLIENT_EXT_MAX 32       /* EHLO keywords remembered */
 #define CLIENT_EXT_LEN 32       /* longest keyword remembered, NUL included */
-#define CLIENT_CMD_MAX 510      /* command line without CRLF (RFC 5321 4.5.3.1.4) */
+#define CLIENT_CMD_MAX SMTP_PARAM_LINE_MAX /* a MAIL or RCPT line with parameters, without CRLF */
 #define CLIENT_DATA_CHUNK 65536 /* input octets stuffed per evbuffer reservation */
 
 enum client_state {

@@ -63,7 +63,8 @@ uint64_t smtp_client_max_size(const struct smtp_client *c);
 /* Protocol and cipher of the TLS session ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), or NULL/NULL. */
 void smtp_client_tls_info(const struct smtp_client *c, const char **version, const char **cipher);
 
-/* Queue a command line (without CRLF; at most 510 octets). Its reply goes to cb, in order.
+/* Queue a command line (without CRLF; at most SMTP_PARAM_LINE_MAX octets: a MAIL or RCPT with
+ * the parameters RFC 3461 allows, see smtp_parse.h). Its reply goes to cb, in order.
  * With PIPELINING, commands queued in the same loop iteration leave in one write; without it
  * each waits for the previous reply. After a failure every queued and later command gets a
  * code-0 reply (from the event loop). */
