@@ -115,6 +115,12 @@ const struct cfg_key config_keys[] = {
 	{ G, "backend_retry_after", CFG_T_DURATION, "30s", NULL, 0, DAYS(1), NULL,
 	  GW(backend_retry_after_ms), NULL, "duration",
 	  "How long a backend that failed is skipped before it is tried again." },
+	{ G, "deliver_max_connections", CFG_T_UINT, "16", NULL, 1, 100000, NULL,
+	  GW(deliver_max_connections), NULL, "count",
+	  "Connections open to one backend (host:port), all workers together, idle kept ones "
+	  "included; a transaction that finds them all in use waits up to backend_connect_timeout "
+	  "for one, then gets 451 4.4.5. Keep it below the backend's own limit per client "
+	  "(Exchange: 20, Postfix: 50)." },
 	/* [gateway]: recipient verification */
 	{ G, "cache", CFG_T_STR, "lmdb:/var/lib/backstop/verdicts", NULL, 0, 0, NULL, GW(cache),
 	  config_check_cache, "store",

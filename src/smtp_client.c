@@ -75,6 +75,7 @@ struct smtp_client {
 	smtp_client_reply_cb ready_cb;
 	void *ready_arg;
 	bool ready_done;
+	bool greeted;                 /* the banner was 2xx */
 	struct smtp_reply ehlo_reply; /* the EHLO 250, given to ready_cb */
 	struct smtp_reply fail_ready; /* after a failure: for ready_cb */
 	struct smtp_reply fail_cmd;   /* after a failure: code 0, for every command */
@@ -504,6 +505,7 @@ static void client_handshake_reply(struct smtp_client *c, const struct smtp_repl
 	}
 	switch (c->state) {
 	case CS_BANNER:
+		c->greeted = cls == 2;
 		if (cls == 2)
 			client_send(c, CS_EHLO, "EHLO", c->helo_name);
 		else
@@ -901,6 +903,11 @@ bool smtp_client_usable(const struct smtp_client *c)
 bool smtp_client_failed(const struct smtp_client *c)
 {
 	return client_gone(c);
+}
+
+bool smtp_client_greeted(const struct smtp_client *c)
+{
+	return c->greeted;
 }
 
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len),

@@ -88,6 +88,10 @@ bool smtp_client_usable(const struct smtp_client *c);
  * while the stream is healthy. */
 bool smtp_client_failed(const struct smtp_client *c);
 
+/* Did the server greet with 2xx? After a failed ready_cb, false means the banner itself was
+ * refused (a 421 there is how a busy server says "too many connections"). */
+bool smtp_client_greeted(const struct smtp_client *c);
+
 /* Optional dialogue trace, for `backstop probe`: dir is '>' (sent) or '<' (received); one call
  * per line, without line ending. */
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len), void *arg);

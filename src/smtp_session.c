@@ -459,7 +459,7 @@ struct relay *session_relay(struct smtp_session *s)
 		struct relay_env env = {
 			.base = w->base, .cfg = s->cfg, .tls_client = s->rt->tls_client,
 			.domain_tls = s->rt->domain_tls, .health = server_health(w->server), .dns = w->dns,
-			.pool = w->pool,
+			.pool = w->pool, .slots = server_slots(w->server),
 			.rr_counter = &w->rr_counter,
 		};
 		s->relay = relay_new(&env);
