@@ -476,14 +476,15 @@ static void relay_slot_wait(struct relay *r)
 	struct timeval tv = { .tv_sec = (time_t)(cfg->backend_connect_timeout_ms / 1000),
 			      .tv_usec = (suseconds_t)(cfg->backend_connect_timeout_ms % 1000) * 1000 };
 
-	log_info("backend %s: all %llu connections in use (deliver_max_connections); the transaction "
-		 "waits up to %llu ms for one", r->key, (unsigned long long)cfg->deliver_max_connections,
-		 (unsigned long long)cfg->backend_connect_timeout_ms);
 	r->slot_waiting = true;
 	r->slot_wait_since = now_ms();
 	evtimer_add(r->slot_timer, &tv);
 	backend_slots_wait(r->env.slots, r->key, (unsigned)cfg->deliver_max_connections, &r->slot_wait,
 			   r->slot_wake);
+	/* logged once in line: from here on, connections let go of anywhere come to us */
+	log_info("backend %s: all %llu connections in use (deliver_max_connections); the transaction "
+		 "waits up to %llu ms for one", r->key, (unsigned long long)cfg->deliver_max_connections,
+		 (unsigned long long)cfg->backend_connect_timeout_ms);
 }
 
 /* Try the next target of the domain that the circuit breaker lets through. */
@@ -645,11 +646,28 @@ void relay_data_write(struct relay *r, const char *buf, size_t len)
 		smtp_client_data_write(r->client, buf, len);
 }
 
+/* Between transactions: when a transaction (of any session, on any worker) waits for a
+ * connection to this backend, let ours go; this session's next transaction connects again, or
+ * waits in line. An idle client session must not keep others from delivering. */
+static void relay_let_go_if_wanted(struct relay *r)
+{
+	if (!r->slot_held || !backend_slots_wanted(r->env.slots, r->slot_key))
+		return;
+	log_info("backend %s: connection closed between transactions: another transaction waits for one",
+		 r->key);
+	relay_drop_client(r, true);
+	relay_slot_give(r);
+	r->state = RELAY_IDLE;
+}
+
 static void relay_final_reply_cb(void *arg, const struct smtp_reply *rep)
 {
 	struct relay *r = arg;
+	struct smtp_reply copy = *rep; /* the client that holds rep may be let go below */
 	r->state = rep->code != 0 && smtp_client_usable(r->client) ? RELAY_READY : RELAY_BROKEN;
-	relay_answer_reply(r, rep, "end of DATA");
+	if (r->state == RELAY_READY)
+		relay_let_go_if_wanted(r);
+	relay_answer_reply(r, &copy, "end of DATA");
 }
 
 void relay_data_end(struct relay *r, relay_cb cb, void *arg)
@@ -683,6 +701,7 @@ void relay_tx_reset(struct relay *r)
 	if (r->state == RELAY_IN_TX && smtp_client_usable(r->client)) {
 		smtp_client_command(r->client, "RSET", relay_ignore_reply, r);
 		r->state = RELAY_READY;
+		relay_let_go_if_wanted(r);
 	} else if (r->state == RELAY_BROKEN || r->state == RELAY_IN_DATA) {
 		relay_data_abort(r);
 	}

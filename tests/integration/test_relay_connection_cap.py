@@ -124,3 +124,37 @@ def test_banner_421_is_busy_not_down(backstop_factory, fakes):
         o = deliver(b, "user@example.test", message(f"after busy {i}"))
         assert o.delivered, (o, fb.faulted, b.log_text())
     assert not any("is now failing" in l for l in b.log), b.log_text()
+
+
+def test_idle_client_session_lets_its_connection_go(backstop_factory, fakes):
+    # a client session between transactions does not keep its backend connection from a
+    # transaction that waits for one: it is closed after the final reply (or RSET), and the
+    # session's next transaction waits in line in turn
+    fb = fakes()
+    b = start(backstop_factory, {"example.test": {"deliver": fb.addr}},
+              deliver_max_connections=1, backend_connect_timeout="30s")
+    a = open_rcpt(b)
+    with b.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        mark = b.mark()
+        c.send("RCPT TO:<user@example.test>\r\n")
+        b.wait_log(r"the transaction waits up to 30000 ms", start=mark)
+        assert a.cmd("DATA").code == 354
+        a.send(stuff(message("a first")) + b".\r\n")
+        assert a.reply().code == 250
+        r = c.reply()  # a is still connected, but has let its backend connection go
+        assert (r.code, r.enhanced) == (250, "2.1.5"), r
+        b.wait_log(r"connection closed between transactions: another transaction waits")
+        # a's next transaction waits for c's connection, which RSET lets go
+        assert a.cmd("MAIL FROM:<sender@client.test>").code == 250
+        mark = b.mark()
+        a.send("RCPT TO:<user@example.test>\r\n")
+        b.wait_log(r"the transaction waits up to 30000 ms", start=mark)
+        assert c.cmd("RSET").code == 250
+        r = a.reply()
+        assert (r.code, r.enhanced) == (250, "2.1.5"), r
+        assert finish(a, "a second").code == 250
+        c.cmd("QUIT")
+    fb.wait_for(lambda f: len(f.acked) == 2)
+    assert fb.connections == 3
