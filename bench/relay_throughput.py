@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from postfix_fixture import Postfix, postfix_available  # noqa: E402
+from peers import gateway_key_line  # noqa: E402
 from relay_fixtures import SmtpSink, proc_rss_kb, wait_listening  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -52,7 +53,9 @@ max_connections_per_ip = 100000
 log_level = notice
 backend_command_timeout = 30s
 backend_data_timeout = 60s
-
+# smtp-sink takes any number of connections; the cap (16 by default) would make sessions past
+# the 16th wait, and the 200 sessions mid-DATA could not all be in DATA at once
+{gateway_key_line(BACKSTOP_BIN, "deliver_max_connections", 100000)}
 [domain example.test]
 deliver = {sink_addr}
 """)

@@ -57,7 +57,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "max_recipients", CFG_T_UINT, "100", NULL, 1, 100000, NULL, GW(max_recipients), NULL,
 	  "count", "Recipients accepted per message; further RCPT commands get 452." },
 	{ G, "max_command_line", CFG_T_SIZE, "512", NULL, 512, KB(64), NULL, GW(max_command_line),
-	  NULL, "size", "Longest SMTP command line, CRLF included (RFC 5321 minimum: 512)." },
+	  NULL, "size", "Longest SMTP command line, CRLF included (RFC 5321 minimum: 512). MAIL and RCPT lines may "
+	  "be 600 octets longer for their parameters (RFC 3461 4); the backend gets them as accepted." },
 	{ G, "max_line_length", CFG_T_SIZE, "1000", NULL, 1000, MB(1), NULL, GW(max_line_length),
 	  NULL, "size", "Longest line of message text, CRLF included (RFC 5321 minimum: 1000)." },
 	{ G, "command_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL, GW(command_timeout_ms),
@@ -114,6 +115,12 @@ const struct cfg_key config_keys[] = {
 	{ G, "backend_retry_after", CFG_T_DURATION, "30s", NULL, 0, DAYS(1), NULL,
 	  GW(backend_retry_after_ms), NULL, "duration",
 	  "How long a backend that failed is skipped before it is tried again." },
+	{ G, "deliver_max_connections", CFG_T_UINT, "16", NULL, 1, 100000, NULL,
+	  GW(deliver_max_connections), NULL, "count",
+	  "Connections open to one backend (host:port), all workers together, idle kept ones "
+	  "included; a transaction that finds them all in use waits up to backend_connect_timeout "
+	  "for one, then gets 451 4.4.5. Keep it below the backend's own limit per client "
+	  "(Exchange: 20, Postfix: 50)." },
 	/* [gateway]: recipient verification */
 	{ G, "cache", CFG_T_STR, "lmdb:/var/lib/backstop/verdicts", NULL, 0, 0, NULL, GW(cache),
 	  config_check_cache, "store",

@@ -114,6 +114,7 @@ struct bs_config {
 	uint64_t backend_data_timeout_ms;
 	uint64_t backend_retry_after_ms;  /* circuit breaker: how long a failed backend is skipped */
 	uint64_t backend_idle_timeout_ms; /* idle backend sessions kept for the next client session */
+	uint64_t deliver_max_connections; /* per backend host:port, across workers (16) */
 	/* recipient verification (issue 4) */
 	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
 	uint64_t cache_max_size;        /* octets (LMDB map size) */

@@ -1,7 +1,8 @@
 /* relay.c - in-line delivery towards the backends (see relay.h): choosing a target (failover or
- * round-robin, skipping targets the circuit breaker marks as failing), opening the backend
- * session, building MAIL and RCPT with the parameters the backend supports, and mapping every
- * backend outcome to the reply the client gets. */
+ * round-robin, skipping targets the circuit breaker marks as failing), holding a connection slot
+ * of the target (deliver_max_connections) or waiting for one, opening the backend session,
+ * building MAIL and RCPT with the parameters the backend supports, and mapping every backend
+ * outcome to the reply the client gets. */
 #include "relay.h"
 
 #include <arpa/inet.h>
@@ -13,7 +14,16 @@
 #include "log.h"
 #include "util.h"
 
-#define RELAY_LINE_MAX 1200 /* MAIL/RCPT with every parameter stays far below */
+#define RELAY_LINE_MAX (SMTP_PARAM_LINE_MAX + 1)
+/* The longest MAIL and RCPT lines relay builds from what the session's parser accepted (an
+ * address is formatted into SMTP_PATH_MAX + 8 octets) fit in what the outbound client sends: a
+ * recipient backstop accepted can always be passed on, ORCPT and all. */
+_Static_assert(sizeof "RCPT TO:<>" - 1 + SMTP_PATH_MAX + 7 + sizeof " NOTIFY=SUCCESS,FAILURE,DELAY" - 1 +
+		       sizeof " ORCPT=" - 1 + SMTP_ORCPT_MAX <= SMTP_PARAM_LINE_MAX,
+	       "a RCPT line backstop accepts must be sendable to the backend");
+_Static_assert(sizeof "MAIL FROM:<>" - 1 + SMTP_PATH_MAX + 7 + sizeof " SIZE=18446744073709551615" - 1 +
+		       sizeof " BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=" - 1 + SMTP_ENVID_MAX <= SMTP_PARAM_LINE_MAX,
+	       "a MAIL line backstop accepts must be sendable to the backend");
 
 enum relay_state {
 	RELAY_IDLE,       /* no backend session */
@@ -50,6 +60,15 @@ struct relay {
 	bool mail_sent_now;             /* MAIL was pipelined with the pending RCPT */
 	bool pooled_fresh;              /* the session came from the pool and has not answered yet */
 	bool no_pool;                   /* a pooled session just failed: connect afresh */
+	bool busy_seen;                 /* a target of this attempt said 421 at its greeting */
+	/* the connection slot of the target (backend_slots.h), held from before connecting until
+	 * the connection is closed or pooled */
+	bool slot_held;
+	char slot_key[SMTP_DOMAIN_MAX + 16];
+	struct backend_slot_wait slot_wait;
+	struct event *slot_wake, *slot_timer;
+	bool slot_waiting;
+	uint64_t slot_wait_since;
 	struct relay_answer deferred;
 	struct event *defer_ev;
 };
@@ -103,11 +122,16 @@ static void relay_answer_reply(struct relay *r, const struct smtp_reply *rep, co
 		cb(r->cb_arg, &a);
 }
 
+static void relay_slot_woken(evutil_socket_t fd, short what, void *arg);
+static void relay_slot_timeout(evutil_socket_t fd, short what, void *arg);
+
 struct relay *relay_new(const struct relay_env *env)
 {
 	struct relay *r = xcalloc(1, sizeof *r);
 	r->env = *env;
 	r->defer_ev = event_new(env->base, -1, 0, relay_deliver_deferred, r);
+	r->slot_wake = event_new(env->base, -1, 0, relay_slot_woken, r);
+	r->slot_timer = evtimer_new(env->base, relay_slot_timeout, r);
 	return r;
 }
 
@@ -116,6 +140,29 @@ static void relay_drop_client(struct relay *r, bool quit)
 	if (r->client) {
 		smtp_client_free(r->client, quit && smtp_client_usable(r->client));
 		r->client = NULL;
+	}
+}
+
+/* The connection slot goes back (the connection is closed, or was never opened). */
+static void relay_slot_give(struct relay *r)
+{
+	if (r->slot_held) {
+		backend_slots_give(r->env.slots, r->slot_key);
+		r->slot_held = false;
+	}
+}
+
+/* Stop waiting for a slot; a slot granted meanwhile becomes ours. */
+static void relay_slot_unwait(struct relay *r)
+{
+	if (!r->slot_waiting)
+		return;
+	r->slot_waiting = false;
+	evtimer_del(r->slot_timer);
+	event_del(r->slot_wake);
+	if (backend_slots_cancel(r->env.slots, &r->slot_wait)) {
+		r->slot_held = true;
+		snprintf(r->slot_key, sizeof r->slot_key, "%s", r->key);
 	}
 }
 
@@ -137,12 +184,18 @@ void relay_free(struct relay *r)
 		char pk[SMTP_DOMAIN_MAX + 600];
 		relay_link_key(r->key, r->domain, pk, sizeof pk);
 		smtp_client_set_drain_cb(r->client, 0, NULL, NULL); /* nothing may call back into r */
-		relay_pool_put(r->env.pool, pk, r->client, r->env.cfg->backend_idle_timeout_ms);
+		relay_pool_put(r->env.pool, pk, r->client, r->env.cfg->backend_idle_timeout_ms,
+			       r->slot_held ? r->env.slots : NULL, r->slot_key);
 		r->client = NULL;
+		r->slot_held = false;
 	}
 	relay_drop_client(r, r->state == RELAY_READY || r->state == RELAY_IN_TX);
 	if (r->dq)
 		dns_cancel(r->dq);
+	relay_slot_unwait(r);
+	relay_slot_give(r);
+	event_free(r->slot_wake);
+	event_free(r->slot_timer);
 	event_free(r->defer_ev);
 	free(r);
 }
@@ -303,10 +356,17 @@ static void relay_ready_cb(void *arg, const struct smtp_reply *rep)
 		relay_begin_tx(r);
 		return;
 	}
-	log_notice("backend %s: %s%s%s", r->key, rep->code ? "refused the session: " : "",
-		   rep->code ? "" : rep->text, rep->code ? rep->text : "");
-	if (rep->code == 0 || rep->code == 421 || rep->code / 100 == 4)
-		backend_health_report(r->env.health, r->key, false);
+	if (rep->code == 421 && !smtp_client_greeted(r->client)) {
+		/* "too many connections": the backend is up but busy, which is no reason to skip it */
+		r->busy_seen = true;
+		log_notice("backend %s is busy: 421 at its greeting (%s); not counted as a failure",
+			   r->key, rep->text);
+	} else {
+		log_notice("backend %s: %s%s%s", r->key, rep->code ? "refused the session: " : "",
+			   rep->code ? "" : rep->text, rep->code ? rep->text : "");
+		if (rep->code == 0 || rep->code == 421 || rep->code / 100 == 4)
+			backend_health_report(r->env.health, r->key, false);
+	}
 	relay_drop_client(r, false);
 	if (!relay_connect_addr(r))
 		relay_connect_next(r);
@@ -377,10 +437,54 @@ static bool relay_take_pooled(struct relay *r)
 	r->client = relay_pool_take(r->env.pool, pk);
 	if (r->client == NULL)
 		return false;
+	if (r->env.slots) { /* the pooled session comes with its slot */
+		r->slot_held = true;
+		snprintf(r->slot_key, sizeof r->slot_key, "%s", r->key);
+	}
 	r->state = RELAY_READY;
 	r->pooled_fresh = true;
 	relay_begin_tx(r);
 	return true;
+}
+
+/* Resolve the current target (its connection slot is held); false if that cannot start. */
+static bool relay_resolve(struct relay *r)
+{
+	const struct bs_hostport *hp = &r->domain->deliver.items[r->target];
+	r->dq = dns_resolve_host(r->env.dns, hp->host, (uint16_t)atoi(hp->port), AF_UNSPEC,
+				 relay_resolved_cb, r);
+	return r->dq != NULL;
+}
+
+/* A connection slot of the current target, if one is free (always, without a slot table). */
+static bool relay_slot_take(struct relay *r)
+{
+	if (r->env.slots == NULL)
+		return true;
+	if (!backend_slots_take(r->env.slots, r->key, (unsigned)r->env.cfg->deliver_max_connections))
+		return false;
+	r->slot_held = true;
+	snprintf(r->slot_key, sizeof r->slot_key, "%s", r->key);
+	return true;
+}
+
+/* Every connection to the current target is in use: wait in line for one, at most
+ * backend_connect_timeout (relay_slot_woken or relay_slot_timeout goes on). */
+static void relay_slot_wait(struct relay *r)
+{
+	const struct bs_config *cfg = r->env.cfg;
+	struct timeval tv = { .tv_sec = (time_t)(cfg->backend_connect_timeout_ms / 1000),
+			      .tv_usec = (suseconds_t)(cfg->backend_connect_timeout_ms % 1000) * 1000 };
+
+	r->slot_waiting = true;
+	r->slot_wait_since = now_ms();
+	evtimer_add(r->slot_timer, &tv);
+	backend_slots_wait(r->env.slots, r->key, (unsigned)cfg->deliver_max_connections, &r->slot_wait,
+			   r->slot_wake);
+	/* logged once in line: from here on, connections let go of anywhere come to us */
+	log_info("backend %s: all %llu connections in use (deliver_max_connections); the transaction "
+		 "waits up to %llu ms for one", r->key, (unsigned long long)cfg->deliver_max_connections,
+		 (unsigned long long)cfg->backend_connect_timeout_ms);
 }
 
 /* Try the next target of the domain that the circuit breaker lets through. */
@@ -389,6 +493,7 @@ static void relay_connect_next(struct relay *r)
 	const struct bs_config *cfg = r->env.cfg;
 	const struct bs_domain *dom = r->domain;
 
+	relay_slot_give(r); /* the previous target's */
 	while (r->tries < dom->deliver.n) {
 		size_t i = (r->first + r->tries++) % dom->deliver.n;
 		const struct bs_hostport *hp = &dom->deliver.items[i];
@@ -398,21 +503,74 @@ static void relay_connect_next(struct relay *r)
 		r->target = i;
 		if (relay_take_pooled(r))
 			return;
-		r->dq = dns_resolve_host(r->env.dns, hp->host, (uint16_t)atoi(hp->port), AF_UNSPEC,
-					 relay_resolved_cb, r);
-		if (r->dq != NULL)
+		if (!relay_slot_take(r)) {
+			/* the backend is up but has all the connections it may get from us: wait for
+			 * one rather than fail over (a busy backend is no reason to use another) */
+			relay_slot_wait(r);
 			return;
+		}
+		if (relay_resolve(r))
+			return;
+		relay_slot_give(r);
 	}
 	r->state = RELAY_IDLE;
-	r->key[0] = '\0';
 	char text[SMTP_DOMAIN_MAX + 64];
+	if (r->busy_seen) {
+		/* "too many connections" at a greeting: busy, not down; key names the last one */
+		relay_answer_later(r, 451, "4.4.5", "Backend busy (too many connections); try again later");
+		return;
+	}
+	r->key[0] = '\0';
 	snprintf(text, sizeof text, "No backend available for %s; try again later", dom->name);
 	relay_answer_later(r, 451, "4.4.1", text);
+}
+
+/* A slot was granted (possibly by another worker): connect. */
+static void relay_slot_go(struct relay *r)
+{
+	log_info("backend %s: a connection came free after %llu ms", r->key,
+		 (unsigned long long)(now_ms() - r->slot_wait_since));
+	if (!relay_resolve(r))
+		relay_connect_next(r);
+}
+
+static void relay_slot_woken(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+
+	(void)fd;
+	(void)what;
+	if (!r->slot_waiting)
+		return;
+	relay_slot_unwait(r);
+	if (r->slot_held)
+		relay_slot_go(r);
+}
+
+static void relay_slot_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	const struct bs_config *cfg = r->env.cfg;
+
+	(void)fd;
+	(void)what;
+	relay_slot_unwait(r);
+	if (r->slot_held) { /* granted as the wait ended */
+		relay_slot_go(r);
+		return;
+	}
+	log_notice("backend %s: no connection came free within %llu ms (deliver_max_connections = %llu): "
+		   "the recipient gets 451 4.4.5", r->key, (unsigned long long)cfg->backend_connect_timeout_ms,
+		   (unsigned long long)cfg->deliver_max_connections);
+	r->state = RELAY_IDLE;
+	relay_answer_later(r, 451, "4.4.5", "Too many connections to the backend; try again later");
 }
 
 static void relay_connect(struct relay *r, const struct bs_domain *dom)
 {
 	relay_drop_client(r, true);
+	relay_slot_give(r);
+	r->busy_seen = false;
 	r->state = RELAY_CONNECTING;
 	r->domain = dom;
 	r->tries = 0;
@@ -488,11 +646,28 @@ void relay_data_write(struct relay *r, const char *buf, size_t len)
 		smtp_client_data_write(r->client, buf, len);
 }
 
+/* Between transactions: when a transaction (of any session, on any worker) waits for a
+ * connection to this backend, let ours go; this session's next transaction connects again, or
+ * waits in line. An idle client session must not keep others from delivering. */
+static void relay_let_go_if_wanted(struct relay *r)
+{
+	if (!r->slot_held || !backend_slots_wanted(r->env.slots, r->slot_key))
+		return;
+	log_info("backend %s: connection closed between transactions: another transaction waits for one",
+		 r->key);
+	relay_drop_client(r, true);
+	relay_slot_give(r);
+	r->state = RELAY_IDLE;
+}
+
 static void relay_final_reply_cb(void *arg, const struct smtp_reply *rep)
 {
 	struct relay *r = arg;
+	struct smtp_reply copy = *rep; /* the client that holds rep may be let go below */
 	r->state = rep->code != 0 && smtp_client_usable(r->client) ? RELAY_READY : RELAY_BROKEN;
-	relay_answer_reply(r, rep, "end of DATA");
+	if (r->state == RELAY_READY)
+		relay_let_go_if_wanted(r);
+	relay_answer_reply(r, &copy, "end of DATA");
 }
 
 void relay_data_end(struct relay *r, relay_cb cb, void *arg)
@@ -510,6 +685,7 @@ void relay_data_end(struct relay *r, relay_cb cb, void *arg)
 void relay_data_abort(struct relay *r)
 {
 	relay_drop_client(r, false);
+	relay_slot_give(r);
 	r->state = RELAY_IDLE;
 	r->key[0] = '\0';
 }
@@ -525,6 +701,7 @@ void relay_tx_reset(struct relay *r)
 	if (r->state == RELAY_IN_TX && smtp_client_usable(r->client)) {
 		smtp_client_command(r->client, "RSET", relay_ignore_reply, r);
 		r->state = RELAY_READY;
+		relay_let_go_if_wanted(r);
 	} else if (r->state == RELAY_BROKEN || r->state == RELAY_IN_DATA) {
 		relay_data_abort(r);
 	}

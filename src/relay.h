@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "backend_health.h"
+#include "backend_slots.h"
 #include "config.h"
 #include "dns.h"
 #include "relay_pool.h"
@@ -30,6 +31,7 @@ struct relay_env {
 	struct backend_health *health;
 	struct dns_resolver *dns;      /* the worker's resolver, for deliver targets given by name */
 	struct relay_pool *pool;       /* the worker's idle backend sessions (NULL: no reuse) */
+	struct backend_slots *slots;   /* connections per backend, all workers (NULL: no cap) */
 	unsigned *rr_counter;          /* worker-local, for deliver_policy = round-robin */
 };
 

@@ -13,6 +13,8 @@ struct pool_entry {
 	char key[POOL_KEY_MAX];
 	struct smtp_client *client;
 	uint64_t expires_ms;
+	struct backend_slots *slots;   /* the connection slot it holds, or NULL */
+	char target[BACKEND_SLOT_KEY_MAX];
 };
 
 struct relay_pool {
@@ -22,11 +24,23 @@ struct relay_pool {
 	bool closed;
 };
 
-static void pool_remove(struct relay_pool *p, size_t i, bool quit)
+/* Drop entry i: closed (its slot given back) when closing, else handed to the caller. */
+static void pool_remove(struct relay_pool *p, size_t i, bool closing)
 {
-	if (quit)
-		smtp_client_free(p->items[i].client, smtp_client_usable(p->items[i].client));
-	p->items[i] = p->items[--p->n];
+	struct pool_entry *e = &p->items[i];
+	if (closing) {
+		smtp_client_free(e->client, smtp_client_usable(e->client));
+		if (e->slots)
+			backend_slots_give(e->slots, e->target);
+	}
+	*e = p->items[--p->n];
+}
+
+/* Does a transaction wait for the slot entry i holds? */
+static bool pool_slot_wanted(const struct relay_pool *p, size_t i)
+{
+	const struct pool_entry *e = &p->items[i];
+	return e->slots != NULL && backend_slots_wanted(e->slots, e->target);
 }
 
 static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -37,7 +51,8 @@ static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (size_t i = 0; i < p->n;) {
-		if (now >= p->items[i].expires_ms || !smtp_client_usable(p->items[i].client))
+		if (now >= p->items[i].expires_ms || !smtp_client_usable(p->items[i].client) ||
+		    pool_slot_wanted(p, i))
 			pool_remove(p, i, true);
 		else
 			i++;
@@ -85,13 +100,16 @@ static size_t pool_oldest(const struct relay_pool *p, const char *key, size_t *c
 	return best;
 }
 
-void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c, uint64_t idle_ms)
+void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c, uint64_t idle_ms,
+		    struct backend_slots *slots, const char *target)
 {
 	static const struct timeval second = { 1, 0 };
 	size_t count;
 
-	if (p->closed || strlen(key) >= POOL_KEY_MAX) {
+	if (p->closed || strlen(key) >= POOL_KEY_MAX || (slots && backend_slots_wanted(slots, target))) {
 		smtp_client_free(c, true);
+		if (slots)
+			backend_slots_give(slots, target);
 		return;
 	}
 	size_t old = pool_oldest(p, key, &count);
@@ -103,6 +121,9 @@ void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c
 	memcpy(e->key, key, strlen(key) + 1);
 	e->client = c;
 	e->expires_ms = now_ms() + idle_ms;
+	e->slots = slots;
+	if (slots)
+		strbuf_copy(e->target, sizeof e->target, target, strnlen(target, sizeof e->target - 1));
 	if (!evtimer_pending(p->sweep, NULL))
 		evtimer_add(p->sweep, &second);
 }

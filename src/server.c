@@ -36,6 +36,7 @@ struct server {
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
 	struct backend_health *health;
+	struct backend_slots *slots;     /* deliver_max_connections, across workers */
 	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
 	struct runtime_graveyard *grave;
 	struct bs_config *running;       /* the config the process started with: restart-only values */
@@ -58,6 +59,7 @@ struct bs_runtime *server_runtime(struct server *srv)
 struct connlimit *server_connlimit(struct server *srv) { return srv->connlimit; }
 uint64_t server_start_time(struct server *srv) { return srv->start_time; }
 struct backend_health *server_health(struct server *srv) { return srv->health; }
+struct backend_slots *server_slots(struct server *srv) { return srv->slots; }
 
 struct server *server_new_embedded(struct bs_runtime *rt)
 {
@@ -66,6 +68,7 @@ struct server *server_new_embedded(struct bs_runtime *rt)
 	srv->rt = rt;
 	srv->connlimit = connlimit_new();
 	srv->health = backend_health_new();
+	srv->slots = backend_slots_new();
 	return srv;
 }
 
@@ -76,6 +79,7 @@ void server_free_embedded(struct server *srv)
 	runtime_unref(srv->rt);
 	connlimit_free(srv->connlimit);
 	backend_health_free(srv->health);
+	backend_slots_free(srv->slots);
 	pthread_mutex_destroy(&srv->rt_lock);
 	free(srv);
 }
@@ -385,6 +389,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	}
 	srv.connlimit = connlimit_new();
 	srv.health = backend_health_new();
+	srv.slots = backend_slots_new();
 	srv.nworkers = server_worker_count(cfg);
 	srv.base = event_base_new();
 	/* signal handlers before anything can connect: a TERM right after "ready" must be graceful */
@@ -433,5 +438,6 @@ out:
 	connlimit_free(srv.connlimit);
 	backend_health_free(srv.health);
 	config_unref(srv.running);
+	backend_slots_free(srv.slots);
 	return status;
 }

@@ -4,6 +4,7 @@
 #define BACKSTOP_SERVER_H
 
 #include "backend_health.h"
+#include "backend_slots.h"
 #include "config.h"
 #include "connlimit.h"
 #include "runtime.h"
@@ -17,8 +18,10 @@ int server_run(const char *config_path, struct bs_config *cfg);
 struct bs_runtime *server_runtime(struct server *srv);
 struct connlimit *server_connlimit(struct server *srv);
 uint64_t server_start_time(struct server *srv);
-/* Circuit breaker for backends, shared by all workers and kept across reloads. */
+/* Circuit breaker and connection slots for backends, shared by all workers and kept across
+ * reloads. */
 struct backend_health *server_health(struct server *srv);
+struct backend_slots *server_slots(struct server *srv);
 
 /* For tests and fuzzing: a server with no listener, thread or signal, around rt (takes the
  * reference), with its own connection limits and circuit breaker, for workers the caller runs

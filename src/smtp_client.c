@@ -27,11 +27,12 @@
 #include "bev_write.h"
 #include "smtp_client_reply.h"
 #include "smtp_data.h"
+#include "smtp_parse.h"
 #include "util.h"
 
 #define CLIENT_EXT_MAX 32       /* EHLO keywords remembered */
 #define CLIENT_EXT_LEN 32       /* longest keyword remembered, NUL included */
-#define CLIENT_CMD_MAX 510      /* command line without CRLF (RFC 5321 4.5.3.1.4) */
+#define CLIENT_CMD_MAX SMTP_PARAM_LINE_MAX /* a MAIL or RCPT line with parameters, without CRLF */
 #define CLIENT_DATA_CHUNK 65536 /* input octets stuffed per evbuffer reservation */
 
 enum client_state {
@@ -74,6 +75,7 @@ struct smtp_client {
 	smtp_client_reply_cb ready_cb;
 	void *ready_arg;
 	bool ready_done;
+	bool greeted;                 /* the banner was 2xx */
 	struct smtp_reply ehlo_reply; /* the EHLO 250, given to ready_cb */
 	struct smtp_reply fail_ready; /* after a failure: for ready_cb */
 	struct smtp_reply fail_cmd;   /* after a failure: code 0, for every command */
@@ -503,6 +505,7 @@ static void client_handshake_reply(struct smtp_client *c, const struct smtp_repl
 	}
 	switch (c->state) {
 	case CS_BANNER:
+		c->greeted = cls == 2;
 		if (cls == 2)
 			client_send(c, CS_EHLO, "EHLO", c->helo_name);
 		else
@@ -911,6 +914,11 @@ bool smtp_client_input_pending(const struct smtp_client *c)
 		return true;
 	/* what the kernel holds and libevent has not read yet (plain connections only) */
 	return !c->tls_active && recv(bufferevent_getfd(c->raw), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+bool smtp_client_greeted(const struct smtp_client *c)
+{
+	return c->greeted;
 }
 
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len),

@@ -63,7 +63,8 @@ uint64_t smtp_client_max_size(const struct smtp_client *c);
 /* Protocol and cipher of the TLS session ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), or NULL/NULL. */
 void smtp_client_tls_info(const struct smtp_client *c, const char **version, const char **cipher);
 
-/* Queue a command line (without CRLF; at most 510 octets). Its reply goes to cb, in order.
+/* Queue a command line (without CRLF; at most SMTP_PARAM_LINE_MAX octets: a MAIL or RCPT with
+ * the parameters RFC 3461 allows, see smtp_parse.h). Its reply goes to cb, in order.
  * With PIPELINING, commands queued in the same loop iteration leave in one write; without it
  * each waits for the previous reply. After a failure every queued and later command gets a
  * code-0 reply (from the event loop). */
@@ -91,6 +92,10 @@ bool smtp_client_failed(const struct smtp_client *c);
  * kernel on a plain connection)? A caller that has nothing else outstanding learns the server
  * sent more replies than it was asked for. */
 bool smtp_client_input_pending(const struct smtp_client *c);
+
+/* Did the server greet with 2xx? After a failed ready_cb, false means the banner itself was
+ * refused (a 421 there is how a busy server says "too many connections"). */
+bool smtp_client_greeted(const struct smtp_client *c);
 
 /* Optional dialogue trace, for `backstop probe`: dir is '>' (sent) or '<' (received); one call
  * per line, without line ending. */

@@ -38,6 +38,16 @@ struct smtp_parse_error {
 	const char *text;     /* static string */
 };
 
+/* A command line without its CRLF (RFC 5321 4.5.3.1.4: 512 octets with it). */
+#define SMTP_COMMAND_LINE_MAX 510
+/* What service extensions may add to a MAIL or RCPT line (RFC 5321 4.5.3.1.4 allows it): RFC 3461
+ * 4 gives NOTIFY and ORCPT 500 octets on RCPT and ENVID and RET 100 on MAIL; SIZE (RFC 1870), BODY
+ * (RFC 6152) and SMTPUTF8 (RFC 6531) fit in what MAIL has left. One allowance for both sides: the
+ * session accepts MAIL and RCPT lines this much longer than max_command_line, and the outbound
+ * client sends lines up to SMTP_PARAM_LINE_MAX, so what backstop accepted can be passed on. */
+#define SMTP_PARAM_ALLOWANCE 600
+#define SMTP_PARAM_LINE_MAX (SMTP_COMMAND_LINE_MAX + SMTP_PARAM_ALLOWANCE)
+
 #define SMTP_ENVID_MAX 100 /* RFC 3461 4.4 */
 #define SMTP_ORCPT_MAX 500 /* RFC 3461 4.2 */
 

@@ -31,9 +31,6 @@
 #include "util.h"
 #include "worker.h"
 
-/* MAIL and RCPT lines may exceed max_command_line by what SIZE, ENVID, RET, NOTIFY and ORCPT
- * add (RFC 1870 4, RFC 3461 4). */
-#define SESSION_PARAM_ALLOWANCE 600
 /* Input is read at most this far ahead of processing. */
 #define SESSION_READ_HIGHWATER (64 * 1024)
 /* Replies waiting for a client that does not read: past HIGH, input is not processed (nor read)
@@ -361,7 +358,8 @@ static bool session_line_is_rcpt(const char *line, size_t len)
 /* One command line from the input buffer. Returns false when a full line is not there yet. */
 static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 {
-	size_t max = s->cfg->max_command_line + SESSION_PARAM_ALLOWANCE;
+	/* MAIL and RCPT lines may be longer by what their parameters add (smtp_parse.h) */
+	size_t max = s->cfg->max_command_line + SMTP_PARAM_ALLOWANCE;
 	struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
 
 	if (eol.pos < 0) {
@@ -461,7 +459,7 @@ struct relay *session_relay(struct smtp_session *s)
 		struct relay_env env = {
 			.base = w->base, .cfg = s->cfg, .tls_client = s->rt->tls_client,
 			.domain_tls = s->rt->domain_tls, .health = server_health(w->server), .dns = w->dns,
-			.pool = w->pool,
+			.pool = w->pool, .slots = server_slots(w->server),
 			.rr_counter = &w->rr_counter,
 		};
 		s->relay = relay_new(&env);

@@ -15,6 +15,9 @@ The parser is deliberately lenient about line ends (a bare LF ends a line, as in
 that any smuggled end-of-data that reaches it shows up as a second message. What it got is kept
 in `messages` (raw content as received, still dot-stuffed, plus the envelope); with
 store=False only the size and a SHA-256 of the un-stuffed content are kept (for 100 MB runs).
+`busy_over`=N answers 421 at the greeting to a connection that finds N others open, as Postfix
+(smtpd_client_connection_count_limit) and Exchange (MaxInboundConnectionPerSource) do; `max_active`
+is the most connections that were open at once.
 Nothing here sleeps: waits are on events with deadlines. A slow backend is scripted with
 `body_read_rate` (content read at most this many octets a second, through a small receive
 buffer, so that the sender's backlog grows) and `dot_delay` (seconds before the reply to the
@@ -57,7 +60,7 @@ class Message:
 class FakeBackend:
     def __init__(self, faults=None, exts=DEFAULT_EXTS, tls_files=None, store=True,
                  body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None, rcpt_delay=0.0,
-                 body_read_rate=0, dot_delay=0.0):
+                 body_read_rate=0, dot_delay=0.0, busy_over=None):
         self.faults = dict(faults or {})
         for step, action in self.faults.items():
             assert step in STEPS, step
@@ -81,6 +84,8 @@ class FakeBackend:
         self.messages = []                # completed (final dot seen) messages
         self.faulted = []                 # steps at which a fault fired
         self.active = 0
+        self.max_active = 0
+        self.busy_over = busy_over
         self._stop = threading.Event()
         self._threads = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -137,14 +142,20 @@ class FakeBackend:
             with self.lock:
                 self.connections += 1
                 self.active += 1
+                self.max_active = max(self.max_active, self.active)
+                busy = self.busy_over is not None and self.active > self.busy_over
                 self.lock.notify_all()
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t = threading.Thread(target=self._serve, args=(conn, busy), daemon=True)
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
             t.start()
 
-    def _serve(self, conn):
+    def _serve(self, conn, busy=False):
         sess = _Session(self, conn)
         try:
+            if busy:
+                self._note(faulted="busy")
+                sess.send("421 4.7.0 fake.backend.test Error: too many connections from 127.0.0.1")
+                raise _Stop()
             sess.run()
         except (_Stop, OSError, ssl.SSLError, ValueError):
             pass

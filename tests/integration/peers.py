@@ -156,6 +156,19 @@ def proc_rss_kb(pid):
     raise AssertionError("no VmRSS")
 
 
+def gateway_key_line(backstop_bin, key, value):
+    """"key = value\n" if backstop_bin knows this [gateway] key, else "": the benchmarks compare
+    a build with an older one, which would refuse a configuration naming a key it lacks."""
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write(f"[gateway]\nlisten = 127.0.0.1:0\ncache = memory:\n{key} = {value}\n"
+                "[domain example.test]\ndeliver = 127.0.0.1:1\n")
+        f.flush()
+        r = subprocess.run([backstop_bin, "check-config", "-c", f.name], capture_output=True,
+                           text=True, timeout=30, stdin=subprocess.DEVNULL)
+    return "" if key in r.stdout + r.stderr else f"{key} = {value}\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 

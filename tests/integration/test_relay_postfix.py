@@ -134,3 +134,32 @@ def test_starttls_must_not_offered_by_postfix(backstop_factory, tmp_path):
         assert pf.messages("alice") == []
     finally:
         pf.stop()
+
+
+def test_longest_legal_orcpt_reaches_postfix(backstop_factory, postfix):
+    # issue 9 item 7: RFC 3461 allows ORCPT values of 500 octets and RCPT lines 500 octets longer
+    # than 512; backstop accepted such a line but its outbound client refused to send more than
+    # 510 octets and dropped the backend link, losing the recipient accepted before it
+    b = start(backstop_factory, postfix)
+    tail = "+2Bfrom-a-list@old-domain.example"  # xtext: "+2B" is a '+'
+    orcpt = "rfc822;" + "x" * (500 - len("rfc822;") - len(tail)) + tail
+    assert len(orcpt) == 500
+    line = f"RCPT TO:<bob@example.test> NOTIFY=FAILURE,DELAY ORCPT={orcpt}"
+    assert len(line) > 510
+    with b.connect() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        r = c.cmd("RCPT TO:<alice@example.test>")
+        assert (r.code, r.enhanced) == (250, "2.1.5"), r
+        r = c.cmd(line)
+        assert (r.code, r.enhanced) == (250, "2.1.5"), r
+        assert c.cmd("DATA").code == 354
+        c.send(message("long orcpt") + b".\r\n")
+        r = c.reply()
+        assert r.code == 250 and "queued as" in r.text, r
+        c.cmd("QUIT")
+    (a,) = postfix.wait_messages("alice", 1)
+    (bo,) = postfix.wait_messages("bob", 1)
+    assert b"Subject: long orcpt" in a and b"Subject: long orcpt" in bo
+    # one backend transaction carried both recipients
+    assert postfix.log().count("nrcpt=2") == 1, postfix.log()

@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "smtp_client.h"
+#include "smtp_parse.h"
 #include "util.h"
 #include "unit_support.h"
 
@@ -468,6 +469,7 @@ static void test_dialogue(void **state)
 	run(t, 5000);
 	assert_script_ok(t);
 	assert_reply(&t->got[0], 250, "", "fake.test hello; SIZE 10240000; 8bitmime; DSN");
+	assert_true(smtp_client_greeted(t->cl));
 	assert_true(smtp_client_has_ext(t->cl, "size"));
 	assert_true(smtp_client_has_ext(t->cl, "8BITMIME"));
 	assert_true(smtp_client_has_ext(t->cl, "DSN"));
@@ -599,6 +601,85 @@ static void test_banner_refused(void **state)
 	struct t *t = *state;
 	expect_ready(t, s, 554, "go; away");
 	assert_string_equal(t->got[0].enhanced, "5.7.1");
+}
+
+/* "Too many connections": a 421 greeting is told apart from a refused EHLO (relay.c counts it as
+ * busy, not as a failed backend). */
+static void test_banner_421_not_greeted(void **state)
+{
+	static const struct step s[] = {
+		{ S_SEND, "421 4.7.0 fake.test Error: too many connections from 127.0.0.1\r\n" }, { S_CLOSE, NULL } };
+	struct t *t = *state;
+	expect_ready(t, s, 421, "too many connections");
+	assert_false(smtp_client_greeted(t->cl));
+}
+
+static void test_ehlo_421_was_greeted(void **state)
+{
+	static const struct step s[] = { BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "421 4.3.2 going down\r\n" },
+					 { S_CLOSE, NULL } };
+	struct t *t = *state;
+	expect_ready(t, s, 421, "going down");
+	assert_true(smtp_client_greeted(t->cl));
+}
+
+/* A RCPT with every parameter RFC 3461 allows is SMTP_PARAM_LINE_MAX octets: it is sent whole
+ * (issue 9 item 7: it was refused at 510 and the backend link dropped); one octet more is not. */
+static char long_rcpt[SMTP_PARAM_LINE_MAX + 2];
+
+static void long_rcpt_make(size_t len)
+{
+	memset(long_rcpt, 0, sizeof long_rcpt);
+	snprintf(long_rcpt, sizeof long_rcpt, "RCPT TO:<c@d.test> NOTIFY=FAILURE ORCPT=rfc822;");
+	size_t n = strlen(long_rcpt);
+	memset(long_rcpt + n, 'x', len - n);
+}
+
+static void queue_long_rcpt(struct t *t)
+{
+	smtp_client_command(t->cl, "MAIL FROM:<a@b.test>", rec, t);
+	smtp_client_command(t->cl, long_rcpt, rec, t);
+}
+
+static const struct step long_rcpt_script[] = {
+	BANNER,
+	{ S_EXPECT, "EHLO" },
+	{ S_SEND, "250-fake.test\r\n250-PIPELINING\r\n250 DSN\r\n" },
+	{ S_EXPECT, "MAIL FROM:<a@b.test>" },
+	{ S_EXPECT, long_rcpt },
+	{ S_SEND, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n" },
+	{ S_STALL, NULL },
+};
+
+static void test_longest_rcpt_line_sent(void **state)
+{
+	struct t *t = *state;
+	long_rcpt_make(SMTP_PARAM_LINE_MAX);
+	t->on_ready = queue_long_rcpt;
+	t->stop_at = 3;
+	start(t, long_rcpt_script);
+	run(t, 5000);
+	assert_script_ok(t);
+	assert_reply(&t->got[1], 250, "2.1.0", NULL);
+	assert_reply(&t->got[2], 250, "2.1.5", NULL);
+	assert_true(smtp_client_usable(t->cl));
+}
+
+static const struct step too_long_script[] = {
+	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake.test\r\n250 DSN\r\n" }, { S_STALL, NULL },
+};
+
+static void test_rcpt_line_over_the_allowance_refused(void **state)
+{
+	struct t *t = *state;
+	long_rcpt_make(SMTP_PARAM_LINE_MAX + 1);
+	t->on_ready = queue_long_rcpt;
+	t->stop_at = 3;
+	start(t, too_long_script);
+	run(t, 5000);
+	assert_reply(&t->got[1], 0, NULL, "too long");
+	assert_reply(&t->got[2], 0, NULL, "too long");
+	assert_false(smtp_client_usable(t->cl));
 }
 
 /* A last EHLO line of just "250" carries no keyword: nothing may be read past the line. */
@@ -1218,6 +1299,10 @@ int main(void)
 		T(test_pipelining),
 		T(test_ehlo_refused_helo),
 		T(test_banner_refused),
+		T(test_banner_421_not_greeted),
+		T(test_ehlo_421_was_greeted),
+		T(test_longest_rcpt_line_sent),
+		T(test_rcpt_line_over_the_allowance_refused),
 		T(test_ehlo_last_line_without_keyword),
 		T(test_malformed_code),
 		T(test_malformed_mixed_codes),
