@@ -67,7 +67,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "data_timeout", CFG_T_DURATION, "3m", NULL, 1, HOURS(1), NULL, GW(data_timeout_ms), NULL,
 	  "duration", "How long to wait for more message text during DATA (idle time between reads)." },
 	{ G, "max_errors", CFG_T_UINT, "20", NULL, 1, 100000, NULL, GW(max_errors), NULL, "count",
-	  "Error replies in one session before backstop answers 421 and disconnects." },
+	  "Error replies in one session before backstop answers 421 (after the replies still owed) and "
+	  "disconnects; 452 4.5.3 past max_recipients is flow control and does not count." },
 	{ G, "max_junk_commands", CFG_T_UINT, "100", NULL, 1, 1000000, NULL, GW(max_junk_commands),
 	  NULL, "count",
 	  "NOOP, RSET, VRFY, HELP and unknown commands in one session before 421 and disconnect." },

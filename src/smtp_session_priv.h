@@ -61,11 +61,13 @@ struct smtp_session {
 	bool paused;                      /* waiting on an asynchronous step; input not processed */
 	bool output_blocked;              /* the client is not reading its replies; input waits */
 	bool pregreet;
+	bool eof;                         /* the client half-closed: finish what is owed, then close */
 	unsigned errors, junk;
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
 	size_t rq_len;
+	bool rq_abandoned;                /* a 421 at shutdown answered the RCPTs still queued */
 	struct event *watchdog;           /* while paused for backend backpressure */
 	struct event *flush;              /* writes the replies collected in this loop turn (plain) */
 	bool flush_pending;
@@ -84,7 +86,9 @@ struct smtp_session {
 /* smtp_session.c */
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-/* The same without counting a 4xx/5xx against max_errors (already counted when decided). */
+/* session_reply() puts its reply behind the RCPT replies still owed, if any (one reply per
+ * command, in order). session_reply_text() writes at once and does not count a 4xx/5xx against
+ * max_errors: for the RCPT queue itself, whose replies are counted when decided. */
 void session_reply_text(struct smtp_session *s, int code, const char *enhanced, const char *text);
 /* Start (again) the deadline for the next command line. */
 void session_arm_command_deadline(struct smtp_session *s);
@@ -109,6 +113,9 @@ void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cm
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
 			 const char *enhanced, const char *text, const char *extra);
 size_t session_rcpt_queued(const struct smtp_session *s);
+/* A reply produced while RCPT replies are owed: queued behind them (true), or false if none
+ * are owed and the caller writes it now. Not counted against max_errors here. */
+bool session_rcpt_defer_reply(struct smtp_session *s, int code, const char *enhanced, const char *text);
 /* Recipients accepted or still being decided (refusals not counted), for max_recipients. */
 size_t session_rcpt_live(const struct smtp_session *s);
 /* Pipelined RCPTs waiting beyond this stop the reading of more input until some are answered. */

@@ -1,8 +1,12 @@
 """PIPELINING (RFC 2920): a whole group in one write gets every reply, in order; and SMTP
 smuggling: no bare-newline variant of the end-of-data marker ends the message early."""
+import socket
+
 import pytest
 
+from callout_fixtures import fake  # noqa: F401  (fixture)
 from conftest import SMTPConn
+from peers import sink  # noqa: F401  (fixture)
 
 
 def read_replies(c, n):
@@ -100,3 +104,70 @@ def test_dot_stuffing_is_not_end(backstop, backend):
         assert c.cmd("NOOP").code == 250
     # re-stuffed towards the backend exactly as received
     assert backend.messages[0]["data"].endswith(b"\r\n..\r\n..NOOP\r\n.\r\n"), backend.messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 9 item 3: one reply per command, in order, always; a slow validation server (the fake
+# validator holds each RCPT until `release` is set) keeps RCPT replies owed.
+
+def slow_validation(backstop_factory, fake, sink, **gateway):
+    v = fake(known=["alice@example.test", "bob@example.test"], rcpt_delay=60.0)
+    gw = {"verify_timeout": "90s", "callout_timeout": "90s"}
+    gw.update(gateway)
+    b = backstop_factory(gateway=gw, domains={"example.test": {
+        "deliver": sink.addr, "verify": f"callout:{v.addr}"}})
+    return v, b
+
+
+def test_421_for_errors_waits_for_owed_rcpt_replies(backstop_factory, fake, sink):
+    v, b = slow_validation(backstop_factory, fake, sink, max_errors=3)
+    with b.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\n"
+               "RCPT TO:<alice@example.test>\r\n" +
+               "RCPT TO:<broken\r\n" * 3 +
+               "NOOP\r\n")
+        assert c.reply().code == 250
+        v.wait_rcpt(lambda n: sum(n.values()) >= 1)  # held: the catch-all probe or alice
+        v.release.set()
+        got = [(r.code, r.enhanced) for r in read_replies(c, 5)]
+        assert got == [(250, "2.1.5")] + [(501, "5.1.3")] * 3 + [(421, "4.7.0")], got
+        assert c.closed()
+        assert c.buf == b"", f"replies after the 421: {c.buf!r}"
+
+
+def test_line_too_long_waits_its_turn(backstop_factory, fake, sink):
+    v, b = slow_validation(backstop_factory, fake, sink)
+    with b.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\n"
+               "RCPT TO:<alice@example.test>\r\n"
+               "RCPT TO:<nobody@example.test>\r\n"
+               "NOOP " + "x" * 2000 + "\r\n"
+               "RCPT TO:<bob@example.test>\r\n"
+               "QUIT\r\n")
+        assert c.reply().code == 250
+        v.wait_rcpt(lambda n: sum(n.values()) >= 1)  # held: the catch-all probe or alice
+        v.release.set()
+        got = [(r.code, r.enhanced) for r in read_replies(c, 5)]
+        assert got == [(250, "2.1.5"), (550, "5.1.1"), (500, "5.5.2"), (250, "2.1.5"),
+                       (221, "2.0.0")], got
+        assert c.closed()
+
+
+def test_half_close_still_gets_owed_replies(backstop_factory, fake, sink):
+    v, b = slow_validation(backstop_factory, fake, sink)
+    with b.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\n"
+               "RCPT TO:<alice@example.test>\r\n"
+               "RCPT TO:<nobody@example.test>\r\n"
+               "RCPT TO:<bob@example.test>\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.reply().code == 250
+        v.wait_rcpt(lambda n: sum(n.values()) >= 1)  # held: the catch-all probe or alice
+        b.wait_log(r"client=127\.0\.0\.1 (half-closed|lost connection)")  # EOF seen
+        v.release.set()
+        got = [(r.code, r.enhanced) for r in read_replies(c, 3)]
+        assert got == [(250, "2.1.5"), (550, "5.1.1"), (250, "2.1.5")], got
+        assert c.closed()
