@@ -148,23 +148,43 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	session_rcpt_accept_check(s, &rc, rd.domain);
 }
 
-static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+/* DATA that backstop itself refuses: answered here (true). */
+static bool data_refuse(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	if (session_need_greeting(s))
-		return;
+		return true;
 	if (s->tx == NULL) {
 		session_reply(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
+		return true;
 	}
 	if (s->tx->nrcpts == 0) {
 		session_reply(s, 503, "5.5.1", "Error: no valid recipients");
-		return;
+		return true;
 	}
 	if (cmd->arg_len > 0) {
 		session_reply(s, 501, "5.5.4", "Syntax: DATA");
-		return;
+		return true;
 	}
-	session_data_command(s);
+	return false;
+}
+
+void session_data_pipelined(struct smtp_session *s, size_t n)
+{
+	log_notice("session=%s client=%s improper command pipelining after DATA: %zu octets sent "
+		   "before the reply to DATA discarded, disconnecting", s->id, s->client_ip, n);
+	session_reply(s, 554, "5.5.0", "Error: improper command pipelining after DATA");
+	session_close(s);
+}
+
+/* Text behind DATA before our 354 is never content nor commands: if DATA was refused, its reply
+ * comes first; otherwise the 554 is DATA's reply and the backend is not asked. */
+static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	bool refused = data_refuse(s, cmd);
+	if (s->input_behind > 0)
+		session_data_pipelined(s, s->input_behind);
+	else if (!refused)
+		session_data_command(s);
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)

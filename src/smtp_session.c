@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -258,6 +259,15 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_enable(s->bev, EV_WRITE); /* the rest, or the error, is the bufferevent's */
 }
 
+size_t session_input_pending(struct smtp_session *s)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_input(s->bev));
+	int kernel = 0;
+	if (session_plain(s) && !s->eof && ioctl(s->fd, FIONREAD, &kernel) == 0 && kernel > 0)
+		n += (size_t)kernel;
+	return n;
+}
+
 /* One reply line: written now (RCPT queue), or behind the RCPT replies still owed. */
 static void session_reply_emit(struct smtp_session *s, bool now, int code, const char *enhanced,
 			       const char *text)
@@ -406,6 +416,7 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 		session_pause(s); /* answered in order: wait until the queued RCPTs are decided */
 		return false;
 	}
+	s->input_behind = evbuffer_get_length(in) - (len + 1);
 	session_command(s, line, linelen);
 	evbuffer_drain(in, len + 1);
 	if (s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_CLOSING)

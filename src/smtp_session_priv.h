@@ -63,6 +63,7 @@ struct smtp_session {
 	bool pregreet;
 	bool eof;                         /* the client half-closed: finish what is owed, then close */
 	unsigned errors, junk;
+	size_t input_behind;              /* octets received after the command line being run */
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
@@ -94,6 +95,8 @@ void session_reply_text(struct smtp_session *s, int code, const char *enhanced, 
 void session_arm_command_deadline(struct smtp_session *s);
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
+/* Octets the client has sent that the session has not processed (read or still in the kernel). */
+size_t session_input_pending(struct smtp_session *s);
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
 /* One log line per decision. extra: more key=value pairs (verdict, source, latency), or NULL. */
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
@@ -124,6 +127,9 @@ void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the qu
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);
+/* The client sent n octets behind DATA before backstop's 354 (RFC 2920 3.1: DATA ends a group):
+ * they are discarded, the session answers 554 and ends. */
+void session_data_pipelined(struct smtp_session *s, size_t n);
 
 /* smtp_data_phase.c */
 void session_data_command(struct smtp_session *s); /* DATA accepted by backstop: ask the backend */
