@@ -26,6 +26,7 @@
 static const char *const e_auto[] = { "auto", NULL };
 static const char *const e_pregreet[] = { "log", "reject", NULL };
 static const char *const e_bare_newline[] = { "reject", "normalise", NULL };
+static const char *const e_helo_syntax[] = { "strict", "lenient", NULL };
 static const char *const e_log[] = { "stderr", "syslog", NULL };
 static const char *const e_log_level[] = { "error", "warning", "notice", "info", "debug", NULL };
 static const char *const e_deliver_policy[] = { "failover", "round-robin", NULL };
@@ -85,6 +86,11 @@ const struct cfg_key config_keys[] = {
 	{ G, "bare_newline", CFG_T_ENUM, "reject", NULL, 0, 0, e_bare_newline,
 	  GW(bare_newline_normalise), NULL, NULL,
 	  "Message text with a bare LF (no CR): reject it, or normalise it to CRLF." },
+	{ G, "helo_syntax", CFG_T_ENUM, "strict", NULL, 0, 0, e_helo_syntax, GW(helo_lenient), NULL,
+	  NULL,
+	  "HELO/EHLO argument that is not a domain or an address literal (RFC 5321 4.1.1.1): refuse "
+	  "it (501 5.5.4), or accept it and show only its first word, sanitised, in Received: and "
+	  "the logs." },
 	{ G, "allow_routing_localparts", CFG_T_BOOL, "no", NULL, 0, 0, NULL,
 	  GW(allow_routing_localparts), NULL, NULL,
 	  "Accept local parts holding routing characters such as % ! @." },

@@ -15,11 +15,27 @@
 
 typedef void (*command_handler)(struct smtp_session *s, const struct smtp_command *cmd);
 
-static void session_greeted_reset(struct smtp_session *s, const struct smtp_command *cmd)
+/* The HELO/EHLO argument: a domain or an address literal (helo_syntax). Refused with 501, or
+ * remembered as the safe name that headers and logs show. */
+static bool session_greeted(struct smtp_session *s, const struct smtp_command *cmd)
 {
+	char name[sizeof s->helo], shown[SMTP_DOMAIN_MAX * 4 + 1];
+	const char *verb = smtp_verb_name(cmd->verb);
+
+	log_sanitize(shown, sizeof shown, cmd->arg, cmd->arg_len);
+	if (smtp_helo_parse(cmd->arg, cmd->arg_len, !s->cfg->helo_lenient, name, sizeof name) != 0) {
+		log_notice("session=%s client=%s %s refused: \"%s\" is not a domain or an address literal",
+			   s->id, s->client_ip, verb, shown);
+		session_reply(s, 501, "5.5.4", "Syntax: %s hostname", verb);
+		return false;
+	}
+	if (strlen(name) != cmd->arg_len || memcmp(name, cmd->arg, cmd->arg_len) != 0)
+		log_info("session=%s client=%s %s \"%s\" is not a domain or an address literal; shown as %s",
+			 s->id, s->client_ip, verb, shown, name);
 	session_tx_reset(s);
-	log_sanitize(s->helo, sizeof s->helo, cmd->arg, cmd->arg_len);
+	memcpy(s->helo, name, sizeof s->helo);
 	s->state = SMTP_STATE_READY;
+	return true;
 }
 
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
@@ -27,11 +43,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 	const struct bs_config *cfg = s->cfg;
 	char buf[1024];
 
-	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
-		session_reply(s, 501, "5.5.4", "Syntax: EHLO hostname");
+	if (!session_greeted(s, cmd))
 		return;
-	}
-	session_greeted_reset(s, cmd);
 	s->esmtp = true;
 	int n = snprintf(buf, sizeof buf,
 			 "250-%s Hello %s [%s]\r\n"
@@ -49,11 +62,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
 {
-	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
-		session_reply(s, 501, "5.5.4", "Syntax: HELO hostname");
+	if (!session_greeted(s, cmd))
 		return;
-	}
-	session_greeted_reset(s, cmd);
 	s->esmtp = false;
 	session_reply(s, 250, NULL, "%s", s->cfg->hostname);
 }

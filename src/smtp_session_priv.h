@@ -76,7 +76,7 @@ struct smtp_session {
 	char id[24];
 	char client_ip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage peer;
-	char helo[SMTP_DOMAIN_MAX + 1];   /* as sent, sanitised for logs and headers */
+	char helo[SMTP_DOMAIN_MAX + 1];   /* safe for headers and logs (smtp_helo_parse's name) */
 	char tls_version[16];
 	char tls_cipher[64];
 	uint64_t start_ms;
