@@ -26,6 +26,7 @@
 static const char *const e_auto[] = { "auto", NULL };
 static const char *const e_pregreet[] = { "log", "reject", NULL };
 static const char *const e_bare_newline[] = { "reject", "normalise", NULL };
+static const char *const e_helo_syntax[] = { "strict", "lenient", NULL };
 static const char *const e_log[] = { "stderr", "syslog", NULL };
 static const char *const e_log_level[] = { "error", "warning", "notice", "info", "debug", NULL };
 static const char *const e_deliver_policy[] = { "failover", "round-robin", NULL };
@@ -68,7 +69,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "data_timeout", CFG_T_DURATION, "3m", NULL, 1, HOURS(1), NULL, GW(data_timeout_ms), NULL,
 	  "duration", "How long to wait for more message text during DATA (idle time between reads)." },
 	{ G, "max_errors", CFG_T_UINT, "20", NULL, 1, 100000, NULL, GW(max_errors), NULL, "count",
-	  "Error replies in one session before backstop answers 421 and disconnects." },
+	  "Error replies in one session before backstop answers 421 (after the replies still owed) and "
+	  "disconnects; 452 4.5.3 past max_recipients is flow control and does not count." },
 	{ G, "max_junk_commands", CFG_T_UINT, "100", NULL, 1, 1000000, NULL, GW(max_junk_commands),
 	  NULL, "count",
 	  "NOOP, RSET, VRFY, HELP and unknown commands in one session before 421 and disconnect." },
@@ -85,6 +87,11 @@ const struct cfg_key config_keys[] = {
 	{ G, "bare_newline", CFG_T_ENUM, "reject", NULL, 0, 0, e_bare_newline,
 	  GW(bare_newline_normalise), NULL, NULL,
 	  "Message text with a bare CR or LF: reject it (554 5.6.0) or normalise it to CRLF; either way the session ends after that message." },
+	{ G, "helo_syntax", CFG_T_ENUM, "strict", NULL, 0, 0, e_helo_syntax, GW(helo_lenient), NULL,
+	  NULL,
+	  "HELO/EHLO argument that is not a domain or an address literal (RFC 5321 4.1.1.1): refuse "
+	  "it (501 5.5.4), or accept it and show only its first word, sanitised, in Received: and "
+	  "the logs." },
 	{ G, "allow_routing_localparts", CFG_T_BOOL, "no", NULL, 0, 0, NULL,
 	  GW(allow_routing_localparts), NULL, NULL,
 	  "Accept local parts holding routing characters such as % ! @." },

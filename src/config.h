@@ -103,6 +103,7 @@ struct bs_config {
 	char *tls_key;
 	char *user;                     /* NULL: do not change user */
 	bool bare_newline_normalise;    /* bare_newline = reject (false) | normalise (true) */
+	bool helo_lenient;              /* helo_syntax = strict (false) | lenient (true) */
 	bool allow_routing_localparts;
 	char postmaster_domain[SMTP_DOMAIN_MAX + 1]; /* default: the first [domain] */
 	enum log_target log;

@@ -15,11 +15,27 @@
 
 typedef void (*command_handler)(struct smtp_session *s, const struct smtp_command *cmd);
 
-static void session_greeted_reset(struct smtp_session *s, const struct smtp_command *cmd)
+/* The HELO/EHLO argument: a domain or an address literal (helo_syntax). Refused with 501, or
+ * remembered as the safe name that headers and logs show. */
+static bool session_greeted(struct smtp_session *s, const struct smtp_command *cmd)
 {
+	char name[sizeof s->helo], shown[SMTP_DOMAIN_MAX * 4 + 1];
+	const char *verb = smtp_verb_name(cmd->verb);
+
+	log_sanitize(shown, sizeof shown, cmd->arg, cmd->arg_len);
+	if (smtp_helo_parse(cmd->arg, cmd->arg_len, !s->cfg->helo_lenient, name, sizeof name) != 0) {
+		log_notice("session=%s client=%s %s refused: \"%s\" is not a domain or an address literal",
+			   s->id, s->client_ip, verb, shown);
+		session_reply(s, 501, "5.5.4", "Syntax: %s hostname", verb);
+		return false;
+	}
+	if (strlen(name) != cmd->arg_len || memcmp(name, cmd->arg, cmd->arg_len) != 0)
+		log_info("session=%s client=%s %s \"%s\" is not a domain or an address literal; shown as %s",
+			 s->id, s->client_ip, verb, shown, name);
 	session_tx_reset(s);
-	log_sanitize(s->helo, sizeof s->helo, cmd->arg, cmd->arg_len);
+	memcpy(s->helo, name, sizeof s->helo);
 	s->state = SMTP_STATE_READY;
+	return true;
 }
 
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
@@ -27,11 +43,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 	const struct bs_config *cfg = s->cfg;
 	char buf[1024];
 
-	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
-		session_reply(s, 501, "5.5.4", "Syntax: EHLO hostname");
+	if (!session_greeted(s, cmd))
 		return;
-	}
-	session_greeted_reset(s, cmd);
 	s->esmtp = true;
 	int n = snprintf(buf, sizeof buf,
 			 "250-%s Hello %s [%s]\r\n"
@@ -49,11 +62,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
 {
-	if (smtp_helo_parse(cmd->arg, cmd->arg_len) != 0) {
-		session_reply(s, 501, "5.5.4", "Syntax: HELO hostname");
+	if (!session_greeted(s, cmd))
 		return;
-	}
-	session_greeted_reset(s, cmd);
 	s->esmtp = false;
 	session_reply(s, 250, NULL, "%s", s->cfg->hostname);
 }
@@ -148,23 +158,43 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 	session_rcpt_accept_check(s, &rc, rd.domain);
 }
 
-static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+/* DATA that backstop itself refuses: answered here (true). */
+static bool data_refuse(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	if (session_need_greeting(s))
-		return;
+		return true;
 	if (s->tx == NULL) {
 		session_reply(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
+		return true;
 	}
 	if (s->tx->nrcpts == 0) {
 		session_reply(s, 503, "5.5.1", "Error: no valid recipients");
-		return;
+		return true;
 	}
 	if (cmd->arg_len > 0) {
 		session_reply(s, 501, "5.5.4", "Syntax: DATA");
-		return;
+		return true;
 	}
-	session_data_command(s);
+	return false;
+}
+
+void session_data_pipelined(struct smtp_session *s, size_t n)
+{
+	log_notice("session=%s client=%s improper command pipelining after DATA: %zu octets sent "
+		   "before the reply to DATA discarded, disconnecting", s->id, s->client_ip, n);
+	session_reply(s, 554, "5.5.0", "Error: improper command pipelining after DATA");
+	session_close(s);
+}
+
+/* Text behind DATA before our 354 is never content nor commands: if DATA was refused, its reply
+ * comes first; otherwise the 554 is DATA's reply and the backend is not asked. */
+static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	bool refused = data_refuse(s, cmd);
+	if (s->input_behind > 0)
+		session_data_pipelined(s, s->input_behind);
+	else if (!refused)
+		session_data_command(s);
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)

@@ -56,10 +56,19 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
+	size_t early = session_input_pending(s); /* sent before our 354: not content */
 	if (ans->code != 354) {
 		session_reply(s, ans->code >= 400 ? ans->code : 451, ans->code >= 400 ? ans->enhanced : "4.4.2",
 			      "%s", ans->text);
 		session_log_decision(s, "data", NULL, ans->code, ans->enhanced, "backend refused DATA", NULL);
+		if (early > 0)
+			session_data_pipelined(s, early);
+		session_resume(s, SESSION_WAIT_DATA);
+		return;
+	}
+	if (early > 0) {
+		relay_data_abort(s->relay); /* the backend discards the empty message */
+		session_data_pipelined(s, early);
 		session_resume(s, SESSION_WAIT_DATA);
 		return;
 	}
@@ -79,6 +88,8 @@ void session_data_command(struct smtp_session *s)
 {
 	s->n_data++;
 	session_pause(s, SESSION_WAIT_DATA);
+	if (!s->eof) /* what arrives before our 354 is read, to be noticed (data_backend_354) */
+		bufferevent_enable(s->bev, EV_READ);
 	relay_data_begin(session_relay(s), data_backend_354, s);
 }
 

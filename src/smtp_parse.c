@@ -57,8 +57,33 @@ int smtp_command_parse(const char *line, size_t len, struct smtp_command *out)
 	return 0;
 }
 
-int smtp_helo_parse(const char *arg, size_t len)
+/* A Domain (with '_' allowed in labels) or an address literal, by domain_normalise()'s rules. */
+static bool helo_is_name(const char *arg, size_t len)
 {
+	char tmp[SMTP_DOMAIN_MAX + 1], out[SMTP_DOMAIN_MAX + 1];
+
+	if (len == 0 || len > SMTP_DOMAIN_MAX)
+		return false;
+	if (arg[0] == '[')
+		return domain_normalise(arg, len, false, out, sizeof out) != 0;
+	for (size_t i = 0; i < len; i++)
+		tmp[i] = arg[i] == '_' ? 'x' : arg[i];
+	return domain_normalise(tmp, len, false, out, sizeof out) != 0;
+}
+
+static bool helo_name_octet(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+	       c == '-' || c == '_';
+}
+
+int smtp_helo_parse(const char *arg, size_t len, bool strict, char *name, size_t namesz)
+{
+	size_t n = 0;
+
+	if (name == NULL || namesz <= SMTP_DOMAIN_MAX)
+		return -1;
+	name[0] = '\0';
 	if (arg == NULL || len == 0)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
@@ -66,6 +91,18 @@ int smtp_helo_parse(const char *arg, size_t len)
 		if (c < 32 || c == 127)
 			return -1;
 	}
+	if (helo_is_name(arg, len)) {
+		memcpy(name, arg, len);
+		name[len] = '\0';
+		return 0;
+	}
+	if (strict)
+		return -1;
+	for (size_t i = 0; i < len && arg[i] != ' ' && n < SMTP_DOMAIN_MAX; i++)
+		name[n++] = helo_name_octet((unsigned char)arg[i]) ? arg[i] : '_';
+	if (n == 0)
+		name[n++] = '_';
+	name[n] = '\0';
 	return 0;
 }
 

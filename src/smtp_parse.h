@@ -102,8 +102,15 @@ int smtp_mail_parse(const char *arg, size_t len, struct smtp_mail_cmd *out,
 int smtp_rcpt_parse(const char *arg, size_t len, bool utf8_ok, struct smtp_rcpt_cmd *out,
 		    struct smtp_parse_error *err);
 
-/* Validate a HELO/EHLO argument: a domain or address literal (anything printable is tolerated
- * for HELO names, as real clients send odd names; empty is refused). Returns 0 or -1. */
-int smtp_helo_parse(const char *arg, size_t len);
+/* A HELO/EHLO argument (RFC 5321 4.1.1.1): a Domain or an address literal ([IPv4] or
+ * [IPv6:...]). As a domain are accepted: labels of letters, digits, '-' and '_' (Windows host
+ * names, which Postfix accepts too), a single label ("localhost"), all-digit labels (a bare IPv4
+ * address) and one trailing dot. strict: anything else is refused. Not strict: any non-empty
+ * argument without control octets is accepted. Returns 0 or -1.
+ * On 0, name (namesz > SMTP_DOMAIN_MAX) gets the text fit for a Received: header and the logs:
+ * the argument itself when it is a domain or an address literal, else its first word with every
+ * octet but letters, digits, '.', '-' and '_' replaced by '_' (never a space, parenthesis,
+ * bracket or control from the client). */
+int smtp_helo_parse(const char *arg, size_t len, bool strict, char *name, size_t namesz);
 
 #endif

@@ -4,7 +4,8 @@
  * Pipelined RCPTs are verified in parallel: each gets an entry in the session's RCPT queue and
  * its lookup starts at once; replies leave strictly in command order as the head of the queue
  * completes, and the backend is asked one recipient at a time in that order. Any other command
- * waits until the queue is empty. Each outcome logs one line (verdict, source, cache state,
+ * waits until the queue is empty; a reply the session produces meanwhile (500 for a line too
+ * long, a 421) is queued behind them. Each outcome logs one line (verdict, source, cache state,
  * backend, latency). */
 #include "smtp_session_priv.h"
 
@@ -25,6 +26,7 @@ struct rcpt_pending {
 	struct smtp_session *s;
 	enum rcpt_step step;
 	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT */
+	bool reply_only;                /* the reply of another command, queued behind RCPTs */
 	bool counted;                   /* a refusal already counted against max_errors */
 	struct smtp_rcpt_cmd rc;
 	const struct bs_domain *dom;
@@ -46,6 +48,13 @@ static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const s
 	r->addr = rc->to;
 	r->params = rc->params;
 	r->domain = dom;
+}
+
+/* A refusal that counts against max_errors. 452 4.5.3 (too many recipients, RFC 5321
+ * 4.5.3.1.10) is flow control: the client sends the rest in another transaction. */
+static bool rcpt_is_error(int code, const char *enhanced)
+{
+	return code >= 400 && !(enhanced != NULL && strcmp(enhanced, "4.5.3") == 0);
 }
 
 static void rcpt_set_reply(struct rcpt_pending *p, int code, const char *enhanced, const char *text)
@@ -87,13 +96,14 @@ static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 }
 
 /* Answer, in order, every finished entry at the head; hand the next verified one to the backend.
- * Nothing is written once the session is closing (its 421 was the last word). */
+ * Also once the session is closing: its last reply is queued behind these (but for the 421 of
+ * a shutdown, which answers them all: smtp_session_abort). */
 static void rcpt_pump(struct smtp_session *s)
 {
 	struct rcpt_pending *p;
 	bool popped = false;
 
-	while (s->state != SMTP_STATE_CLOSING && (p = s->rq_head) != NULL) {
+	while (!s->rq_abandoned && (p = s->rq_head) != NULL) {
 		if (p->step == RCPT_VERIFIED) {
 			p->step = RCPT_AT_BACKEND;
 			relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->rc.to,
@@ -102,12 +112,12 @@ static void rcpt_pump(struct smtp_session *s)
 		}
 		if (p->step != RCPT_DONE)
 			break;
-		if (p->code >= 200 && p->code < 300) {
+		if (!p->reply_only && p->code >= 200 && p->code < 300) {
 			rcpt_add(s->tx, &p->rc, p->dom);
 			s->n_rcpt_ok++;
 		}
-		session_reply_text(s, p->code, p->enhanced, p->text);
-		if (p->code >= 400 && !p->counted)
+		session_reply_text(s, p->code, p->enhanced[0] ? p->enhanced : NULL, p->text);
+		if (!p->counted && rcpt_is_error(p->code, p->enhanced))
 			s->errors++;
 		s->rq_head = p->next;
 		if (s->rq_head == NULL)
@@ -156,7 +166,9 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 			 const char *enhanced, const char *text, const char *extra)
 {
 	if (s->rq_head == NULL) {
-		session_reply(s, code, enhanced, "%s", text);
+		session_reply_text(s, code, enhanced, text);
+		if (rcpt_is_error(code, enhanced))
+			s->errors++;
 		session_log_decision(s, "rcpt", to, code, enhanced, text, extra);
 		return;
 	}
@@ -170,9 +182,21 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 	snprintf(p->verdict, sizeof p->verdict, "%s", extra ? extra : "");
 	rcpt_set_reply(p, code, enhanced, text);
 	rcpt_log(p, NULL);
-	p->counted = code >= 400;
+	p->counted = rcpt_is_error(code, enhanced);
 	if (p->counted)
 		s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
+}
+
+bool session_rcpt_defer_reply(struct smtp_session *s, int code, const char *enhanced, const char *text)
+{
+	if (s->rq_head == NULL || s->rq_abandoned)
+		return false;
+	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	rcpt_push(s, p);
+	p->reply_only = true;
+	p->counted = true; /* session_reply() counts its own */
+	rcpt_set_reply(p, code, enhanced ? enhanced : "", text);
+	return true;
 }
 
 size_t session_rcpt_queued(const struct smtp_session *s)
@@ -184,7 +208,7 @@ size_t session_rcpt_live(const struct smtp_session *s)
 {
 	size_t n = 0;
 	for (const struct rcpt_pending *p = s->rq_head; p != NULL; p = p->next)
-		n += p->step != RCPT_DONE || (p->code >= 200 && p->code < 300);
+		n += !p->reply_only && (p->step != RCPT_DONE || (p->code >= 200 && p->code < 300));
 	return n;
 }
 

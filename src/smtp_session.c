@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -255,16 +256,25 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_enable(s->bev, EV_WRITE); /* the rest, or the error, is the bufferevent's */
 }
 
-__attribute__((format(printf, 4, 0)))
-static void session_reply_va(struct smtp_session *s, int code, const char *enhanced, const char *fmt, va_list ap)
+size_t session_input_pending(struct smtp_session *s)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_input(s->bev));
+	int kernel = 0;
+	if (session_plain(s) && !s->eof && ioctl(s->fd, FIONREAD, &kernel) == 0 && kernel > 0)
+		n += (size_t)kernel;
+	return n;
+}
+
+/* One reply line: written now (RCPT queue), or behind the RCPT replies still owed. */
+static void session_reply_emit(struct smtp_session *s, bool now, int code, const char *enhanced,
+			       const char *text)
 {
 	char buf[1024];
-	int n = enhanced ? snprintf(buf, sizeof buf, "%03d %s ", code, enhanced)
-			 : snprintf(buf, sizeof buf, "%03d ", code);
-	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 2, fmt, ap);
-	if (m < 0)
-		m = 0;
-	size_t len = (size_t)n + ((size_t)m < sizeof buf - (size_t)n - 2 ? (size_t)m : sizeof buf - (size_t)n - 3);
+	if (!now && session_rcpt_defer_reply(s, code, enhanced, text))
+		return;
+	int n = enhanced ? snprintf(buf, sizeof buf, "%03d %s %s", code, enhanced, text)
+			 : snprintf(buf, sizeof buf, "%03d %s", code, text);
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof buf - 2 ? (size_t)n : sizeof buf - 3;
 	buf[len++] = '\r';
 	buf[len++] = '\n';
 	session_write(s, buf, len);
@@ -272,27 +282,20 @@ static void session_reply_va(struct smtp_session *s, int code, const char *enhan
 
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
 {
+	char text[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	session_reply_va(s, code, enhanced, fmt, ap);
+	if (vsnprintf(text, sizeof text, fmt, ap) < 0)
+		text[0] = '\0';
 	va_end(ap);
+	session_reply_emit(s, false, code, enhanced, text);
 	if (code >= 400)
 		s->errors++;
 }
 
-static void session_reply_fixed(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void session_reply_fixed(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	session_reply_va(s, code, enhanced, fmt, ap);
-	va_end(ap);
-}
-
 void session_reply_text(struct smtp_session *s, int code, const char *enhanced, const char *text)
 {
-	session_reply_fixed(s, code, enhanced, "%s", text);
+	session_reply_emit(s, true, code, enhanced, text);
 }
 
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
@@ -342,11 +345,33 @@ void session_tx_reset(struct smtp_session *s)
 	s->tx = NULL;
 }
 
-/* Free the session if it is closing and everything it had to say has been written. */
+/* Replies still owed to a client that has half-closed: RCPTs being decided, a command waiting
+ * on an asynchronous step, or complete commands held back by a client not reading. */
+static bool session_owes_replies(struct smtp_session *s)
+{
+	return (s->rq_head != NULL && !s->rq_abandoned) || s->paused ||
+	       (s->output_blocked && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0);
+}
+
+/* Free the session if it is closing and everything it had to say has been written. A client
+ * that half-closed is let go once nothing more is owed to it. */
 static void session_settle(struct smtp_session *s)
 {
-	if (s->state == SMTP_STATE_CLOSING && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+	if (s->eof && s->state != SMTP_STATE_CLOSING && !session_owes_replies(s)) {
+		log_info("session=%s client=%s lost connection after %s", s->id, s->client_ip,
+			 s->last_verb ? s->last_verb : "CONNECT");
+		session_close(s);
+	}
+	if (s->state == SMTP_STATE_CLOSING && (s->rq_head == NULL || s->rq_abandoned) &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
 		session_free(s);
+}
+
+/* Reading is switched on only while the session wants more input from a client still sending. */
+static void session_read_on(struct smtp_session *s)
+{
+	if (!s->eof)
+		bufferevent_enable(s->bev, EV_READ);
 }
 
 static bool session_line_is_rcpt(const char *line, size_t len)
@@ -360,6 +385,10 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 {
 	/* MAIL and RCPT lines may be longer by what their parameters add (smtp_parse.h) */
 	size_t max = s->cfg->max_command_line + SMTP_PARAM_ALLOWANCE;
+	if (session_rcpt_queued(s) >= SESSION_RCPT_QUEUE_MAX) {
+		session_pause(s, SESSION_WAIT_RCPT); /* bounded: read on once some queued RCPTs are answered */
+		return false;
+	}
 	struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
 
 	if (eol.pos < 0) {
@@ -385,10 +414,7 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 		session_pause(s, SESSION_WAIT_RCPT); /* in order: wait until the queued RCPTs are decided */
 		return false;
 	}
-	if (session_rcpt_queued(s) >= SESSION_RCPT_QUEUE_MAX) {
-		session_pause(s, SESSION_WAIT_RCPT); /* bounded: read on once some are answered */
-		return false;
-	}
+	s->input_behind = evbuffer_get_length(in) - (len + 1);
 	session_command(s, line, linelen);
 	evbuffer_drain(in, len + 1);
 	if (s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_CLOSING)
@@ -448,7 +474,7 @@ void session_resume(struct smtp_session *s, enum session_wait why)
 	 * reading is switched on only if the session still wants more (no epoll_ctl per answer). */
 	session_process(s);
 	if (!s->paused && !s->output_blocked && s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS)
-		bufferevent_enable(s->bev, EV_READ);
+		session_read_on(s);
 	session_settle(s);
 }
 
@@ -540,7 +566,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 	if (s->output_blocked && pending <= SESSION_OUTPUT_LOW && s->state != SMTP_STATE_CLOSING) {
 		s->output_blocked = false;
 		if (!s->paused) {
-			bufferevent_enable(s->bev, EV_READ);
+			session_read_on(s);
 			session_process(s);
 		}
 	}
@@ -564,6 +590,15 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_set_timeouts(s->bev, NULL, NULL);
 		struct timeval wr = { 10, 0 };
 		bufferevent_set_timeouts(s->bev, NULL, &wr);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && s->state != SMTP_STATE_TLS &&
+	    s->state != SMTP_STATE_GREETING && session_owes_replies(s)) {
+		/* half-closed: the commands it sent still get their replies, then the session ends */
+		s->eof = true;
+		bufferevent_disable(s->bev, EV_READ);
+		log_info("session=%s client=%s half-closed after %s; finishing the replies owed", s->id,
+			 s->client_ip, s->last_verb ? s->last_verb : "CONNECT");
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
@@ -631,6 +666,7 @@ uint64_t smtp_session_abort(struct smtp_session *s)
 			   (unsigned long long)s->cfg->backend_data_timeout_ms);
 		return s->cfg->backend_data_timeout_ms;
 	}
+	s->rq_abandoned = true; /* the 421 answers a RCPT still being decided, and ends the session */
 	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);
 	session_close(s);
 	session_settle(s);

@@ -72,11 +72,14 @@ struct smtp_session {
 	bool output_blocked;              /* the client is not reading its replies; input waits */
 	bool pregreet;
 	bool close_after_final;           /* shutting down: end once the final reply is relayed */
+	bool eof;                         /* the client half-closed: finish what is owed, then close */
 	unsigned errors, junk;
+	size_t input_behind;              /* octets received after the command line being run */
 	struct smtp_tx *tx;
 	struct relay *relay;              /* backend side (in-line delivery); NULL until needed */
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
 	size_t rq_len;
+	bool rq_abandoned;                /* a 421 at shutdown answered the RCPTs still queued */
 	struct event *watchdog;           /* while paused for backend backpressure */
 	struct event *flush;              /* writes the replies collected in this loop turn (plain) */
 	bool flush_pending;
@@ -84,7 +87,7 @@ struct smtp_session {
 	char id[24];
 	char client_ip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage peer;
-	char helo[SMTP_DOMAIN_MAX + 1];   /* as sent, sanitised for logs and headers */
+	char helo[SMTP_DOMAIN_MAX + 1];   /* safe for headers and logs (smtp_helo_parse's name) */
 	char tls_version[16];
 	char tls_cipher[64];
 	uint64_t start_ms;
@@ -95,12 +98,16 @@ struct smtp_session {
 /* smtp_session.c */
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-/* The same without counting a 4xx/5xx against max_errors (already counted when decided). */
+/* session_reply() puts its reply behind the RCPT replies still owed, if any (one reply per
+ * command, in order). session_reply_text() writes at once and does not count a 4xx/5xx against
+ * max_errors: for the RCPT queue itself, whose replies are counted when decided. */
 void session_reply_text(struct smtp_session *s, int code, const char *enhanced, const char *text);
 /* Start (again) the deadline for the next command line. */
 void session_arm_command_deadline(struct smtp_session *s);
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
+/* Octets the client has sent that the session has not processed (read or still in the kernel). */
+size_t session_input_pending(struct smtp_session *s);
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
 /* One log line per decision. extra: more key=value pairs (verdict, source, latency), or NULL. */
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
@@ -121,6 +128,9 @@ void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cm
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
 			 const char *enhanced, const char *text, const char *extra);
 size_t session_rcpt_queued(const struct smtp_session *s);
+/* A reply produced while RCPT replies are owed: queued behind them (true), or false if none
+ * are owed and the caller writes it now. Not counted against max_errors here. */
+bool session_rcpt_defer_reply(struct smtp_session *s, int code, const char *enhanced, const char *text);
 /* Recipients accepted or still being decided (refusals not counted), for max_recipients. */
 size_t session_rcpt_live(const struct smtp_session *s);
 /* Pipelined RCPTs waiting beyond this stop the reading of more input until some are answered. */
@@ -129,6 +139,9 @@ void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the qu
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);
+/* The client sent n octets behind DATA before backstop's 354 (RFC 2920 3.1: DATA ends a group):
+ * they are discarded, the session answers 554 and ends. */
+void session_data_pipelined(struct smtp_session *s, size_t n);
 
 /* smtp_data_phase.c */
 void session_data_command(struct smtp_session *s); /* DATA accepted by backstop: ask the backend */

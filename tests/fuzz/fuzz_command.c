@@ -1,5 +1,6 @@
 /* fuzz_command.c - libFuzzer target for the command-line parser and the MAIL/RCPT argument and
- * ESMTP parameter parsers. Checks that every refusal carries one of the documented replies. */
+ * ESMTP parameter parsers. Checks that every refusal carries one of the documented replies, and
+ * that the HELO name kept for headers and logs is always safe. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,24 @@ static void check_rcpt(const char *arg, size_t len, bool utf8_ok)
 	CHECK((r.params.notify & SMTP_NOTIFY_NEVER) == 0 || r.params.notify == SMTP_NOTIFY_NEVER);
 }
 
+/* The name for headers and logs never holds a space, parenthesis, bracket (but for a valid
+ * address literal) or control octet, whatever the argument. */
+static void check_helo(const char *arg, size_t len, bool strict)
+{
+	char name[SMTP_DOMAIN_MAX + 1];
+	if (smtp_helo_parse(arg, len, strict, name, sizeof name) != 0)
+		return;
+	size_t n = strlen(name);
+	CHECK(n > 0 && n <= SMTP_DOMAIN_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		CHECK(c > 32 && c < 127 && c != '(' && c != ')');
+		CHECK(name[0] == '[' || (c != '[' && c != ']' && c != ':'));
+	}
+	CHECK(name[0] != '[' || (name[n - 1] == ']' && memchr(name + 1, '[', n - 1) == NULL &&
+				 memchr(name, ']', n - 1) == NULL));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *line = (const char *)data;
@@ -62,7 +81,7 @@ arguments:
 	/* the argument parsers are also reached directly, controls and all */
 	check_mail(line, size);
 	check_rcpt(line, size, size > 0 && (data[0] & 1));
-	(void)smtp_helo_parse(line, size);
+	check_helo(line, size, size > 0 && (data[0] & 2));
 	if (c.verb == SMTP_VERB_MAIL)
 		check_mail(c.arg, c.arg_len);
 	else if (c.verb == SMTP_VERB_RCPT)

@@ -7,6 +7,7 @@ One thread accepts; one thread per connection speaks SMTP. `faults` maps a step 
   actions: "close"   close the connection at once
            "stall"   say nothing more; keep reading (and discarding) until the peer closes
            "freeze"  say nothing more and stop reading (the peer's writes back up) until stop()
+           "hold"    say nothing until `release` is set, then go on as if there were no fault
            "421"     send a 421 reply, then close
            "garbage" send a line that is no SMTP reply, then keep reading until the peer closes
            "NNN ..." any other string is sent as the reply (e.g. "550 5.1.1 No such user")
@@ -30,7 +31,7 @@ import threading
 
 DEFAULT_EXTS = ("PIPELINING", "SIZE 0", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8")
 STEPS = ("banner", "ehlo", "starttls", "mail", "rcpt", "data", "body", "dot", "after")
-ACTIONS = ("close", "stall", "freeze", "421", "garbage")
+ACTIONS = ("close", "stall", "freeze", "421", "garbage", "hold")
 
 
 class _Stop(Exception):
@@ -87,6 +88,7 @@ class FakeBackend:
         self.max_active = 0
         self.busy_over = busy_over
         self._stop = threading.Event()
+        self.release = threading.Event()  # ends a "hold"
         self._threads = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -118,6 +120,7 @@ class FakeBackend:
 
     def stop(self):
         self._stop.set()
+        self.release.set()
         try:
             self.sock.close()
         except OSError:
@@ -223,6 +226,9 @@ class _Session:
         if action == "freeze":
             self.fake._stop.wait(120)
             raise _Stop()
+        if action == "hold":
+            self.fake.release.wait(120)
+            return None
         return action
 
     def _drain(self):

@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from conftest import SMTPConn
+from peers import sink  # noqa: F401  (fixture)
 
 
 def start_txn(c, rcpt="user@example.test"):
@@ -233,3 +234,26 @@ def test_many_sequential_sessions(backstop):
         with SMTPConn(backstop.host, backstop.port) as c:
             assert c.cmd("QUIT").code == 221
     assert backstop.alive()
+
+
+def test_1000_pipelined_rcpts_100_accepted_900_deferred_then_delivered(backstop_factory, sink):
+    """Issue 9 item 3a: 452 4.5.3 past max_recipients (default 100) is flow control, not an
+    error: it never counts towards max_errors, every RCPT gets its reply in order, and the
+    message is delivered to the backend (smtp-sink) for the first 100."""
+    b = backstop_factory(domains={"example.test": {"deliver": sink.addr}})
+    with b.connect() as c:
+        c.ehlo()
+        c.send("MAIL FROM:<a@client.test>\r\n" +
+               "".join(f"RCPT TO:<u{i}@example.test>\r\n" for i in range(1000)) + "DATA\r\n")
+        mail = c.reply()
+        assert mail.code == 250, mail
+        got = [(r.code, r.enhanced) for r in (c.reply() for _ in range(1000))]
+        assert got[:100] == [(250, "2.1.5")] * 100, got[:100]
+        assert got[100:] == [(452, "4.5.3")] * 900, sorted(set(got[100:]))
+        data = c.reply()
+        assert data.code == 354, data
+        c.send("Subject: many\r\n\r\nhello\r\n.\r\n")
+        end = c.reply()
+        assert (end.code, end.enhanced) == (250, "2.0.0"), end
+        assert c.cmd("QUIT").code == 221
+    assert not any("too many errors" in l for l in b.log), b.log_text()

@@ -38,6 +38,65 @@ def test_helo(backstop):
         assert c.cmd("MAIL FROM:<a@client.test>").code == 250
 
 
+# Issue 9 item 4: the HELO/EHLO argument is a domain or an address literal (RFC 5321 4.1.1.1).
+FORGED_HELO = "good.example (mail.bank.example [203.0.113.5]) by x"
+
+
+def received_header(data):
+    return data.split(b"\r\n\t", 1)[0]   # "Received: from NAME ([IP])"
+
+
+def send_one(c, subject="helo"):
+    assert c.cmd("MAIL FROM:<a@client.test>").code == 250
+    assert c.cmd("RCPT TO:<user@example.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    assert c.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.").code == 250
+
+
+@pytest.mark.parametrize("name", ["mx1.example.test", "mx1.example.test.", "localhost", "MY_PC",
+                                  "192.0.2.7", "[192.0.2.1]", "[IPv6:2001:db8::1]"])
+def test_helo_domain_or_literal_accepted(backstop, backend, name):
+    with backstop.connect() as c:
+        r = c.cmd(f"EHLO {name}")
+        assert r.code == 250, r
+        assert r.lines[0] == f"{HOSTNAME} Hello {name} [127.0.0.1]", r
+        assert c.cmd(f"HELO {name}").code == 250
+        send_one(c)
+    assert received_header(backend.messages[0]["data"]) == \
+        f"Received: from {name} ([127.0.0.1])".encode(), backend.messages[0]["data"][:200]
+
+
+@pytest.mark.parametrize("arg", [FORGED_HELO, "[203.0.113.5]) by x (", "good.example [203.0.113.5]",
+                                 "[192.0.2.300]", "[tag:x]", "-bad-.example", "a..b"])
+def test_malformed_helo_refused(backstop, arg):
+    with backstop.connect() as c:
+        for verb in ("EHLO", "HELO"):
+            r = c.cmd(f"{verb} {arg}")
+            assert (r.code, r.enhanced) == (501, "5.5.4"), (verb, r)
+        r = c.cmd("MAIL FROM:<a@client.test>")           # not greeted
+        assert (r.code, r.enhanced) == (503, "5.5.1"), r
+    backstop.wait_log(r"client=127\.0\.0\.1 HELO refused: .* is not a domain or an address literal")
+
+
+def test_lenient_helo_shows_only_a_safe_word(backstop_factory, backend):
+    b = backstop_factory(gateway={"helo_syntax": "lenient"})
+    with b.connect() as c:
+        r = c.cmd(f"EHLO {FORGED_HELO}")
+        assert r.code == 250, r
+        assert r.lines[0] == f"{HOSTNAME} Hello good.example [127.0.0.1]", r
+        send_one(c, "first")
+        assert c.cmd("HELO [203.0.113.5](x)").code == 250
+        send_one(c, "second")
+    first, second = (m["data"] for m in backend.messages)
+    assert received_header(first) == b"Received: from good.example ([127.0.0.1])", first[:200]
+    assert received_header(second) == b"Received: from _203.0.113.5__x_ ([127.0.0.1])", second[:200]
+    for data in (first, second):
+        header = data.split(b"\r\n\r\n", 1)[0].split(b"\r\nSubject:")[0]
+        assert b"bank" not in header and b"203.0.113.5]" not in header, header
+    assert any("helo=good.example " in l for l in b.log), b.log_text()
+    assert not any("mail.bank.example [" in l and "helo=" in l for l in b.log), b.log_text()
+
+
 def test_transaction_replies(backstop):
     with backstop.connect() as c:
         c.ehlo()

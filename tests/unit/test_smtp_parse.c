@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "smtp_parse.h"
+#include "util.h"
 
 static void test_command_verbs(void **state)
 {
@@ -60,14 +61,66 @@ static void test_command_controls(void **state)
 	assert_int_equal(c.verb, SMTP_VERB_RCPT);
 }
 
+/* smtp_helo_parse on a C string: 0 or -1; *name gets the safe name. */
+static int helo(const char *arg, bool strict, char name[SMTP_DOMAIN_MAX + 1])
+{
+	return smtp_helo_parse(arg, strlen(arg), strict, name, SMTP_DOMAIN_MAX + 1);
+}
+
 static void test_helo(void **state)
 {
+	static const char *const good[] = {
+		"client.example.test", "client.example.test.", "localhost", "MX1.Example.COM",
+		"my_pc", "win_host.corp.example", "192.0.2.1", "[192.0.2.1]", "[IPv6:2001:db8::1]",
+		"[ipv6:::1]", "xn--bcher-kva.example",
+	};
+	static const char *const bad[] = {
+		"good.example (mail.bank.example [203.0.113.5]) by x", "my odd host", "[192.0.2.1",
+		"[300.0.0.1]", "[2001:db8::1]", "[tag:content]", "-leading.example", "a..b",
+		"trailing-.example", "double.dot..", "exa(mple", "caf\xc3\xa9.example", "a b",
+	};
+	char name[SMTP_DOMAIN_MAX + 1], long_label[80], too_long[300];
+
 	(void)state;
-	assert_int_equal(smtp_helo_parse("client.example.test", 19), 0);
-	assert_int_equal(smtp_helo_parse("[192.0.2.1]", 11), 0);
-	assert_int_equal(smtp_helo_parse("my_odd host", 11), 0);
-	assert_int_equal(smtp_helo_parse("", 0), -1);
-	assert_int_equal(smtp_helo_parse("a\x01", 2), -1);
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		assert_int_equal(helo(good[i], true, name), 0);
+		assert_string_equal(name, good[i]); /* shown as sent */
+		assert_int_equal(helo(good[i], false, name), 0);
+		assert_string_equal(name, good[i]);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(helo(bad[i], true, name), -1);
+	/* lenient: accepted, but only a safe first word is shown */
+	assert_int_equal(helo("good.example (mail.bank.example [203.0.113.5]) by x", false, name), 0);
+	assert_string_equal(name, "good.example");
+	assert_int_equal(helo("[203.0.113.5] (fake)", false, name), 0);
+	assert_string_equal(name, "_203.0.113.5_");
+	assert_int_equal(helo("(mail.bank.example", false, name), 0);
+	assert_string_equal(name, "_mail.bank.example");
+	assert_int_equal(helo("caf\xc3\xa9.example", false, name), 0);
+	assert_string_equal(name, "caf__.example");
+	/* never accepted: empty, control octets (CR, LF, NUL, HT) */
+	assert_int_equal(smtp_helo_parse("", 0, false, name, sizeof name), -1);
+	assert_int_equal(smtp_helo_parse("a\x01", 2, false, name, sizeof name), -1);
+	assert_int_equal(smtp_helo_parse("a\r\nb", 4, false, name, sizeof name), -1);
+	assert_int_equal(smtp_helo_parse("a\0b", 3, false, name, sizeof name), -1);
+	assert_int_equal(smtp_helo_parse("a\tb", 3, false, name, sizeof name), -1);
+	/* lengths: a label of 63 octets, not 64; a name of 255 octets, not 256 */
+	memset(long_label, 'a', 64);
+	long_label[64] = '\0';
+	assert_int_equal(helo(long_label, true, name), -1);
+	long_label[63] = '\0';
+	assert_int_equal(helo(long_label, true, name), 0);
+	for (size_t i = 0; i < sizeof too_long - 1; i++)
+		too_long[i] = i % 2 ? '.' : 'a';
+	too_long[255] = '\0';
+	assert_int_equal(helo(too_long, true, name), 0);
+	too_long[255] = 'a', too_long[256] = '\0';
+	assert_int_equal(helo(too_long, true, name), -1);
+	assert_int_equal(helo(too_long, false, name), 0); /* lenient: cut to 255 */
+	assert_int_equal(strlen(name), SMTP_DOMAIN_MAX);
+	/* a buffer too small for any name is refused, not overrun */
+	assert_int_equal(smtp_helo_parse("a", 1, false, name, SMTP_DOMAIN_MAX), -1);
 }
 
 /* MAIL: returns 0, or the reply code; *enh gets the enhanced status. */
