@@ -16,10 +16,8 @@
  * FUZZ_SESSION_SEP, then the backend's script: one octet per reply it gives (see backend_reply).
  * Each chunk is written once the loop is idle, i.e. after backstop answered what came before.
  *
- * FUZZ_SESSION_EXCLUDE_KNOWN_HOLES (default 1) keeps out the two shapes of issue 9 items 1
- * and 2 that are being fixed: nothing is sent after a message that held a bare CR or LF, and
- * nothing is pipelined behind DATA (each DATA line ends a write). Once both fixes are merged,
- * set it to 0 here (or build with -DFUZZ_SESSION_EXCLUDE_KNOWN_HOLES=0) to fuzz them too. */
+ * Both shapes of SMTP smuggling that issue 9 closed are in reach: bytes after a message that held
+ * a bare CR or LF (item 1) and bytes pipelined behind DATA before its 354 (item 2). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -43,10 +41,6 @@
 #include "smtp_session.h"
 #include "util.h"
 #include "worker.h"
-
-#ifndef FUZZ_SESSION_EXCLUDE_KNOWN_HOLES
-#define FUZZ_SESSION_EXCLUDE_KNOWN_HOLES 1
-#endif
 
 #define FUZZ_SESSION_SEP "@@BACKEND@@"
 #define MAX_TURNS 100000        /* loop iterations before the loop must be idle */
@@ -110,7 +104,6 @@ struct ref {
 	size_t clen;        /* octets of the current content line */
 	char cfirst[2];
 	bool bare;          /* this message holds a bare CR or LF */
-	bool stop;          /* EXCLUDE_KNOWN_HOLES: nothing more may be sent */
 	/* what the client commanded */
 	unsigned mails, rcpts, datas;
 	char (*senders)[SMTP_PATH_MAX + 16]; /* "MAIL FROM:<addr>" as the relay would write it */
@@ -170,7 +163,6 @@ static void ref_content(struct ref *r, unsigned char b)
 		if (r->bol && r->clen == 2 && r->cfirst[0] == '.' && r->cfirst[1] == '\r') {
 			/* issue 9 item 1: after a message with a bare CR or LF nothing is a command */
 			r->st = r->bare ? REF_DEAD : REF_CMD;
-			r->stop = r->bare && FUZZ_SESSION_EXCLUDE_KNOWN_HOLES;
 			r->linelen = 0;
 			r->line_long = false;
 			return;
@@ -185,13 +177,10 @@ static void ref_content(struct ref *r, unsigned char b)
 	r->prev = b;
 }
 
-/* Read up to n octets of the stream; returns how many may be written now (fewer when the chunk
- * must end: after a DATA line with EXCLUDE_KNOWN_HOLES, or where nothing more may be sent). */
-static size_t ref_feed(struct ref *r, const uint8_t *p, size_t n)
+/* Read n octets of the stream the client is about to send. */
+static void ref_feed(struct ref *r, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (r->stop)
-			return i;
 		unsigned char b = p[i];
 		switch (r->st) {
 		case REF_DEAD:
@@ -211,13 +200,10 @@ static size_t ref_feed(struct ref *r, const uint8_t *p, size_t n)
 				ref_command(r);
 				r->linelen = 0;
 				r->line_long = false;
-				if (r->st == REF_DATA_PENDING && FUZZ_SESSION_EXCLUDE_KNOWN_HOLES)
-					return i + 1; /* issue 9 item 2: nothing pipelined behind DATA */
 			}
 			break;
 		}
 	}
-	return n;
 }
 
 /* The client MAIL command whose sender a backend MAIL line carries (the first of equal ones),
@@ -684,7 +670,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t pos = 0;
 	if (!settle(run))
 		fail("event loop never idle", NULL);
-	while (pos < stream_len && w.nsessions > 0 && !ref->stop) {
+	while (pos < stream_len && w.nsessions > 0) {
 		if (ref->st == REF_DATA_PENDING) { /* the client waited for DATA's reply */
 			if (strncmp(run->reply_line, "354", 3) == 0)
 				ref_content_start(ref);
@@ -692,9 +678,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				ref->st = REF_CMD;
 		}
 		size_t n = chunk_len(&seed, stream + pos, stream_len - pos);
-		n = ref_feed(ref, stream + pos, n);
-		if (n == 0)
-			break;
+		ref_feed(ref, stream + pos, n);
 		trace("client sends", stream + pos, n);
 		ssize_t put = send(run->cfd, stream + pos, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (put <= 0)
