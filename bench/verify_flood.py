@@ -123,6 +123,8 @@ verify_timeout = 20s
 [domain example.test]
 deliver = {sink.addr}
 verify = callout:{validator.addr}
+# a run can outlast the default 5m: unknown addresses stay cached for all of it, in every build
+negative_ttl = 1h
 """)
         self.err = open(Path(tmp) / "backstop.log", "w+")
         self.proc = subprocess.Popen([BACKSTOP_BIN, "run", "-c", str(self.conf)], stderr=self.err,
