@@ -122,8 +122,18 @@ class Slapd:
         self.proc = None
 
     def pause(self):
-        """Freeze slapd (SIGSTOP): connections stay open but nothing answers."""
+        """Freeze slapd (SIGSTOP): connections stay open but nothing answers.
+
+        kill() only queues the stop: each of slapd's threads stops when it next gets a CPU, and
+        until the last one has, slapd can still read and answer a request (on a busy machine it
+        did, for whole batches). Return only once the kernel reports the whole process stopped
+        (waitid WSTOPPED: every thread has taken part in the group stop). WNOWAIT consumes
+        nothing, so an exit instead stays for Popen to reap. SIGSTOP can be neither caught nor
+        ignored, so the stop comes as soon as slapd's threads are scheduled."""
         self.proc.send_signal(signal.SIGSTOP)
+        r = os.waitid(os.P_PID, self.proc.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        if r.si_code != os.CLD_STOPPED:
+            raise RuntimeError("slapd exited instead of stopping, see %s/slapd.log" % self.tmp)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
