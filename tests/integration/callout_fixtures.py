@@ -246,3 +246,16 @@ def fake():
     """fake(**kw) -> a started FakeValidator; all are closed at teardown."""
     with made_by(FakeValidator, stop=lambda f: f.close()) as make:
         yield make
+
+
+# [gateway] and [domain] keys of a backstop that verifies by callout against server.
+def gw(**over):
+    g = {"log_level": "info", "verify_timeout": "8s", "callout_timeout": "10s"}
+    g.update(over)
+    return g
+
+
+def dom(sink, server, **over):
+    d = {"deliver": sink.addr, "verify": f"callout:{server.addr}"}
+    d.update(over)
+    return {"example.test": d}

@@ -5,22 +5,10 @@ import re
 import socket
 import time
 
-from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
+from callout_fixtures import Postfix, dom, fake, gw  # noqa: F401  (fixture)
 from conftest import run_cli
 from peers import sink  # noqa: F401  (fixture)
 from relay_fixtures import small_asan_quarantine  # noqa: F401  (fixture)
-
-
-def gw(**over):
-    g = {"log_level": "info", "verify_timeout": "8s", "callout_timeout": "10s"}
-    g.update(over)
-    return g
-
-
-def dom(sink, server, **over):
-    d = {"deliver": sink.addr, "verify": f"callout:{server.addr}"}
-    d.update(over)
-    return {"example.test": d}
 
 
 def rcpts(b, addrs, mail="sender@client.test"):

@@ -6,11 +6,10 @@ fake validator (single-flight, catch-all, tarpit) and smtp-sink as the delivery 
 import re
 import subprocess
 import threading
-import time
 
 import pytest
 
-from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
+from callout_fixtures import Postfix, dom, fake, gw  # noqa: F401  (fixture)
 from conftest import BACKSTOP_BIN, run_cli
 from peers import sink  # noqa: F401  (fixture)
 
@@ -22,18 +21,6 @@ def postfix():
     pf = Postfix(users=USERS)
     yield pf
     pf.stop()
-
-
-def gw(**over):
-    g = {"log_level": "info", "verify_timeout": "8s", "callout_timeout": "10s"}
-    g.update(over)
-    return g
-
-
-def dom(sink, server, **over):
-    d = {"deliver": sink.addr, "verify": f"callout:{server.addr}"}
-    d.update(over)
-    return {"example.test": d}
 
 
 def rcpt(b, addr, mail="sender@client.test", timeout=15):
