@@ -114,7 +114,8 @@ const struct cfg_key config_keys[] = {
 	  "How long to wait for a backend's reply to a command." },
 	{ G, "backend_data_timeout", CFG_T_DURATION, "5m", NULL, 1, HOURS(1), NULL,
 	  GW(backend_data_timeout_ms), NULL, "duration",
-	  "How long to wait for a backend's reply to the end of the message." },
+	  "How long to wait for a backend's reply to the end of the message. If none comes (or the backend closes), "
+	  "the client's connection is closed without a reply: the backend may have the message, the client retries." },
 	{ G, "backend_idle_timeout", CFG_T_DURATION, "10s", NULL, 0, HOURS(1), NULL,
 	  GW(backend_idle_timeout_ms), NULL, "duration",
 	  "How long a backend session left idle by a finished client session is kept for the next "

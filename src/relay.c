@@ -660,9 +660,29 @@ static void relay_let_go_if_wanted(struct relay *r)
 	r->state = RELAY_IDLE;
 }
 
+/* The link failed after the final dot had left: the backend may have the message. */
+static void relay_final_unknown(struct relay *r, const struct smtp_reply *rep)
+{
+	struct relay_answer a = { .code = 451, .backend = r->key, .unknown = true };
+	relay_cb cb = r->cb;
+
+	snprintf(a.enhanced, sizeof a.enhanced, "4.4.2");
+	snprintf(a.text, sizeof a.text, "%s", rep->text);
+	r->state = RELAY_BROKEN;
+	relay_drop_client(r, false);
+	relay_slot_give(r);
+	r->cb = NULL;
+	if (cb)
+		cb(r->cb_arg, &a);
+}
+
 static void relay_final_reply_cb(void *arg, const struct smtp_reply *rep)
 {
 	struct relay *r = arg;
+	if (rep->code == 0 && smtp_client_dot_sent(r->client)) {
+		relay_final_unknown(r, rep);
+		return;
+	}
 	struct smtp_reply copy = *rep; /* the client that holds rep may be let go below */
 	r->state = rep->code != 0 && smtp_client_usable(r->client) ? RELAY_READY : RELAY_BROKEN;
 	if (r->state == RELAY_READY)

@@ -41,6 +41,11 @@ struct relay_answer {
 	char enhanced[16];
 	char text[SMTP_REPLY_TEXT_MAX + 1];
 	const char *backend;           /* "host:port" that answered, or NULL */
+	/* relay_data_end() only: the backend had the whole message, final dot included, and never
+	 * answered (timeout, closed, reset, out of step). It may have taken the message, so the
+	 * client must get no reply at all (a 4xx would make its retry a certain duplicate); text
+	 * says why. The backend link is already dropped. */
+	bool unknown;
 };
 
 typedef void (*relay_cb)(void *arg, const struct relay_answer *ans);
@@ -65,7 +70,8 @@ void relay_rcpt(struct relay *r, const struct bs_domain *dom, const struct smtp_
 void relay_data_begin(struct relay *r, relay_cb cb, void *arg);
 /* Message content (un-stuffed, CRLF lines); the relay stuffs. */
 void relay_data_write(struct relay *r, const char *buf, size_t len);
-/* End of content: answers the backend's final reply, or 451 4.4.2 if it failed. */
+/* End of content: answers the backend's final reply; 451 4.4.2 if the link failed before the
+ * final dot had left; .unknown if it failed after. */
 void relay_data_end(struct relay *r, relay_cb cb, void *arg);
 /* The message was refused by backstop mid-content: drop the backend connection without the
  * final dot, so the backend discards what it got. */

@@ -91,6 +91,7 @@ struct smtp_client {
 	void (*drain_cb)(void *arg);
 	void *drain_arg;
 	bool above_lowmark, drain_due;
+	bool dot_out;                 /* the failure came after the final dot had left (see .h) */
 	void (*trace)(void *arg, char dir, const char *line, size_t len);
 	void *trace_arg;
 	int depth;                    /* libevent entry points active on the stack */
@@ -209,6 +210,8 @@ static void client_fail(struct smtp_client *c, const struct smtp_reply *r)
 {
 	if (c->state == CS_FAILED)
 		return;
+	/* the final dot left once nothing of ours is queued any more: the kernel has it */
+	c->dot_out = client_awaiting(c) && c->head->is_data_end && smtp_client_pending(c) == 0;
 	c->state = CS_FAILED;
 	c->in_data = false;
 	c->fail_ready = *r;
@@ -606,9 +609,81 @@ static void client_line(struct smtp_client *c, const char *line, size_t len)
 	}
 }
 
+/* Replies the server owes: one to the handshake step, or one per caller's command sent. */
+static size_t client_owed(const struct smtp_client *c)
+{
+	size_t n = 0;
+	if (c->state != CS_READY)
+		return 1;
+	for (const struct client_cmd *cmd = c->head; cmd != NULL && cmd->sent; cmd = cmd->next)
+		n++;
+	return n;
+}
+
+/* Offset in the input of what lies beyond the replies the server owes, or -1 if nothing does.
+ * Everything in the input arrived before any command that its replies will make us send, so
+ * octets past the owed replies answer nothing we asked: the server is out of step, and every
+ * reply after them would be matched to the wrong command. A 421 there is let through: a server
+ * may say it is closing at any time (RFC 5321 3.8), and that fails the connection anyway. */
+static ev_ssize_t client_excess(struct smtp_client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t len = evbuffer_get_length(in), owed = client_owed(c), pos = 0;
+	struct evbuffer_ptr p;
+	char head[4];
+
+	evbuffer_ptr_set(in, &p, 0, EVBUFFER_PTR_SET);
+	while (owed > 0 && pos < len) {
+		size_t eol_len = 0;
+		struct evbuffer_ptr e = evbuffer_search_eol(in, &p, &eol_len, EVBUFFER_EOL_CRLF);
+		if (e.pos < 0)
+			return -1;
+		size_t n = (size_t)e.pos - pos;
+		evbuffer_copyout_from(in, &p, head, n < 4 ? n : 4);
+		if (n < 4 || head[3] != '-')
+			owed--; /* a last line (or a malformed one, which the parser refuses) */
+		pos = (size_t)e.pos + eol_len;
+		if (pos < len)
+			evbuffer_ptr_set(in, &p, pos, EVBUFFER_PTR_SET);
+	}
+	if (owed > 0 || pos >= len)
+		return -1;
+	size_t n = len - pos < 3 ? len - pos : 3;
+	evbuffer_copyout_from(in, &p, head, n);
+	return memcmp(head, "421", n) == 0 ? -1 : (ev_ssize_t)pos;
+}
+
+/* The server sent what no command of ours asked for: fail, quoting its first octets. */
+static void client_fail_excess(struct smtp_client *c, size_t at)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_ptr p;
+	char raw[64], shown[64];
+	size_t owed = client_owed(c), n = 0;
+
+	if (c->state == CS_STARTTLS) { /* what the TLS layer would take as sent under TLS */
+		client_fail_text(c, "TLS handshake failed: server sent data after its STARTTLS reply");
+		return;
+	}
+	evbuffer_ptr_set(in, &p, at, EVBUFFER_PTR_SET);
+	ev_ssize_t got = evbuffer_copyout_from(in, &p, raw, sizeof raw - 1);
+	for (ev_ssize_t i = 0; i < got && raw[i] != '\r' && raw[i] != '\n'; i++)
+		shown[n++] = (raw[i] >= 0x20 && raw[i] < 0x7f) ? raw[i] : '?';
+	shown[n] = '\0';
+	client_fail_text(c, "out of step: server sent \"%s\" beyond the %zu repl%s owed", shown, owed,
+			 owed == 1 ? "y" : "ies");
+}
+
 static void client_read_lines(struct smtp_client *c)
 {
 	char line[SMTP_CLIENT_REPLY_LINE_MAX + 1];
+	if (!client_gone(c) && c->state != CS_HANDSHAKE && c->state != CS_CONNECTING) {
+		ev_ssize_t at = client_excess(c);
+		if (at >= 0) {
+			client_fail_excess(c, (size_t)at);
+			return;
+		}
+	}
 	while (!client_gone(c) && c->state != CS_HANDSHAKE && c->state != CS_CONNECTING) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t eol_len = 0;
@@ -919,6 +994,11 @@ bool smtp_client_input_pending(const struct smtp_client *c)
 bool smtp_client_greeted(const struct smtp_client *c)
 {
 	return c->greeted;
+}
+
+bool smtp_client_dot_sent(const struct smtp_client *c)
+{
+	return c->state == CS_FAILED && c->dot_out;
 }
 
 void smtp_client_set_trace(struct smtp_client *c, void (*trace)(void *arg, char dir, const char *line, size_t len),

@@ -2,7 +2,9 @@
  * delivery (relay.c) to talk to the backends and by recipient callouts (rcpt_callout.c).
  * It speaks ESMTP with PIPELINING, upgrades with STARTTLS as asked, streams DATA with
  * dot-stuffing and backpressure, and turns every failure (connect, timeout, closed connection,
- * garbage reply) into a reply with code 0 so callers have one path for errors.
+ * garbage reply) into a reply with code 0 so callers have one path for errors. Replies are
+ * matched to commands by position, so a server that sends more than it owes (a line after its
+ * greeting, a second reply to one command) fails the connection at once: "out of step".
  *
  * Callbacks are never called from inside an smtp_client_* call; always from the event loop.
  * A callback may free the client. After smtp_client_free() no callback is called. */
@@ -96,6 +98,12 @@ bool smtp_client_input_pending(const struct smtp_client *c);
 /* Did the server greet with 2xx? After a failed ready_cb, false means the banner itself was
  * refused (a 421 there is how a busy server says "too many connections"). */
 bool smtp_client_greeted(const struct smtp_client *c);
+
+/* After a code-0 reply to smtp_client_data_end(): had the final dot left before the failure
+ * (handed to the kernel, nothing of ours still queued)? Then the server may have taken the
+ * message and the outcome is unknown; false when the failure came first (the server cannot
+ * have a complete message). */
+bool smtp_client_dot_sent(const struct smtp_client *c);
 
 /* Optional dialogue trace, for `backstop probe`: dir is '>' (sent) or '<' (received); one call
  * per line, without line ending. */

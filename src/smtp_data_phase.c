@@ -3,7 +3,8 @@
  * decoder (only <CRLF>.<CRLF> ends them), checked against size and line limits and streamed to
  * the backend behind one Received: header, with backpressure. The client's answer to the final
  * dot is the backend's answer to it; if backstop refuses the content itself, the backend
- * connection is dropped without a final dot so the backend discards the partial message.
+ * connection is dropped without a final dot so the backend discards the partial message. If the
+ * backend has the final dot and never answers it, the client gets no reply (outcome unknown).
  * After a message that held a bare CR or LF the session ends with the reply to it. */
 #include "smtp_session_priv.h"
 
@@ -149,18 +150,16 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	session_arm_command_deadline(s);
 }
 
-/* The backend's reply to the dot came after the shutdown deadline: relay it and close. If the
- * backend never answered (the relay made up its 451), the client gets no reply at all: the
- * backend may have the message, and a 4xx would make a retry a certain duplicate. */
-static void data_final_at_shutdown(struct smtp_session *s, const struct relay_answer *ans)
+/* The backend had the whole message and never answered it: it may have taken the message, so
+ * the client gets no reply at all and will retry (RFC 5321 6.1 prefers a duplicate to a loss; a
+ * 4xx would make the duplicate certain if the backend took it, and a 250 would be made up). */
+static void data_final_unknown(struct smtp_session *s, const struct relay_answer *ans)
 {
-	if (ans->code == 451 && !relay_usable(s->relay)) {
-		log_notice("session=%s client=%s shutdown: no reply from backend %s to the final dot; "
-			   "closing without a reply (size=%llu)", s->id, s->client_ip,
-			   ans->backend ? ans->backend : "-", (unsigned long long)s->tx->dec.octets);
-	} else {
-		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
-	}
+	log_notice("session=%s client=%s outcome unknown: backend %s did not answer the end of data (%s); "
+		   "closing without a reply; the client will retry; a duplicate is possible (size=%llu)",
+		   s->id, s->client_ip, ans->backend ? ans->backend : "-", ans->text,
+		   (unsigned long long)s->tx->dec.octets);
+	session_tx_reset(s);
 	session_close(s);
 }
 
@@ -171,10 +170,13 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 		session_resume(s, SESSION_WAIT_FINAL);
 		return;
 	}
-	if (s->close_after_final)
-		data_final_at_shutdown(s, ans);
-	else
+	if (ans->unknown) {
+		data_final_unknown(s, ans);
+	} else {
 		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+		if (s->close_after_final) /* shutdown: the reply relayed, the session ends */
+			session_close(s);
+	}
 	session_resume(s, SESSION_WAIT_FINAL);
 }
 

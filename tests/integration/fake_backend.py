@@ -3,14 +3,18 @@
 One thread accepts; one thread per connection speaks SMTP. `faults` maps a step to an action:
 
   steps:   banner, ehlo, starttls, mail, rcpt, data, body (after `body_fault_after` octets of
-           content), dot (final dot received, before replying), after (after the 250 to the dot)
+           content), dot (final dot received, before replying), after (after the 250 to the dot;
+           a 421 or garbage line leaves in the same write as that 250)
   actions: "close"   close the connection at once
            "stall"   say nothing more; keep reading (and discarding) until the peer closes
            "freeze"  say nothing more and stop reading (the peer's writes back up) until stop()
            "hold"    say nothing until `release` is set, then go on as if there were no fault
            "421"     send a 421 reply, then close
            "garbage" send a line that is no SMTP reply, then keep reading until the peer closes
-           "NNN ..." any other string is sent as the reply (e.g. "550 5.1.1 No such user")
+           "NNN ..." any other string is sent as the reply (e.g. "550 5.1.1 No such user"); with
+                     "\r\n" inside, several lines leave in one write (a backend out of step)
+With `fault_connections=N` the faults apply to the first N connections only (later ones are
+well-behaved), so that a test can show the next delivery goes through a fresh connection.
 
 The parser is deliberately lenient about line ends (a bare LF ends a line, as in many MTAs) so
 that any smuggled end-of-data that reaches it shows up as a second message. What it got is kept
@@ -61,8 +65,9 @@ class Message:
 class FakeBackend:
     def __init__(self, faults=None, exts=DEFAULT_EXTS, tls_files=None, store=True,
                  body_fault_after=65536, rcpt_reply=None, mail_reply=None, banner=None, rcpt_delay=0.0,
-                 body_read_rate=0, dot_delay=0.0, busy_over=None):
+                 body_read_rate=0, dot_delay=0.0, busy_over=None, fault_connections=0):
         self.faults = dict(faults or {})
+        self.fault_connections = fault_connections  # 0: faults on every connection
         for step, action in self.faults.items():
             assert step in STEPS, step
         self.exts = list(exts)
@@ -148,12 +153,13 @@ class FakeBackend:
                 self.max_active = max(self.max_active, self.active)
                 busy = self.busy_over is not None and self.active > self.busy_over
                 self.lock.notify_all()
-            t = threading.Thread(target=self._serve, args=(conn, busy), daemon=True)
+                number = self.connections
+            t = threading.Thread(target=self._serve, args=(conn, number, busy), daemon=True)
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
             t.start()
 
-    def _serve(self, conn, busy=False):
-        sess = _Session(self, conn)
+    def _serve(self, conn, number, busy=False):
+        sess = _Session(self, conn, number)
         try:
             if busy:
                 self._note(faulted="busy")
@@ -179,8 +185,9 @@ class FakeBackend:
 
 
 class _Session:
-    def __init__(self, fake, sock):
+    def __init__(self, fake, sock, number=1):
         self.fake = fake
+        self.faulty = not fake.fault_connections or number <= fake.fault_connections
         self.sock = sock
         self.sock.settimeout(120)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,20 +213,21 @@ class _Session:
     def send(self, text):
         self.sock.sendall(text.encode() + b"\r\n")
 
-    def fault(self, step):
+    def fault(self, step, prefix=b""):
         """Apply the fault scripted for step, if any. Returns a reply line to use instead of the
-        normal one, or None; raises _Stop when the session ends here."""
-        action = self.fake.faults.get(step)
+        normal one, or None; raises _Stop when the session ends here. prefix leaves in the same
+        write as a 421 or garbage line."""
+        action = self.fake.faults.get(step) if self.faulty else None
         if action is None:
             return None
         self.fake._note(faulted=step)
         if action == "close":
             raise _Stop()
         if action == "421":
-            self.send("421 4.3.2 fake backend shutting down")
+            self.sock.sendall(prefix + b"421 4.3.2 fake backend shutting down\r\n")
             raise _Stop()
         if action == "garbage":
-            self.sock.sendall(b"this is not an SMTP reply \x01\xff\r\n")
+            self.sock.sendall(prefix + b"this is not an SMTP reply \x01\xff\r\n")
             self._drain()
         if action == "stall":
             self._drain()
@@ -286,6 +294,11 @@ class _Session:
                 if rep.startswith("2"):
                     with self.fake.lock:
                         msg.acked = True
+                after = self.fake.faults.get("after") if self.faulty else None
+                if after in ("garbage", "421"):
+                    # what follows the reply leaves in the same write, so that backstop
+                    # reads both at once (a backend out of step, or closing)
+                    self.fault("after", prefix=rep.encode() + b"\r\n")
                 self.send(rep)
                 self.fault("after")
                 msg = None

@@ -57,13 +57,15 @@ class Outcome:
     def __init__(self):
         self.mail = self.data = self.final = None
         self.rcpts = []
+        self.closed = False  # the connection closed with no reply to the final dot
 
     @property
     def delivered(self):
         return self.final is not None and self.final.code == 250
 
     def __repr__(self):
-        return f"Outcome(mail={self.mail!r}, rcpts={self.rcpts!r}, data={self.data!r}, final={self.final!r})"
+        return (f"Outcome(mail={self.mail!r}, rcpts={self.rcpts!r}, data={self.data!r}, final={self.final!r}"
+                f"{', closed' if self.closed else ''})")
 
 
 def transaction(c, rcpts, content=None, mail_from="sender@client.test", mail_params=""):
@@ -82,7 +84,12 @@ def transaction(c, rcpts, content=None, mail_from="sender@client.test", mail_par
         return o
     content = message() if content is None else content
     c.send(stuff(content) + b".\r\n")
-    o.final = c.reply()
+    try:
+        o.final = c.reply()
+    except ConnectionError:
+        if c.buf:
+            raise
+        o.closed = True  # outcome unknown: the backend had the dot and never answered
     return o
 
 

@@ -1,6 +1,7 @@
 """In-line delivery against a scripted fake backend: the backend's answers reach the client, every
-backend failure (close, stall, 421, garbage at each step of the dialogue) turns into a 4xx and
-never into a 250 for a message the backend did not acknowledge, backstop keeps serving other
+backend failure (close, stall, 421, garbage at each step of the dialogue) turns into a 4xx (or,
+once the backend has the final dot, into no reply at all) and never into a 250 for a message
+the backend did not acknowledge, backstop keeps serving other
 sessions meanwhile, target choice (failover, round-robin, circuit breaker), STARTTLS towards the
 backend, and no fd or memory growth after 1,000 faulty sessions."""
 import concurrent.futures
@@ -150,13 +151,25 @@ CASES = [(step, action) for step in ("banner", "ehlo", "starttls", "mail", "rcpt
 
 def fault_content(step, action):
     if step == "body":
-        n = 4 * 1024 * 1024 if action == "freeze" else 256 * 1024
+        # big enough that the final dot is still backstop's when the backend fails at 64 KiB
+        # (closes, or says something mid-content): the backend cannot have the whole message
+        n = 256 * 1024 if action == "stall" else 16 * 1024 * 1024
         return message(f"{step} {action}", ["x" * 998] * (n // 1000))
     return message(f"{step} {action}")
 
 
+# The backend reads the whole message, final dot included, and then says nothing usable: the
+# outcome is unknown and the client gets no reply at all ("stall" at body reads on to the dot).
+# A 250 to the dot with garbage behind it in the same read is a backend out of step: no reply
+# of that read can be trusted to be the dot's, so that is unknown too (the backend acked it).
+UNKNOWN = {("dot", "close"), ("dot", "stall"), ("dot", "garbage"), ("body", "stall"), ("after", "garbage")}
+
+
 def expected(step, action):
-    """(where the client is told, code, enhanced) for a fault at step."""
+    """(where the client is told, code, enhanced) for a fault at step; code None: no reply, the
+    connection closed."""
+    if (step, action) in UNKNOWN:
+        return ("final", None, None)
     if step == "banner" and action == "421":
         return ("rcpt", 451, "4.4.5")  # "too many connections": busy, not down
     if step in PRE_SESSION:
@@ -172,6 +185,10 @@ def expected(step, action):
 
 def check_outcome(step, action, o, fb):
     where, code, enh = expected(step, action)
+    if code is None:
+        assert o.final is None and o.closed, f"fault {action} at {step}: want no reply, got {o!r}"
+        assert len(fb.acked) == (step == "after")
+        return
     got = {"rcpt": o.rcpts[0] if o.rcpts else None, "data": o.data, "final": o.final}[where]
     assert got is not None and (got.code, got.enhanced) == (code, enh), \
         f"fault {action} at {step}: want {code} {enh} at {where}, got {o!r}"
@@ -193,6 +210,9 @@ def test_fault(backstop_factory, fakes, tls_files, step, action):
             t0 = time.monotonic()
             result["o"] = transaction(c, "user@example.test", content)
             result["t"] = time.monotonic() - t0
+            if result["o"].closed:  # no reply to the dot: the client retries on a new connection
+                result["next"] = deliver(b, f"user@{OK_DOMAIN}")
+                return
             # the client session is still good: the next transaction goes elsewhere fine
             c.cmd("RSET")
             result["next"] = transaction(c, f"user@{OK_DOMAIN}")
@@ -410,7 +430,8 @@ def test_no_leak_after_1000_faulty_sessions(backstop_factory, fakes, tls_files, 
             with b.connect(timeout=20) as c:
                 c.ehlo()
                 o = transaction(c, f"user{i}@{d}", small)
-                c.cmd("QUIT")
+                if not o.closed:  # closed: the backend had the dot and never answered
+                    c.cmd("QUIT")
                 return d, o
         except (ConnectionError, OSError) as e:
             return d, e
@@ -437,7 +458,11 @@ def test_no_leak_after_1000_faulty_sessions(backstop_factory, fakes, tls_files, 
     assert not bad, f"250 for messages the backend did not acknowledge: {bad[:3]}"
     acked = sum(len(f.acked) for f in backends.values())
     got250 = sum(1 for _, o in warm + results if not isinstance(o, Exception) and o.delivered)
-    assert got250 == acked, f"client got {got250} 250s, backends acknowledged {acked}"
+    # acknowledged but unknown to backstop: a 250 with garbage behind it in the same read
+    unknown = sum(1 for d, o in warm + results if not isinstance(o, Exception) and o.closed
+                  and d.startswith("after-garbage"))
+    assert got250 + unknown == acked, f"client got {got250} 250s and {unknown} unknown, " \
+                                      f"backends acknowledged {acked}"
     assert fd1 - fd0 <= 2, f"fds: {fd0} before, {fd1} after 1,000 faulty sessions"
     limit = 16384 if asan else 4096
     assert rss1 - rss0 <= limit, f"VmRSS: {rss0} kB before, {rss1} kB after 1,000 faulty sessions"

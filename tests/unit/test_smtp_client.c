@@ -844,6 +844,81 @@ static void test_421_unsolicited(void **state)
 	assert_reply(&t->got[1], 0, NULL, "421 idle too long");
 }
 
+/* ---- a server out of step: more replies than commands ---- */
+
+static void test_out_of_step_after_banner(void **state)
+{
+	/* one write: the greeting and a line nobody asked for; EHLO is never sent */
+	static const struct step s[] = { { S_SEND, "220 fake.test\r\n250 unsolicited\r\n" }, { S_STALL, NULL } };
+	struct t *t = *state;
+	expect_ready(t, s, 0, "out of step: server sent \"250 unsolicited\" beyond the 1 reply owed");
+	assert_int_equal(t->traced_out, 0);
+}
+
+static void test_out_of_step_after_ehlo(void **state)
+{
+	static const struct step s[] = {
+		BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake\r\n250 SIZE\r\n550 5.7.1 no\r\n" }, { S_STALL, NULL },
+	};
+	struct t *t = *state;
+	expect_ready(t, s, 0, "server sent \"550 5.7.1 no\"");
+}
+
+static const struct step extra_after_mail_script[] = {
+	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250 fake\r\n" }, { S_EXPECT, "MAIL" },
+	{ S_SEND, "250 2.1.0 ok\r\n" }, { S_SEND, "550 5.1.1 said to nobody\r\n" }, { S_STALL, NULL },
+};
+
+static void test_out_of_step_lockstep(void **state)
+{
+	struct t *t = *state;
+	t->on_ready = queue_mail_rcpt;
+	t->stop_at = 4;
+	start(t, extra_after_mail_script);
+	run(t, 5000);
+	/* neither the MAIL nor a RCPT gets a reply the server sent to something else */
+	for (int i = 1; i < 4; i++)
+		assert_reply(&t->got[i], 0, NULL, "out of step: server sent \"550 5.1.1 said to nobody\"");
+	assert_false(smtp_client_usable(t->cl));
+	assert_int_equal(t->traced_out, 2); /* EHLO, MAIL: no RCPT went out */
+}
+
+static const struct step extra_in_group_script[] = {
+	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake\r\n250 PIPELINING\r\n" },
+	{ S_EXPECT, "MAIL" }, { S_EXPECT, "RCPT" }, { S_EXPECT, "RCPT" },
+	{ S_SEND, "250 ok\r\n250 ok\r\n250 ok\r\n250-one\r\n250 more\r\n" }, { S_STALL, NULL },
+};
+
+static void test_out_of_step_pipelined(void **state)
+{
+	struct t *t = *state;
+	t->on_ready = queue_mail_rcpt;
+	t->stop_at = 4;
+	start(t, extra_in_group_script);
+	run(t, 5000);
+	for (int i = 1; i < 4; i++)
+		assert_reply(&t->got[i], 0, NULL, "server sent \"250-one\" beyond the 3 replies owed");
+	assert_false(smtp_client_usable(t->cl));
+}
+
+static const struct step split_group_script[] = {
+	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250-fake\r\n250 PIPELINING\r\n" },
+	{ S_EXPECT, "MAIL" }, { S_EXPECT, "RCPT" }, { S_EXPECT, "RCPT" },
+	{ S_SEND, "250-o" }, { S_STALL, NULL },
+};
+
+static void test_in_step_partial_group(void **state)
+{
+	/* fewer replies than owed, one cut mid-line: nothing is wrong yet */
+	struct t *t = *state;
+	t->opts.command_timeout_ms = 300;
+	t->on_ready = queue_mail_rcpt;
+	t->stop_at = 4;
+	start(t, split_group_script);
+	run(t, 5000);
+	assert_reply(&t->got[1], 0, NULL, "timeout after MAIL");
+}
+
 static const struct step close_mid_data_script[] = {
 	BANNER, { S_EXPECT, "EHLO" }, { S_SEND, "250 fake\r\n" }, { S_EXPECT, "MAIL" }, { S_SEND, "250 ok\r\n" },
 	{ S_EXPECT, "RCPT" }, { S_SEND, "250 ok\r\n" }, { S_EXPECT, "DATA" }, { S_SEND, "354 go\r\n" }, { S_CLOSE, NULL },
@@ -889,6 +964,7 @@ static void test_stall_after_dot(void **state)
 	start(t, stall_dot_script);
 	run(t, 5000);
 	assert_reply(&t->got[4], 0, NULL, "timeout after end of data");
+	assert_true(smtp_client_dot_sent(t->cl)); /* the server may have the message */
 }
 
 /* ---- a large body under backpressure ---- */
@@ -1315,6 +1391,11 @@ int main(void)
 		T(test_stall_after_mail),
 		T(test_421_mid_session),
 		T(test_421_unsolicited),
+		T(test_out_of_step_after_banner),
+		T(test_out_of_step_after_ehlo),
+		T(test_out_of_step_lockstep),
+		T(test_out_of_step_pipelined),
+		T(test_in_step_partial_group),
 		T(test_close_mid_data),
 		T(test_stall_after_dot),
 		T(test_large_body),
