@@ -65,7 +65,9 @@ def test_extra_reply_line_gives_no_address_another_verdict(backstop_factory, fak
         c.send("".join(f"RCPT TO:<{a}>\r\n" for a in addrs).encode())  # one pipelined group
         got = [c.reply() for _ in addrs]
     assert [(r.code, r.enhanced) for r in got] == [(451, "4.4.3")] * len(addrs), list(map(str, got))
-    b.wait_log(r"replies out of step with the commands .*UNAVAILABLE and the connection dropped")
+    # caught by the outbound client (more replies in one read than were owed) or, when the extra
+    # line comes in a read of its own, by the batch matcher (callout_match.c): both say so
+    b.wait_log(r"out of step")
     assert v.total_rcpts() >= len(addrs)  # they were asked; the answers could not be trusted
 
 
