@@ -105,6 +105,16 @@ def deliver(b, rcpts, content=None, **kw):
         return o
 
 
+# A session with one accepted recipient that has just got DATA's 354 (the caller sends content).
+def open_data(b):
+    c = b.connect(timeout=30)
+    c.ehlo()
+    assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+    assert c.cmd("RCPT TO:<user@example.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    return c
+
+
 @pytest.fixture
 def fakes():
     """fakes(**kw) -> a started FakeBackend; all are stopped at teardown."""

@@ -8,7 +8,7 @@ would make its retry a certain duplicate if the backend took the message); befor
 (the link failed mid-content) it stays 451 4.4.2."""
 import pytest
 
-from relay_fixtures import deliver, fakes, message, relay_gateway, stuff  # noqa: F401
+from relay_fixtures import deliver, fakes, message, open_data, relay_gateway, stuff  # noqa: F401
 
 NO_PIPELINING = ("SIZE 0", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8")
 
@@ -43,15 +43,6 @@ def test_backend_out_of_step(backstop_factory, fakes, case):
     assert o.delivered, o
     assert fb.connections == 2
     assert [m.rcpts for m in fb.acked] == [["<bob@example.test>"]]
-
-
-def open_data(b):
-    c = b.connect(timeout=30)
-    c.ehlo()
-    assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
-    assert c.cmd("RCPT TO:<user@example.test>").code == 250
-    assert c.cmd("DATA").code == 354
-    return c
 
 
 @pytest.mark.parametrize("action", ["stall", "close"])

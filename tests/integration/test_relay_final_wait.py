@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from relay_fixtures import fakes, message, relay_gateway, stuff  # noqa: F401
+from relay_fixtures import fakes, message, open_data, relay_gateway, stuff  # noqa: F401
 
 LINE = "x" * 998
 # Message sizes (in 1000-octet lines) on one backend link that reads slowly: the backlog passes
@@ -22,15 +22,6 @@ SIZES = [2048 + 53 * i for i in range(12)]
 def slow_backend(fakes, dot_delay):
     """Reads content at 8 MB/s through a small receive buffer, answers the dot late."""
     return fakes(body_read_rate=8 << 20, dot_delay=dot_delay)
-
-
-def open_data(b):
-    c = b.connect(timeout=30)
-    c.ehlo()
-    assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
-    assert c.cmd("RCPT TO:<user@example.test>").code == 250
-    assert c.cmd("DATA").code == 354
-    return c
 
 
 # ---------------------------------------------------------------------------------------------
