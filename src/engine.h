@@ -1,0 +1,131 @@
+/* engine.h - the decision engine: every question a front end asks about a client, a sender or a
+ * recipient (may this RCPT go on? is this sender acceptable?) goes here as a plain-data request
+ * for one SMTP stage. The engine runs the checks registered for that stage (check.h, the rows of
+ * checks.c) in their documented order; the first answer that is not neutral decides, under one
+ * deadline per stage that covers every lookup (the verdict cache included): past it the stage
+ * answers defer, never reject. Front ends: the SMTP session (smtp_*.c) and the Postfix policy
+ * service (policyd.c). The engine counts what it decides in a process-wide engine_stats.
+ *
+ * Threads: an engine belongs to one runtime generation and is shared by all workers; engine_start
+ * and engine_cancel run on the worker that owns `base`, and the callback always comes later from
+ * that loop, never from inside engine_start. */
+#ifndef BACKSTOP_ENGINE_H
+#define BACKSTOP_ENGINE_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "smtp_address.h"
+
+enum engine_stage {
+	ENGINE_STAGE_CONNECT = 0, /* the client connected (before or while the banner goes out) */
+	ENGINE_STAGE_HELO,        /* HELO/EHLO with a valid name */
+	ENGINE_STAGE_MAIL,        /* MAIL FROM parsed */
+	ENGINE_STAGE_RCPT,        /* RCPT TO parsed and within limits */
+	ENGINE_STAGE_DATA,        /* DATA, before content */
+	ENGINE_STAGE_EOD,         /* end of data, before the final dot goes to the backend */
+	ENGINE_STAGE_COUNT
+};
+#define ENGINE_STAGE_BIT(s) (1u << (s))
+
+enum engine_frontend { ENGINE_FRONTEND_SMTP = 0, ENGINE_FRONTEND_POLICY };
+
+/* What a check answers, and what a stage decides (the first answer that is not NEUTRAL). */
+enum check_result {
+	CHECK_NEUTRAL = 0, /* no objection: go on (SMTP: the next step; policy: DUNNO) */
+	CHECK_ACCEPT,      /* decided yes: the stage's later checks are skipped */
+	CHECK_REJECT,      /* permanent refusal: code 5xx */
+	CHECK_DEFER,       /* temporary refusal: code 4xx (a lookup failed or timed out) */
+};
+#define CHECK_RESULT_COUNT 4
+
+#define ENGINE_TEXT_MAX 512     /* reply text for the client */
+#define ENGINE_LOG_MAX 1024     /* key=value pairs for the decision's log line */
+#define ENGINE_HEADERS_MAX 2048 /* header fields to add on delivery */
+
+/* One decision request: plain data, no pointer into a session. Fill it with
+ * engine_request_init() and the setters below; a front end keeps it between stages and updates
+ * what changed. */
+struct engine_request {
+	enum engine_stage stage;
+	enum engine_frontend frontend;
+	char session_id[24];              /* front end's id for the log line ("" if none) */
+	struct sockaddr_storage client;   /* client address (for CIDR matching) */
+	char client_ip[INET6_ADDRSTRLEN]; /* the same as text, IPv4-mapped shown as IPv4 */
+	uint16_t client_port;
+	char helo[SMTP_DOMAIN_MAX + 1];   /* safe name, "" before HELO */
+	char tls_version[16];             /* "" without TLS */
+	char tls_cipher[64];
+	bool has_sender;                  /* MAIL and later stages */
+	struct smtp_address sender;
+	bool has_rcpt;                    /* RCPT stage */
+	struct smtp_address rcpt;
+	const struct bs_domain *domain;   /* the recipient's [domain] section (owned by the config the
+					   * engine was built with), NULL when none */
+	bool size_known;
+	uint64_t size;                    /* octets: declared SIZE at MAIL, measured at end of data */
+	unsigned nrcpts;                  /* recipients accepted so far in the transaction */
+	unsigned errors;                  /* errors so far in the session */
+};
+
+void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
+			 const struct sockaddr *client, socklen_t len);
+/* The recipient, and its [domain] section looked up in cfg (postmaster without a domain means
+ * cfg->postmaster_domain, RFC 5321 4.5.1). */
+void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
+			     const struct smtp_address *rcpt);
+
+/* A stage's decision, as the front end gets it. Valid only during the callback. */
+struct engine_decision {
+	enum engine_stage stage;
+	enum check_result result;      /* NEUTRAL when no check decided */
+	const char *check;             /* the check that decided (static), or NULL */
+	int code;                      /* reply for REJECT / DEFER (and ACCEPT when a check gives one) */
+	char enhanced[8];
+	char text[ENGINE_TEXT_MAX];    /* sanitised, for the client */
+	char log[ENGINE_LOG_MAX];      /* every check's key=value fields, in order */
+	char headers[ENGINE_HEADERS_MAX]; /* header fields to add on delivery, each ending in CRLF */
+	bool timed_out;                /* the stage deadline answered (DEFER) */
+	uint64_t latency_ms;
+};
+
+typedef void (*engine_cb)(void *arg, const struct engine_decision *d);
+
+struct engine;
+struct engine_query;
+struct engine_stats;
+struct verifier;
+
+/* What the checks of one generation may use (borrowed: kept alive by the runtime generation). */
+struct engine_env {
+	const struct bs_config *cfg;
+	struct verifier *verifier;   /* recipient verification; NULL: the verify check is off */
+	struct engine_stats *stats;  /* process-wide counters (kept across reloads); NULL: none */
+};
+
+/* Build the engine of a generation: opens every registered check that this configuration uses.
+ * NULL with why set if a check cannot open. Main thread. */
+struct engine *engine_new(const struct engine_env *env, char *why, size_t whysz);
+void engine_free(struct engine *e);
+
+/* Does any check run at this stage? A front end may skip asking when none does. */
+bool engine_stage_has_checks(const struct engine *e, enum engine_stage stage);
+
+/* Decide req (copied) at req->stage. The callback comes later from base's loop; returns the
+ * handle for engine_cancel. */
+struct engine_query *engine_start(struct engine *e, struct event_base *base, const struct engine_request *req,
+				  engine_cb cb, void *arg);
+/* The front end no longer wants the answer: the running check is cancelled, no callback. */
+void engine_cancel(struct engine_query *q);
+
+/* "connect", "helo", "mail", "rcpt", "data", "end-of-data". */
+const char *engine_stage_name(enum engine_stage stage);
+/* "neutral", "accept", "reject", "defer". */
+const char *check_result_name(enum check_result r);
+
+#endif
