@@ -143,6 +143,12 @@ const struct cfg_key config_keys[] = {
 	{ G, "verify_timeout", CFG_T_DURATION, "20s", NULL, 1, MINUTES(10), NULL, GW(verify_timeout_ms),
 	  NULL, "duration",
 	  "Time allowed to verify one recipient during a session; then the source is unavailable." },
+	{ G, "decision_timeout", CFG_T_DURATION, "25s", NULL, 1000, MINUTES(10), NULL,
+	  GW(decision_timeout_ms), NULL, "duration",
+	  "Deadline of one stage's decision (connect, HELO, MAIL, RCPT, DATA), every lookup in it "
+	  "included (verdict cache, sources, DNS): past it the command gets 451 4.4.3 (the policy "
+	  "service: DEFER_IF_PERMIT), never a rejection. Keep it above verify_timeout, so that a "
+	  "domain's on_unavailable decides first." },
 	{ G, "callout_max_connections", CFG_T_UINT, "2", NULL, 1, 1000, NULL,
 	  GW(callout_max_connections), NULL, "count",
 	  "Simultaneous connections to one callout server." },

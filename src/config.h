@@ -122,6 +122,7 @@ struct bs_config {
 	uint64_t positive_ttl_ms;       /* 24h */
 	uint64_t negative_ttl_ms;       /* 5m */
 	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */
+	uint64_t decision_timeout_ms;   /* 25s: deadline of one stage's decision (engine) */
 	uint64_t callout_max_connections; /* per validation server (2) */
 	char *callout_sender;           /* "" = null sender <> */
 	uint64_t callout_timeout_ms;    /* per probe reply */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "config_load.h"
 #include "smtp_address.h"
 #include "util.h"
@@ -122,5 +123,6 @@ void config_validate(struct cfg_loader *L)
 		cfg_validate_domain(L, i);
 	for (size_t i = 0; i < L->cfg->nldaps; i++)
 		cfg_validate_ldap(L, i);
+	checks_validate(L); /* each check of the decision engine validates its own keys */
 	cfg_sort_domains(L); /* last: the seen rows follow file order */
 }

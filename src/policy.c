@@ -47,6 +47,12 @@ static bool rcpt_domain(const struct bs_config *cfg, const struct smtp_address *
 	return domain_normalise(d, dlen, true, buf, bufsz) > 0;
 }
 
+const struct bs_domain *policy_rcpt_domain(const struct bs_config *cfg, const struct smtp_address *rcpt)
+{
+	char domain[SMTP_DOMAIN_MAX + 1];
+	return rcpt_domain(cfg, rcpt, domain, sizeof(domain)) ? config_find_domain(cfg, domain) : NULL;
+}
+
 void policy_relay_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out)
 {

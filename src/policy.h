@@ -27,6 +27,10 @@ struct relay_decision {
 void policy_relay_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out);
 
+/* The [domain] section rcpt belongs to (postmaster without a domain: cfg->postmaster_domain's),
+ * or NULL. */
+const struct bs_domain *policy_rcpt_domain(const struct bs_config *cfg, const struct smtp_address *rcpt);
+
 /* True if the unquoted local part holds a character that a downstream MTA may treat as a route
  * (%, !, @, /, |, a leading '.'). */
 bool policy_local_has_routing(const char *local_raw, size_t len);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine.h"
 #include "log.h"
 #include "rcpt.h"
 #include "tls.h"
@@ -22,6 +23,7 @@ struct runtime_graveyard {
 
 static void runtime_destroy(struct bs_runtime *rt)
 {
+	engine_free(rt->engine);
 	if (rt->verifier)
 		verifier_free(rt->verifier);
 	if (rt->reg)
@@ -78,6 +80,12 @@ struct bs_runtime *runtime_new(struct bs_config *cfg, const struct runtime_opts 
 	if (opts->open_sources) {
 		rt->reg = rcpt_registry_open(cfg);
 		rt->verifier = verifier_new(cfg, rt->reg, opts->cache);
+	}
+	struct engine_env env = { .cfg = cfg, .verifier = rt->verifier, .stats = opts->stats };
+	rt->engine = engine_new(&env, why, whysz);
+	if (rt->engine == NULL) {
+		runtime_destroy(rt);
+		return NULL;
 	}
 	rt->grave = opts->grave;
 	return rt;

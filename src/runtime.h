@@ -1,6 +1,7 @@
 /* runtime.h - one generation of everything built from a configuration: the config itself, the
- * TLS contexts, the recipient sources and the verifier over them. Sessions hold a reference to
- * the generation they started with; SIGHUP builds a new generation and swaps it in. A released
+ * TLS contexts, the recipient sources, the verifier over them and the decision engine. Sessions
+ * hold a reference to the generation they started with; SIGHUP builds a new generation and swaps
+ * it in. A released
  * generation goes to the graveyard and is torn down on the main thread once its background
  * lookups have finished, so that no worker ever blocks on closing sources. */
 #ifndef BACKSTOP_RUNTIME_H
@@ -17,6 +18,8 @@
 struct rcpt_registry;
 struct vcache;
 struct verifier;
+struct engine;
+struct engine_stats;
 struct runtime_graveyard;
 
 struct bs_runtime {
@@ -27,12 +30,14 @@ struct bs_runtime {
 	SSL_CTX **domain_tls;   /* per cfg->domains[i]: verifying context (deliver_tls_ca), or NULL */
 	struct rcpt_registry *reg;   /* recipient sources (NULL when not opened) */
 	struct verifier *verifier;   /* over reg and the process-wide cache */
+	struct engine *engine;       /* the decision engine's checks over all of the above */
 	struct runtime_graveyard *grave; /* where the last unref sends it; NULL: freed at once */
 };
 
 struct runtime_opts {
 	bool open_sources;               /* open the recipient sources and build the verifier */
 	struct vcache *cache;            /* process-wide verdict cache (borrowed), or NULL */
+	struct engine_stats *stats;      /* process-wide decision counters (borrowed), or NULL */
 	struct runtime_graveyard *grave;
 };
 

@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "engine_stats.h"
 #include "log.h"
 #include "vcache.h"
 #include "verify.h"
@@ -32,6 +33,7 @@
 
 struct server {
 	const char *config_path;
+	struct engine_stats *stats;  /* decision counters, kept across reloads */
 	pthread_mutex_t rt_lock;
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
@@ -261,7 +263,8 @@ static bool server_restart_keys(const struct server *srv, const struct bs_config
 
 static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
 {
-	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave };
+	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave,
+				  .stats = srv->stats };
 	return runtime_new(cfg, &o, why, whysz);
 }
 
@@ -361,11 +364,13 @@ static void server_teardown(struct server *srv)
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
 		worker_free(&srv->workers[i]);
 	vcache_close(srv->cache);
+	engine_stats_free(srv->stats);
 }
 
 int server_run(const char *config_path, struct bs_config *cfg)
 {
-	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL) };
+	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
+			      .stats = engine_stats_new() };
 	char why[512], ready[2048] = "";
 	int status = 1;
 
@@ -377,6 +382,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		config_unref(cfg);
 		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
+		engine_stats_free(srv.stats);
 		return 1;
 	}
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
@@ -385,6 +391,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		config_unref(srv.running);
 		vcache_close(srv.cache);
 		runtime_graveyard_free(srv.grave);
+		engine_stats_free(srv.stats);
 		return 1;
 	}
 	srv.connlimit = connlimit_new();

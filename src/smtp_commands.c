@@ -10,7 +10,6 @@
 #include <event2/buffer.h>
 
 #include "log.h"
-#include "policy.h"
 #include "util.h"
 
 typedef void (*command_handler)(struct smtp_session *s, const struct smtp_command *cmd);
@@ -122,8 +121,6 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	struct smtp_rcpt_cmd rc;
 	struct smtp_parse_error err;
-	struct relay_decision rd;
-	char addr[SMTP_PATH_MAX + 8], text[SMTP_PATH_MAX + 128];
 
 	if (session_need_greeting(s))
 		return;
@@ -136,7 +133,6 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_rcpt_refuse(s, NULL, err.code, err.enhanced, err.text, "source=syntax");
 		return;
 	}
-	smtp_address_format(&rc.to, addr, sizeof addr);
 	if (!s->esmtp && (rc.params.notify || rc.params.orcpt[0])) {
 		session_rcpt_refuse(s, &rc.to, 555, "5.5.4", "ESMTP parameters need EHLO", "source=syntax");
 		return;
@@ -145,17 +141,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_rcpt_refuse(s, &rc.to, 452, "4.5.3", "Error: too many recipients", "source=limit");
 		return;
 	}
-	policy_relay_check(s->cfg, &rc.to, &rd);
-	if (rd.verdict != RELAY_ACCEPT) {
-		snprintf(text, sizeof text, "<%s>: %s", addr, rd.reason);
-		session_rcpt_refuse(s, &rc.to, rd.code, rd.enhanced, text, "source=policy");
-		return;
-	}
-	if (rc.to.domain_len == 0) { /* <postmaster> (RFC 5321 4.5.1): postmaster of our domain */
-		rc.to.domain_len = strlen(rd.domain->name);
-		memcpy(rc.to.domain, rd.domain->name, rc.to.domain_len + 1);
-	}
-	session_rcpt_accept_check(s, &rc, rd.domain);
+	session_rcpt_decide(s, &rc);
 }
 
 /* DATA that backstop itself refuses: answered here (true). */

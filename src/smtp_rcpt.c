@@ -1,8 +1,8 @@
-/* smtp_rcpt.c - RCPT TO after parsing and relay control: recipient verification (verify.c:
- * verdict cache, then the domain's sources) and then the backend's own live answer (relay.c).
+/* smtp_rcpt.c - RCPT TO after parsing and limits: the decision engine's RCPT stage (relay
+ * control, recipient verification: engine.h) and then the backend's own live answer (relay.c).
  *
- * Pipelined RCPTs are verified in parallel: each gets an entry in the session's RCPT queue and
- * its lookup starts at once; replies leave strictly in command order as the head of the queue
+ * Pipelined RCPTs are decided in parallel: each gets an entry in the session's RCPT queue and
+ * its decision starts at once; replies leave strictly in command order as the head of the queue
  * completes, and the backend is asked one recipient at a time in that order. Any other command
  * waits until the queue is empty; a reply the session produces meanwhile (500 for a line too
  * long, a 421) is queued behind them. Each outcome logs one line (verdict, source, cache state,
@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
 #include "log.h"
 #include "relay.h"
 #include "util.h"
-#include "verify.h"
 #include "worker.h"
 
 enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
@@ -30,12 +30,12 @@ struct rcpt_pending {
 	bool counted;                   /* a refusal already counted against max_errors */
 	struct smtp_rcpt_cmd rc;
 	const struct bs_domain *dom;
-	struct verify_query *vq;
+	struct engine_query *eq;        /* the engine deciding it */
 	uint64_t started_ms;
 	int code;                       /* the reply, once known */
 	char enhanced[16];
 	char text[SMTP_REPLY_TEXT_MAX + SMTP_PATH_MAX + 64];
-	char verdict[RCPT_REASON_MAX * 2 + 200]; /* key=value pairs for the log line */
+	char verdict[ENGINE_LOG_MAX + 32]; /* key=value pairs for the log line */
 };
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
@@ -130,36 +130,40 @@ static void rcpt_pump(struct smtp_session *s)
 		session_resume(s, SESSION_WAIT_RCPT); /* a command that waited for room or order */
 }
 
-static void rcpt_verified(void *arg, const struct verify_result *res)
+static void rcpt_decided(void *arg, const struct engine_decision *d)
 {
 	struct rcpt_pending *p = arg;
-	char detail[RCPT_REASON_MAX * 2];
+	struct smtp_session *s = p->s;
 
-	p->vq = NULL;
-	log_sanitize(detail, sizeof detail, res->reason, strlen(res->reason));
-	snprintf(p->verdict, sizeof p->verdict, "verdict=%s source=%s cached=%s%s detail=\"%s\"",
-		 rcpt_verdict_name(res->verdict), res->source, res->cached ? "yes" : "no",
-		 res->timed_out ? " timed_out=yes" : "", detail);
-	if (res->action != VERIFY_ACCEPT) {
-		rcpt_set_reply(p, res->code, res->enhanced, res->text);
+	p->eq = NULL;
+	snprintf(p->verdict, sizeof p->verdict, "%s%s%s%s", d->log, d->check ? " check=" : "",
+		 d->check ? d->check : "", d->timed_out ? " stage_timed_out=yes" : "");
+	if (d->result == CHECK_REJECT || d->result == CHECK_DEFER) {
+		rcpt_set_reply(p, d->code, d->enhanced, d->text);
 		rcpt_log(p, NULL);
+		p->counted = rcpt_is_error(p->code, p->enhanced);
+		if (p->counted)
+			s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
 	} else {
 		p->step = RCPT_VERIFIED;
 	}
-	rcpt_pump(p->s);
+	rcpt_pump(s);
 }
 
-void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
-			       const struct bs_domain *dom)
+void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 {
 	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	struct engine_request req;
 
+	session_request(s, ENGINE_STAGE_RCPT, &req);
+	engine_request_set_rcpt(&req, s->cfg, &rc->to);
 	p->has_rcpt = true;
 	p->rc = *rc;
-	p->dom = dom;
+	p->rc.to = req.rcpt; /* <postmaster> now names our domain */
+	p->dom = req.domain;
 	p->step = RCPT_VERIFYING;
 	rcpt_push(s, p);
-	p->vq = verify_start(s->rt->verifier, s->worker->base, dom, &rc->to, rcpt_verified, p);
+	p->eq = engine_start(s->rt->engine, s->worker->base, &req, rcpt_decided, p);
 }
 
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
@@ -218,8 +222,7 @@ void session_rcpt_cancel(struct smtp_session *s)
 
 	for (p = s->rq_head; p != NULL; p = next) {
 		next = p->next;
-		if (p->vq)
-			verify_cancel(p->vq);
+		engine_cancel(p->eq);
 		free(p);
 	}
 	s->rq_head = s->rq_tail = NULL;

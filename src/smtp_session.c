@@ -334,6 +334,24 @@ void session_close(struct smtp_session *s)
 		evtimer_del(s->cmd_deadline);
 }
 
+void session_request(const struct smtp_session *s, enum engine_stage stage, struct engine_request *req)
+{
+	engine_request_init(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer);
+	req->stage = stage;
+	memcpy(req->client_ip, s->client_ip, sizeof req->client_ip);
+	memcpy(req->helo, s->helo, sizeof req->helo);
+	memcpy(req->tls_version, s->tls_version, sizeof req->tls_version);
+	memcpy(req->tls_cipher, s->tls_cipher, sizeof req->tls_cipher);
+	if (s->tx != NULL) {
+		req->has_sender = true;
+		req->sender = s->tx->from;
+		req->size_known = s->tx->params.has_size;
+		req->size = s->tx->params.size;
+		req->nrcpts = (unsigned)s->tx->nrcpts;
+	}
+	req->errors = s->errors;
+}
+
 void session_tx_reset(struct smtp_session *s)
 {
 	if (s->tx == NULL)

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "engine.h"
 #include "runtime.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
@@ -113,6 +114,8 @@ void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
 			  int code, const char *enhanced, const char *reason, const char *extra);
 void session_tx_reset(struct smtp_session *s);
+/* A decision request for stage with what the session knows (client, HELO, TLS, sender, counts). */
+void session_request(const struct smtp_session *s, enum engine_stage stage, struct engine_request *req);
 void session_start_tls(struct smtp_session *s);
 /* Stop processing input until session_resume() with the same reason (an asynchronous step is
  * under way); a resume for another reason than the current pause does nothing. */
@@ -120,9 +123,9 @@ void session_pause(struct smtp_session *s, enum session_wait why);
 void session_resume(struct smtp_session *s, enum session_wait why);
 struct relay *session_relay(struct smtp_session *s); /* created on first use */
 
-/* smtp_rcpt.c: a recipient that passed parsing and relay control */
-void session_rcpt_accept_check(struct smtp_session *s, const struct smtp_rcpt_cmd *rc,
-			       const struct bs_domain *dom);
+/* smtp_rcpt.c: a recipient that passed parsing and the limits: the engine's RCPT stage decides
+ * (relay control, verification), then the backend. */
+void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc);
 /* A RCPT refused before any lookup (syntax, policy, limits): answered now, or after the
  * recipients still being decided if there are any. to may be NULL. */
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,

@@ -1,0 +1,45 @@
+/* checks.c - the registry of the decision engine's checks, in the order they run at each stage
+ * (backstop.conf(5), DECISIONS). A new check is one file and one row here. */
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+/* At RCPT: relay control first (is it ours at all?), then recipient verification. */
+const struct check_type *const check_types[] = {
+	&check_relay_type,
+	&check_verify_type,
+};
+const size_t check_types_count = ARRAY_SIZE(check_types);
+
+void checks_validate(struct cfg_loader *L)
+{
+	for (size_t i = 0; i < check_types_count; i++)
+		if (check_types[i]->validate)
+			check_types[i]->validate(L);
+}
+
+void check_answer_neutral(struct check_answer *a)
+{
+	a->result = CHECK_NEUTRAL;
+	a->code = 0;
+	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = '\0';
+}
+
+void check_answer_set(struct check_answer *a, enum check_result r, int code, const char *enhanced,
+		      const char *fmt, ...)
+{
+	va_list ap;
+
+	check_answer_neutral(a);
+	a->result = r;
+	a->code = code;
+	snprintf(a->enhanced, sizeof a->enhanced, "%s", enhanced ? enhanced : "");
+	va_start(ap, fmt);
+	if (vsnprintf(a->text, sizeof a->text, fmt, ap) < 0)
+		a->text[0] = '\0';
+	va_end(ap);
+}

@@ -1,0 +1,326 @@
+/* engine.c - the decision engine: per stage, the checks of the registry that run there, in
+ * registry order; each answer is counted and its log fields and headers collected; the first
+ * answer that is not neutral decides. One timer per query is both the stage deadline and, when
+ * the decision was reached inside engine_start, the delivery from the loop. */
+#include "engine.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "engine_stats.h"
+#include "log.h"
+#include "policy.h"
+#include "util.h"
+
+#define ENGINE_DEFAULT_TIMEOUT_MS (25ULL * 1000)
+
+struct engine_check {
+	const struct check_type *type;
+	void *state;
+	size_t index; /* in the registry, for the counters */
+};
+
+struct engine {
+	struct engine_check checks[CHECK_TYPES_MAX];
+	size_t n;
+	const struct engine_check *stage[ENGINE_STAGE_COUNT][CHECK_TYPES_MAX];
+	size_t nstage[ENGINE_STAGE_COUNT];
+	uint64_t timeout_ms;
+	struct engine_stats *stats;
+};
+
+struct engine_query {
+	struct engine *e;
+	struct event_base *base;
+	struct engine_request req;
+	engine_cb cb;
+	void *arg;
+	size_t next;                       /* next check of the stage's list */
+	const struct engine_check *running;
+	struct check_query *cq;            /* the running check's handle (asynchronous) */
+	uint64_t t0, check_t0;
+	struct event *ev;                  /* deadline, then delivery */
+	bool in_start;                     /* inside engine_start: deliver through the loop */
+	bool in_check;                     /* inside a check's start */
+	bool answered_inline;              /* the check answered from inside its start */
+	bool finished;                     /* d is complete */
+	bool delivering;                   /* the callback runs: cancel is a no-op */
+	struct engine_decision d;
+};
+
+static const struct check_type *const *registry = NULL;
+static size_t registry_n = 0;
+
+void checks_override_for_tests(const struct check_type *const *types, size_t n)
+{
+	registry = types;
+	registry_n = types ? n : 0;
+}
+
+const char *engine_stage_name(enum engine_stage stage)
+{
+	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail",
+							       "rcpt", "data", "end-of-data" };
+	return stage < ENGINE_STAGE_COUNT ? names[stage] : "unknown";
+}
+
+const char *check_result_name(enum check_result r)
+{
+	static const char *const names[CHECK_RESULT_COUNT] = { "neutral", "accept", "reject", "defer" };
+	return r < CHECK_RESULT_COUNT ? names[r] : "unknown";
+}
+
+/* ---- requests ---- */
+
+void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
+			 const struct sockaddr *client, socklen_t len)
+{
+	memset(req, 0, sizeof *req);
+	req->frontend = fe;
+	snprintf(req->session_id, sizeof req->session_id, "%s", session_id ? session_id : "");
+	strcpy(req->client_ip, "unknown");
+	if (client == NULL)
+		return;
+	memcpy(&req->client, client, len < sizeof req->client ? len : sizeof req->client);
+	const void *addr = NULL;
+	if (client->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)client;
+		addr = &in->sin_addr;
+		req->client_port = ntohs(in->sin_port);
+	} else if (client->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)client;
+		addr = &in6->sin6_addr;
+		req->client_port = ntohs(in6->sin6_port);
+	}
+	if (addr == NULL || inet_ntop(client->sa_family, addr, req->client_ip, sizeof req->client_ip) == NULL)
+		strcpy(req->client_ip, "unknown");
+	/* an IPv4 client on a dual-stack socket: show it as IPv4 */
+	if (strncmp(req->client_ip, "::ffff:", 7) == 0 && strchr(req->client_ip + 7, '.') != NULL)
+		memmove(req->client_ip, req->client_ip + 7, strlen(req->client_ip + 7) + 1);
+}
+
+void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
+			     const struct smtp_address *rcpt)
+{
+	req->has_rcpt = true;
+	req->rcpt = *rcpt;
+	req->domain = policy_rcpt_domain(cfg, rcpt);
+	if (req->domain != NULL && req->rcpt.domain_len == 0) { /* <postmaster>: of our domain */
+		req->rcpt.domain_len = strlen(req->domain->name);
+		memcpy(req->rcpt.domain, req->domain->name, req->rcpt.domain_len + 1);
+	}
+}
+
+/* ---- the engine ---- */
+
+struct engine *engine_new(const struct engine_env *env, char *why, size_t whysz)
+{
+	struct engine *e = xcalloc(1, sizeof *e);
+	const struct check_type *const *types = registry ? registry : check_types;
+	size_t ntypes = registry ? registry_n : check_types_count;
+
+	e->stats = env->stats;
+	e->timeout_ms = env->cfg && env->cfg->decision_timeout_ms ? env->cfg->decision_timeout_ms
+								 : ENGINE_DEFAULT_TIMEOUT_MS;
+	for (size_t i = 0; i < ntypes && i < CHECK_TYPES_MAX; i++) {
+		void *state = NULL;
+		char err[256] = "";
+		int rc = types[i]->open(env, &state, err, sizeof err);
+		if (rc < 0) {
+			snprintf(why, whysz, "check %s: %s", types[i]->name, err);
+			engine_free(e);
+			return NULL;
+		}
+		if (rc == 0)
+			continue;
+		struct engine_check *c = &e->checks[e->n++];
+		c->type = types[i];
+		c->state = state;
+		c->index = i;
+		for (int s = 0; s < ENGINE_STAGE_COUNT; s++)
+			if (c->type->stages & ENGINE_STAGE_BIT(s))
+				e->stage[s][e->nstage[s]++] = c;
+	}
+	return e;
+}
+
+void engine_free(struct engine *e)
+{
+	if (e == NULL)
+		return;
+	for (size_t i = 0; i < e->n; i++)
+		if (e->checks[i].type->close)
+			e->checks[i].type->close(e->checks[i].state);
+	free(e);
+}
+
+bool engine_stage_has_checks(const struct engine *e, enum engine_stage stage)
+{
+	return e != NULL && stage < ENGINE_STAGE_COUNT && e->nstage[stage] > 0;
+}
+
+/* ---- one query ---- */
+
+static void engine_query_free(struct engine_query *q)
+{
+	event_free(q->ev);
+	free(q);
+}
+
+static void engine_deliver(struct engine_query *q)
+{
+	q->d.latency_ms = now_ms() - q->t0;
+	engine_stats_decision(q->e->stats, q->req.stage, q->d.result, q->d.latency_ms);
+	q->delivering = true;
+	q->cb(q->arg, &q->d);
+	engine_query_free(q);
+}
+
+/* The stage is decided (q->d filled): deliver now from the loop, through it when still inside
+ * engine_start, or once the check's start has returned (engine_run). */
+static void engine_finish(struct engine_query *q)
+{
+	q->finished = true;
+	evtimer_del(q->ev);
+	if (q->in_start)
+		event_active(q->ev, EV_TIMEOUT, 1);
+	else if (!q->in_check)
+		engine_deliver(q);
+}
+
+static void append(char *dst, size_t dstsz, const char *sep, const char *src)
+{
+	if (src[0] == '\0')
+		return;
+	if (dst[0] != '\0' && sep[0] != '\0')
+		strbuf_append(dst, dstsz, sep);
+	strbuf_append(dst, dstsz, src);
+}
+
+static void engine_run(struct engine_query *q);
+
+static void engine_on_check(void *arg, const struct check_answer *ans)
+{
+	struct engine_query *q = arg;
+	const struct engine_check *c = q->running;
+
+	q->cq = NULL;
+	q->running = NULL;
+	engine_stats_answer(q->e->stats, c->index, q->req.stage, ans->result, now_ms() - q->check_t0);
+	append(q->d.log, sizeof q->d.log, " ", ans->log);
+	append(q->d.headers, sizeof q->d.headers, "", ans->headers);
+	if (ans->result != CHECK_NEUTRAL) {
+		q->d.result = ans->result;
+		q->d.check = c->type->name;
+		q->d.code = ans->code;
+		snprintf(q->d.enhanced, sizeof q->d.enhanced, "%s", ans->enhanced);
+		snprintf(q->d.text, sizeof q->d.text, "%s", ans->text);
+		engine_finish(q);
+	} else if (q->in_check) {
+		q->answered_inline = true; /* engine_run goes on with the next check */
+	} else {
+		engine_run(q);
+	}
+}
+
+/* Start the stage's checks one after the other until one has to be waited for. */
+static void engine_run(struct engine_query *q)
+{
+	const struct engine *e = q->e;
+	enum engine_stage s = q->req.stage;
+
+	while (q->next < e->nstage[s]) {
+		const struct engine_check *c = e->stage[s][q->next++];
+		q->running = c;
+		q->check_t0 = now_ms();
+		q->answered_inline = false;
+		q->in_check = true;
+		struct check_query *cq = c->type->start(c->state, q->base, &q->req, engine_on_check, q);
+		q->in_check = false;
+		if (q->finished) { /* decided from inside the check's start */
+			if (!q->in_start)
+				engine_deliver(q);
+			return;
+		}
+		if (!q->answered_inline) {
+			q->cq = cq;
+			return;
+		}
+	}
+	q->d.result = CHECK_NEUTRAL; /* nobody objected */
+	engine_finish(q);
+}
+
+static void engine_deadline_text(struct engine_query *q)
+{
+	char addr[SMTP_PATH_MAX + 8];
+
+	q->d.result = CHECK_DEFER;
+	q->d.timed_out = true;
+	q->d.code = 451;
+	snprintf(q->d.enhanced, sizeof q->d.enhanced, "4.4.3");
+	if (q->req.stage == ENGINE_STAGE_RCPT && q->req.has_rcpt &&
+	    smtp_address_format(&q->req.rcpt, addr, sizeof addr) > 0)
+		snprintf(q->d.text, sizeof q->d.text,
+			 "<%s>: Recipient address verification unavailable, try again later", addr);
+	else
+		snprintf(q->d.text, sizeof q->d.text, "Temporary lookup failure, try again later");
+}
+
+static void engine_on_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct engine_query *q = arg;
+	char note[96];
+
+	(void)fd;
+	(void)what;
+	if (!q->finished) { /* the stage deadline: whatever still runs is given up */
+		const struct engine_check *c = q->running;
+		if (c != NULL) {
+			engine_stats_timeout(q->e->stats, c->index, q->req.stage);
+			if (q->cq != NULL && c->type->cancel)
+				c->type->cancel(q->cq);
+			q->cq = NULL;
+			q->running = NULL;
+		}
+		q->d.check = c ? c->type->name : NULL;
+		snprintf(note, sizeof note, "deadline=%s timed_out_after_ms=%llu", c ? c->type->name : "-",
+			 (unsigned long long)q->e->timeout_ms);
+		append(q->d.log, sizeof q->d.log, " ", note);
+		engine_deadline_text(q);
+		q->finished = true;
+	}
+	engine_deliver(q);
+}
+
+struct engine_query *engine_start(struct engine *e, struct event_base *base, const struct engine_request *req,
+				  engine_cb cb, void *arg)
+{
+	struct engine_query *q = xcalloc(1, sizeof *q);
+	struct timeval tv = { (time_t)(e->timeout_ms / 1000), (suseconds_t)(e->timeout_ms % 1000) * 1000 };
+
+	q->e = e;
+	q->base = base;
+	q->req = *req;
+	q->cb = cb;
+	q->arg = arg;
+	q->t0 = now_ms();
+	q->d.stage = req->stage;
+	q->ev = evtimer_new(base, engine_on_event, q);
+	evtimer_add(q->ev, &tv);
+	q->in_start = true;
+	engine_run(q);
+	q->in_start = false;
+	return q;
+}
+
+void engine_cancel(struct engine_query *q)
+{
+	if (q == NULL || q->delivering)
+		return;
+	if (q->cq != NULL && q->running != NULL && q->running->type->cancel)
+		q->running->type->cancel(q->cq);
+	engine_query_free(q);
+}

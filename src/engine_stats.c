@@ -1,0 +1,115 @@
+/* engine_stats.c - the engine's counters: a fixed array of atomics per (check, stage), so that
+ * counting never takes a lock and never allocates. */
+#include "engine_stats.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+const uint64_t engine_latency_bounds_ms[ENGINE_LATENCY_BUCKETS - 1] = { 1, 5, 10, 50, 100, 500, 1000, 5000, 20000 };
+
+struct engine_counters {
+	atomic_ulong answers[CHECK_RESULT_COUNT];
+	atomic_ulong timeouts;
+	atomic_ulong buckets[ENGINE_LATENCY_BUCKETS];
+	atomic_ulong sum_ms;
+};
+
+/* Row CHECK_TYPES_MAX of each stage holds the stage's own decisions. */
+struct engine_stats {
+	struct engine_counters c[CHECK_TYPES_MAX + 1][ENGINE_STAGE_COUNT];
+};
+
+struct engine_stats *engine_stats_new(void)
+{
+	return xcalloc(1, sizeof(struct engine_stats));
+}
+
+void engine_stats_free(struct engine_stats *st)
+{
+	free(st);
+}
+
+static size_t latency_bucket(uint64_t ms)
+{
+	size_t i = 0;
+	while (i < ENGINE_LATENCY_BUCKETS - 1 && ms > engine_latency_bounds_ms[i])
+		i++;
+	return i;
+}
+
+static void count(struct engine_counters *c, enum check_result r, uint64_t ms)
+{
+	atomic_fetch_add_explicit(&c->answers[r], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->buckets[latency_bucket(ms)], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->sum_ms, ms, memory_order_relaxed);
+}
+
+void engine_stats_answer(struct engine_stats *st, size_t check, enum engine_stage stage, enum check_result r,
+			 uint64_t latency_ms)
+{
+	if (st != NULL && check < CHECK_TYPES_MAX && stage < ENGINE_STAGE_COUNT && r < CHECK_RESULT_COUNT)
+		count(&st->c[check][stage], r, latency_ms);
+}
+
+void engine_stats_timeout(struct engine_stats *st, size_t check, enum engine_stage stage)
+{
+	if (st != NULL && check < CHECK_TYPES_MAX && stage < ENGINE_STAGE_COUNT)
+		atomic_fetch_add_explicit(&st->c[check][stage].timeouts, 1, memory_order_relaxed);
+}
+
+void engine_stats_decision(struct engine_stats *st, enum engine_stage stage, enum check_result r,
+			   uint64_t latency_ms)
+{
+	if (st != NULL && stage < ENGINE_STAGE_COUNT && r < CHECK_RESULT_COUNT)
+		count(&st->c[CHECK_TYPES_MAX][stage], r, latency_ms);
+}
+
+static bool row_read(const struct engine_counters *c, struct engine_stats_row *row)
+{
+	uint64_t total = 0;
+	for (size_t k = 0; k < CHECK_RESULT_COUNT; k++)
+		total += row->answers[k] = atomic_load_explicit(&c->answers[k], memory_order_relaxed);
+	row->timeouts = atomic_load_explicit(&c->timeouts, memory_order_relaxed);
+	for (size_t k = 0; k < ENGINE_LATENCY_BUCKETS; k++)
+		row->latency_buckets[k] = atomic_load_explicit(&c->buckets[k], memory_order_relaxed);
+	row->latency_sum_ms = atomic_load_explicit(&c->sum_ms, memory_order_relaxed);
+	return total > 0 || row->timeouts > 0;
+}
+
+void engine_stats_each(struct engine_stats *st, void (*fn)(void *arg, const struct engine_stats_row *row),
+		       void *arg)
+{
+	struct engine_stats_row row;
+
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i <= CHECK_TYPES_MAX; i++) {
+		if (i < CHECK_TYPES_MAX && i >= check_types_count)
+			continue;
+		for (int s = 0; s < ENGINE_STAGE_COUNT; s++) {
+			row.check = i < CHECK_TYPES_MAX ? check_types[i]->name : NULL;
+			row.stage = (enum engine_stage)s;
+			if (row_read(&st->c[i][s], &row))
+				fn(arg, &row);
+		}
+	}
+}
+
+static void print_row(void *arg, const struct engine_stats_row *row)
+{
+	FILE *out = arg;
+	const char *who = row->check ? row->check : "decision";
+	for (size_t k = 0; k < CHECK_RESULT_COUNT; k++)
+		fprintf(out, "engine_%s_%s_%s=%llu\n", who, engine_stage_name(row->stage),
+			check_result_name((enum check_result)k), (unsigned long long)row->answers[k]);
+	if (row->check)
+		fprintf(out, "engine_%s_%s_timeouts=%llu\n", who, engine_stage_name(row->stage),
+			(unsigned long long)row->timeouts);
+}
+
+void engine_stats_print(struct engine_stats *st, FILE *out)
+{
+	engine_stats_each(st, print_row, out);
+}

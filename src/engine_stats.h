@@ -1,0 +1,50 @@
+/* engine_stats.h - what the decision engine decided, counted in one place for the whole process
+ * (kept across reloads): per check and stage, its answers by kind, timeouts and a latency
+ * histogram; per stage, the decisions by kind. Lock-free counters: checks on every worker add to
+ * them, a reader (backstop status, the metrics endpoint) takes a consistent-enough snapshot. */
+#ifndef BACKSTOP_ENGINE_STATS_H
+#define BACKSTOP_ENGINE_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "check.h"
+#include "engine.h"
+
+/* Upper bounds of the latency buckets, in ms (the last bucket is everything above). */
+#define ENGINE_LATENCY_BUCKETS 10
+extern const uint64_t engine_latency_bounds_ms[ENGINE_LATENCY_BUCKETS - 1];
+
+struct engine_stats;
+
+struct engine_stats *engine_stats_new(void);
+void engine_stats_free(struct engine_stats *st);
+
+/* A check (index in check_types) answered at stage after latency_ms. */
+void engine_stats_answer(struct engine_stats *st, size_t check, enum engine_stage stage, enum check_result r,
+			 uint64_t latency_ms);
+/* A check was still running when its stage's deadline passed. */
+void engine_stats_timeout(struct engine_stats *st, size_t check, enum engine_stage stage);
+/* A stage decided r after latency_ms. */
+void engine_stats_decision(struct engine_stats *st, enum engine_stage stage, enum check_result r,
+			   uint64_t latency_ms);
+
+/* One row of the snapshot, per check (NULL name: the whole stage) and stage. */
+struct engine_stats_row {
+	const char *check;          /* check name, NULL for the stage's decisions */
+	enum engine_stage stage;
+	uint64_t answers[CHECK_RESULT_COUNT];
+	uint64_t timeouts;
+	uint64_t latency_buckets[ENGINE_LATENCY_BUCKETS]; /* not cumulative */
+	uint64_t latency_sum_ms;
+};
+
+/* Call fn for every row that has counted something. */
+void engine_stats_each(struct engine_stats *st, void (*fn)(void *arg, const struct engine_stats_row *row),
+		       void *arg);
+/* "key=value" lines (backstop status, tests). */
+void engine_stats_print(struct engine_stats *st, FILE *out);
+
+#endif
