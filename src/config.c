@@ -1,7 +1,7 @@
 /* config.c - backstop's configuration: the declarative key table config_keys[] (one row per key:
  * parsing, defaults, ranges, documentation), the config's lifetime (reference counting) and its
- * look-ups. Loading is in config_load.c, value checks in config_check.c, docs in
- * config_describe.c. */
+ * look-ups. Loading is in config_load.c, value checks in config_check.c (verify and cache specs:
+ * the rows of their registries, rcpt.c and vcache.c), docs in config_describe.c. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,8 @@
 #include "config.h"
 #include "config_keys.h"
 #include "config_value.h"
+#include "rcpt.h"   /* rcpt_spec_check */
+#include "vcache.h" /* vcache_spec_check, VCACHE_DEFAULT */
 
 #define GW(f) offsetof(struct bs_config, f), sizeof(((struct bs_config *)0)->f)
 #define DOM(f) offsetof(struct bs_domain, f), sizeof(((struct bs_domain *)0)->f)
@@ -130,8 +132,8 @@ const struct cfg_key config_keys[] = {
 	  "for one, then gets 451 4.4.5. Keep it below the backend's own limit per client "
 	  "(Exchange: 20, Postfix: 50)." },
 	/* [gateway]: recipient verification */
-	{ G, "cache", CFG_T_STR, "lmdb:/var/lib/backstop/verdicts", NULL, 0, 0, NULL, GW(cache),
-	  config_check_cache, "store",
+	{ G, "cache", CFG_T_STR, VCACHE_DEFAULT, NULL, 0, 0, NULL, GW(cache),
+	  vcache_spec_check, "store",
 	  "Where verification verdicts are cached: lmdb:DIRECTORY, or memory: (lost on restart)." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
 	  NULL, "size", "Largest size of the verdict cache." },
@@ -173,7 +175,7 @@ const struct cfg_key config_keys[] = {
 	  DOM(deliver_tls_ca), config_check_file, "file",
 	  "CA certificates that a backend's certificate and name are verified with when deliver_tls is "
 	  "must. Unset: must still requires TLS, but the certificate is not verified." },
-	{ D, "verify", CFG_T_STRLIST, "", NULL, 0, 0, NULL, DOM(verify), config_check_verify,
+	{ D, "verify", CFG_T_STRLIST, "", NULL, 0, 0, NULL, DOM(verify), rcpt_spec_check,
 	  "source ...",
 	  "Recipient sources asked in order, separated by spaces: map:FILE, callout:HOST:PORT or "
 	  "ldap:NAME (an [ldap NAME] section). Empty: every recipient is accepted." },

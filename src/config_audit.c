@@ -18,6 +18,8 @@
 
 #include "config_value.h"
 #include "dns.h"
+#include "rcpt.h"
+#include "vcache.h"
 #include "util.h"
 
 #define AUDIT_DNS_TIMEOUT_MS 1000 /* per try; two tries per server */
@@ -85,14 +87,14 @@ static bool audit_verifies(const struct bs_config *cfg)
  * ancestor is a writable directory). Nothing is created here. */
 static void audit_cache(struct audit *a)
 {
-	const char *spec = a->cfg->cache;
+	const char *spec = a->cfg->cache, *arg;
 	unsigned line = config_gateway_line(a->cfg, "cache");
 	char dir[PATH_MAX];
 	struct stat st;
 
-	if (spec == NULL || strncmp(spec, "lmdb:", 5) != 0 || !audit_verifies(a->cfg))
+	if (spec == NULL || vcache_type_find(spec, &arg) != &vcache_lmdb_type || !audit_verifies(a->cfg))
 		return; /* memory: needs nothing; without verify the daemon opens no cache */
-	if (strbuf_copy(dir, sizeof dir, spec + 5, strlen(spec + 5)) != 0)
+	if (strbuf_copy(dir, sizeof dir, arg, strlen(arg)) != 0)
 		return;
 	if (stat(dir, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
@@ -178,9 +180,9 @@ static void audit_names(struct audit *a)
 		audit_add_names(&names, &n, d, "deliver", &d->deliver);
 		for (size_t j = 0; j < d->verify.n; j++) {
 			struct bs_hostport_list l = { NULL, 0 };
-			const char *why;
-			if (strncmp(d->verify.items[j], "callout:", 8) == 0 &&
-			    cfgval_hostport_list(d->verify.items[j] + 8, &l, &why) == 0)
+			const char *why, *arg;
+			if (rcpt_type_find(d->verify.items[j], &arg) == &rcpt_callout_type &&
+			    cfgval_hostport_list(arg, &l, &why) == 0)
 				audit_add_names(&names, &n, d, "callout", &l);
 			cfgval_hostport_list_free(&l);
 		}

@@ -1,11 +1,12 @@
 /* config_check.c - checks on configuration values beyond their type: host names, readable
- * files, verify specs, LDAP URIs and filters. Each is named in a row of config_keys[]. */
+ * files, LDAP URIs and filters. Each is named in a row of config_keys[]; the verify and cache
+ * specs are checked by the rows of their registries (rcpt_spec_check, vcache_spec_check). */
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "config_keys.h"
+#include "config_check.h"
 #include "config_value.h"
 #include "smtp_address.h"
 
@@ -111,16 +112,6 @@ int config_check_reply_text(const char *value, const char **why)
 	return 0;
 }
 
-int config_check_cache(const char *value, const char **why)
-{
-	if (strcmp(value, "memory:") == 0)
-		return 0;
-	if (strncmp(value, "lmdb:", 5) == 0 && value[5] == '/' && config_check_word(value, why) == 0)
-		return 0;
-	*why = "expected lmdb:/DIRECTORY or memory:";
-	return -1;
-}
-
 /* "" (the null sender) or local@domain. */
 int config_check_sender(const char *value, const char **why)
 {
@@ -158,29 +149,6 @@ int config_check_ldap_name(const char *value, const char **why)
 		return -1;
 	}
 	return 0;
-}
-
-/* map:FILE, callout:HOST:PORT, ldap:NAME (whether [ldap NAME] exists is checked after parsing). */
-int config_check_verify(const char *value, const char **why)
-{
-	if (strncmp(value, "map:", 4) == 0) {
-		if (value[4] == '\0') {
-			*why = "map: needs a file name (map:/etc/backstop/recipients)";
-			return -1;
-		}
-		return 0;
-	}
-	if (strncmp(value, "callout:", 8) == 0) {
-		if (strchr(value + 8, ',') || config_check_deliver(value + 8, why) < 0) {
-			*why = "callout: needs one HOST:PORT (callout:mx.example:25)";
-			return -1;
-		}
-		return 0;
-	}
-	if (strncmp(value, "ldap:", 5) == 0)
-		return config_check_ldap_name(value + 5, why);
-	*why = "expected map:FILE, callout:HOST:PORT or ldap:NAME";
-	return -1;
 }
 
 int config_check_ldap_uri(const char *value, const char **why)

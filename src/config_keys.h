@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "config_check.h" /* the checks named in the table */
 
 enum cfg_section { CFG_SEC_GATEWAY, CFG_SEC_DOMAIN, CFG_SEC_LDAP };
 
@@ -44,23 +45,6 @@ struct cfg_key {
 
 extern const struct cfg_key config_keys[];
 extern const size_t config_nkeys;
-
-/* Value checks named in the table (config_check.c). Each returns 0 or -1 with *why static. */
-int config_check_listen(const char *value, const char **why);
-int config_check_deliver(const char *value, const char **why);
-int config_check_hostname(const char *value, const char **why);
-int config_check_domain(const char *value, const char **why);
-int config_check_file(const char *value, const char **why);
-int config_check_word(const char *value, const char **why);
-int config_check_text(const char *value, const char **why);
-int config_check_reply_text(const char *value, const char **why);
-int config_check_cache(const char *value, const char **why);
-int config_check_sender(const char *value, const char **why);
-int config_check_delimiter(const char *value, const char **why);
-int config_check_verify(const char *value, const char **why);
-int config_check_ldap_uri(const char *value, const char **why);
-int config_check_ldap_query(const char *value, const char **why);
-int config_check_ldap_name(const char *value, const char **why);
 
 const char *config_section_name(enum cfg_section s);
 

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "config_load.h"
+#include "rcpt.h"
 #include "smtp_address.h"
 #include "util.h"
 
@@ -62,11 +63,10 @@ static void cfg_validate_domain(struct cfg_loader *L, size_t i)
 
 	if (d->deliver.n == 0)
 		config_error(L, d->line, "[domain %s] has no deliver = host:port", d->name);
-	for (size_t j = 0; j < d->verify.n; j++) {
-		const char *spec = d->verify.items[j];
-		if (strncmp(spec, "ldap:", 5) == 0 && !config_find_ldap(L->cfg, spec + 5))
-			config_error(L, vline, "verify = %s: there is no [ldap %s] section", spec,
-				     spec + 5);
+	for (size_t j = 0; j < d->verify.n; j++) { /* what a spec names elsewhere: its row knows */
+		char why[256];
+		if (rcpt_spec_check_refs(d->verify.items[j], L->cfg, why, sizeof why) < 0)
+			config_error(L, vline, "verify = %s: %s", d->verify.items[j], why);
 	}
 }
 

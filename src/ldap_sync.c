@@ -17,11 +17,13 @@
 
 #include "config.h"
 #include "ldap_export.h"
+#include "rcpt.h"
 #include "util.h"
 
 struct sync_opts {
 	const char *config;
-	const char *spec;   /* "ldap:NAME" */
+	const char *spec;   /* "ldap:NAME", a spec of the ldap: source */
+	const char *name;   /* NAME, in spec */
 	const char *output;
 	double max_shrink;  /* percent */
 	bool dry_run, force;
@@ -72,7 +74,8 @@ static int sync_parse(int argc, char **argv, struct sync_opts *o)
 		default: sync_usage(stderr); return -1;
 		}
 	}
-	if (optind + 1 != argc || strncmp(argv[optind], "ldap:", 5) != 0 || o->output == NULL) {
+	if (optind + 1 != argc || rcpt_type_find(argv[optind], &o->name) != &rcpt_ldap_type ||
+	    o->output == NULL) {
 		sync_usage(stderr);
 		return -1;
 	}
@@ -278,9 +281,9 @@ static int sync_export(const struct sync_opts *o, struct ldap_export *ex)
 	config_errors_free(&errs);
 	if (cfg == NULL)
 		return -1;
-	l = config_find_ldap(cfg, o->spec + 5);
+	l = config_find_ldap(cfg, o->name);
 	if (l == NULL) {
-		fprintf(stderr, "backstop sync: %s: no [ldap %s] section\n", o->config, o->spec + 5);
+		fprintf(stderr, "backstop sync: %s: no [ldap %s] section\n", o->config, o->name);
 	} else if (ldap_export_run(cfg, l, ex, isatty(STDOUT_FILENO) ? sync_progress : NULL,
 				   (void *)(uintptr_t)o->spec, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%sbackstop sync: %s: export failed, %s left as it was: %s\n",

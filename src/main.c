@@ -137,8 +137,9 @@ static int check_sources(const struct bs_config *cfg)
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const struct bs_domain *d = &cfg->domains[i];
 		for (size_t j = 0; j < d->verify.n; j++) {
-			if (strncmp(d->verify.items[j], "map:", 4) == 0) {
-				bad += check_map_file(cfg, d, d->verify.items[j] + 4);
+			const char *arg;
+			if (rcpt_type_find(d->verify.items[j], &arg) == &rcpt_map_type) {
+				bad += check_map_file(cfg, d, arg);
 				continue;
 			}
 			struct rcpt_source *src = rcpt_source_open(d->verify.items[j], cfg);

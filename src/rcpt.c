@@ -1,8 +1,9 @@
-/* rcpt.c - the recipient source registry (config prefix -> implementation), the registry of
- * opened sources with each domain's chain, the normalised address key, and the chain walk:
- * sources asked in order, the first VALID or INVALID wins. */
+/* rcpt.c - the recipient source registry (config prefix -> implementation, whose row checks
+ * its own specs), the registry of opened sources with each domain's chain, the normalised
+ * address key, and the chain walk: sources asked in order, the first VALID or INVALID wins. */
 #include "rcpt.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,10 +12,10 @@
 
 /* Adding a source type: write src/rcpt_NAME.c defining `const struct rcpt_source_type
  * rcpt_NAME_type`, declare it in rcpt.h and add one row here. */
-static const struct rcpt_source_type *const types[] = {
+static const struct rcpt_source_type *const types[] = { /* the order of "expected ..." */
 	&rcpt_map_type,
-	&rcpt_ldap_type,
 	&rcpt_callout_type,
+	&rcpt_ldap_type,
 };
 
 /* Test-only additions (rcpt_type_register_extra); written before any worker thread starts. */
@@ -38,9 +39,11 @@ static bool rcpt_prefix_is(const struct rcpt_source_type *t, const char *spec, s
 const struct rcpt_source_type *rcpt_type_find(const char *spec, const char **arg)
 {
 	const char *colon = strchr(spec, ':');
-	size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
 
-	*arg = colon ? colon + 1 : spec + plen;
+	*arg = colon ? colon + 1 : spec + strlen(spec);
+	if (colon == NULL)
+		return NULL;
+	size_t plen = (size_t)(colon - spec);
 	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
 		if (rcpt_prefix_is(types[i], spec, plen))
 			return types[i];
@@ -48,6 +51,46 @@ const struct rcpt_source_type *rcpt_type_find(const char *spec, const char **arg
 		if (rcpt_prefix_is(extra_types[i], spec, plen))
 			return extra_types[i];
 	return NULL;
+}
+
+/* "expected map:FILE, callout:HOST:PORT or ldap:NAME", from the rows; built once. */
+static char expected[160];
+static pthread_once_t expected_once = PTHREAD_ONCE_INIT;
+
+static void rcpt_expected_build(void)
+{
+	strbuf_append(expected, sizeof expected, "expected ");
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+		if (i > 0)
+			strbuf_append(expected, sizeof expected, i + 1 < ARRAY_SIZE(types) ? ", " : " or ");
+		strbuf_append(expected, sizeof expected, types[i]->syntax);
+	}
+}
+
+static const char *rcpt_expected(void)
+{
+	pthread_once(&expected_once, rcpt_expected_build);
+	return expected;
+}
+
+int rcpt_spec_check(const char *spec, const char **why)
+{
+	const char *arg;
+	const struct rcpt_source_type *t = rcpt_type_find(spec, &arg);
+
+	if (t == NULL) {
+		*why = rcpt_expected();
+		return -1;
+	}
+	return t->check_spec ? t->check_spec(arg, why) : 0;
+}
+
+int rcpt_spec_check_refs(const char *spec, const struct bs_config *cfg, char *why, size_t whysz)
+{
+	const char *arg;
+	const struct rcpt_source_type *t = rcpt_type_find(spec, &arg);
+
+	return t && t->check_refs ? t->check_refs(arg, cfg, why, whysz) : 0;
 }
 
 const char *rcpt_verdict_name(enum rcpt_verdict v)
@@ -115,7 +158,7 @@ struct rcpt_source *rcpt_source_open(const char *spec, const struct bs_config *c
 	src->spec = xstrdup(spec);
 	src->type = rcpt_type_find(spec, &arg);
 	if (src->type == NULL)
-		snprintf(why, sizeof why, "unknown source type (known: map, callout, ldap)");
+		snprintf(why, sizeof why, "unknown source type (%s)", rcpt_expected());
 	else
 		src->state = src->type->open(arg, cfg, why, sizeof why);
 	if (src->state == NULL) {

@@ -67,6 +67,15 @@ struct rcpt_query; /* an outstanding lookup, defined by each source */
 
 struct rcpt_source_type {
 	const char *prefix; /* "map", "callout", "ldap" (the part before ':') */
+	const char *syntax; /* how a spec is written, for messages: "map:FILE" */
+	/* Check arg (the part after "prefix:") when the config is read, before the other keys and
+	 * sections are known: syntax only, no I/O. 0, or -1 with *why pointing at a static
+	 * sentence. NULL: any arg. */
+	int (*check_spec)(const char *arg, const char **why);
+	/* Check arg against the whole loaded config (a section it names exists), no I/O: 0, or -1
+	 * with why filled (what is wrong, without the spec: the caller names it and its line).
+	 * NULL: nothing to check. */
+	int (*check_refs)(const char *arg, const struct bs_config *cfg, char *why, size_t whysz);
 	/* Answers from memory, synchronously (map:): a lookup is cheaper than the verdict cache,
 	 * so its verdicts are never cached, and the sources that start a chain are asked before the
 	 * cache (an address just added to a map is accepted at once). */
@@ -93,8 +102,16 @@ struct rcpt_source_type {
 };
 
 /* The registry: the type for a spec's prefix, with *arg set to the part after ':'; NULL if
- * no type has that prefix. */
+ * no type has that prefix or spec has no ':'. Callers that treat one type apart compare the
+ * row (== &rcpt_map_type), never the text. */
 const struct rcpt_source_type *rcpt_type_find(const char *spec, const char **arg);
+
+/* A spec's syntax, checked by its type's row (the `verify` key's check, config.c): 0, or -1
+ * with *why static (an unknown prefix lists the known ones). */
+int rcpt_spec_check(const char *spec, const char **why);
+/* A spec against the whole loaded config, by its type's row (config_validate.c): 0, or -1 with
+ * why filled. An unknown prefix passes (rcpt_spec_check reported it). */
+int rcpt_spec_check_refs(const char *spec, const struct bs_config *cfg, char *why, size_t whysz);
 
 /* For tests: add a type to the registry's lookup (at most 8 extra; not thread-safe: call before
  * opening sources). */

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "callout_pool.h"
+#include "config_check.h"
 #include "config_value.h"
 #include "log.h"
 #include "rcpt.h"
@@ -267,6 +268,16 @@ static void callout_opts(struct callout_pool_opts *o, const struct bs_config *cf
 	};
 }
 
+/* One backend-like HOST:PORT: a host (not *), a port other than 0. */
+static int callout_check_spec(const char *arg, const char **why)
+{
+	if (strchr(arg, ',') || config_check_deliver(arg, why) < 0) {
+		*why = "callout: needs one HOST:PORT (callout:mx.example:25)";
+		return -1;
+	}
+	return 0;
+}
+
 static void *callout_open(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
 	struct bs_hostport_list hl = { NULL, 0 };
@@ -333,6 +344,8 @@ static void callout_close(void *state)
 
 const struct rcpt_source_type rcpt_callout_type = {
 	.prefix = "callout",
+	.syntax = "callout:HOST:PORT",
+	.check_spec = callout_check_spec,
 	.open = callout_open,
 	.lookup = callout_lookup,
 	.cancel = callout_cancel,

@@ -10,6 +10,7 @@
 
 #include <event2/event.h>
 
+#include "config_check.h"
 #include "ldap_conn.h"
 #include "ldap_filter.h"
 #include "log.h"
@@ -61,6 +62,20 @@ static void ldap_src_free(struct rcpt_ldap *s)
 	free(s->tmpl);
 	free(s->spec);
 	free(s);
+}
+
+/* NAME: a valid section name here; that the [ldap NAME] section exists, in ldap_src_check_refs. */
+static int ldap_src_check_spec(const char *arg, const char **why)
+{
+	return config_check_ldap_name(arg, why);
+}
+
+static int ldap_src_check_refs(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
+{
+	if (config_find_ldap(cfg, arg) != NULL)
+		return 0;
+	snprintf(why, whysz, "there is no [ldap %s] section", arg);
+	return -1;
 }
 
 static void *ldap_src_open(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
@@ -250,6 +265,9 @@ static void ldap_src_cancel(struct rcpt_query *q)
 
 const struct rcpt_source_type rcpt_ldap_type = {
 	.prefix = "ldap",
+	.syntax = "ldap:NAME",
+	.check_spec = ldap_src_check_spec,
+	.check_refs = ldap_src_check_refs,
 	.open = ldap_src_open,
 	.lookup = ldap_src_lookup,
 	.cancel = ldap_src_cancel,

@@ -254,6 +254,15 @@ static void map_watch_start(struct rcpt_map *m)
 	pthread_create(&m->watcher, NULL, map_watch_main, m);
 }
 
+static int rcpt_map_check_spec(const char *arg, const char **why)
+{
+	if (arg[0] == '\0') {
+		*why = "map: needs a file name (map:/etc/backstop/recipients)";
+		return -1;
+	}
+	return 0;
+}
+
 static void *rcpt_map_open(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
 	if (arg[0] == '\0' || arg[strlen(arg) - 1] == '/') {
@@ -376,6 +385,8 @@ static void rcpt_map_close(void *state)
 
 const struct rcpt_source_type rcpt_map_type = {
 	.prefix = "map",
+	.syntax = "map:FILE",
+	.check_spec = rcpt_map_check_spec,
 	.local = true,
 	.open = rcpt_map_open,
 	.lookup = rcpt_map_lookup,

@@ -1,17 +1,19 @@
-/* vcache.c - the verdict cache front: the store registry (config prefix -> store), the rules
- * every store shares (only VALID / INVALID are cached, expiry, "@domain" patterns). Adding a
- * store: write vcache_NAME.c defining vcache_NAME_type, declare it in vcache.h, add a row. */
+/* vcache.c - the verdict cache front: the store registry (config prefix -> store, whose row
+ * checks its own specs), the rules every store shares (only VALID / INVALID are cached, expiry,
+ * "@domain" patterns). Adding a store: write vcache_NAME.c defining vcache_NAME_type, declare it
+ * in vcache.h, add a row. */
 #include "vcache.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "util.h"
 
-static const struct vcache_store_type *const stores[] = {
-	&vcache_memory_type,
+static const struct vcache_store_type *const stores[] = { /* the order of "expected ..." */
 	&vcache_lmdb_type,
+	&vcache_memory_type,
 };
 
 static const struct vcache_store_type *extra_stores[4];
@@ -25,18 +27,52 @@ void vcache_type_register_extra(const struct vcache_store_type *type)
 		}
 }
 
-static const struct vcache_store_type *vcache_type_find(const char *spec, const char **arg)
+const struct vcache_store_type *vcache_type_find(const char *spec, const char **arg)
 {
 	const char *colon = strchr(spec, ':');
-	size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
 
-	*arg = colon ? colon + 1 : spec + plen;
+	*arg = colon ? colon + 1 : spec + strlen(spec);
+	if (colon == NULL)
+		return NULL;
+	size_t plen = (size_t)(colon - spec);
 	for (size_t i = 0; i < ARRAY_SIZE(stores) + ARRAY_SIZE(extra_stores); i++) {
 		const struct vcache_store_type *t = i < ARRAY_SIZE(stores) ? stores[i] : extra_stores[i - ARRAY_SIZE(stores)];
 		if (t && strlen(t->prefix) == plen && memcmp(t->prefix, spec, plen) == 0)
 			return t;
 	}
 	return NULL;
+}
+
+/* "expected lmdb:/DIRECTORY or memory:", from the rows; built once. */
+static char expected[128];
+static pthread_once_t expected_once = PTHREAD_ONCE_INIT;
+
+static void vcache_expected_build(void)
+{
+	strbuf_append(expected, sizeof expected, "expected ");
+	for (size_t i = 0; i < ARRAY_SIZE(stores); i++) {
+		if (i > 0)
+			strbuf_append(expected, sizeof expected, i + 1 < ARRAY_SIZE(stores) ? ", " : " or ");
+		strbuf_append(expected, sizeof expected, stores[i]->syntax);
+	}
+}
+
+static const char *vcache_expected(void)
+{
+	pthread_once(&expected_once, vcache_expected_build);
+	return expected;
+}
+
+int vcache_spec_check(const char *spec, const char **why)
+{
+	const char *arg;
+	const struct vcache_store_type *t = vcache_type_find(spec, &arg);
+
+	if (t == NULL) {
+		*why = vcache_expected();
+		return -1;
+	}
+	return t->check_spec ? t->check_spec(arg, why) : 0;
 }
 
 struct vcache *vcache_open(const char *spec, const struct bs_config *cfg, char *why, size_t whysz)
@@ -47,7 +83,7 @@ struct vcache *vcache_open(const char *spec, const struct bs_config *cfg, char *
 		spec = VCACHE_DEFAULT;
 	const struct vcache_store_type *t = vcache_type_find(spec, &arg);
 	if (t == NULL) {
-		snprintf(why, whysz, "cache %s: unknown store (known: memory:, lmdb:PATH)", spec);
+		snprintf(why, whysz, "cache %s: unknown store (%s)", spec, vcache_expected());
 		return NULL;
 	}
 	void *state = t->open(arg, cfg, why, whysz);

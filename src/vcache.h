@@ -35,6 +35,10 @@ struct vcache_query; /* an outstanding get, defined by each store */
 
 struct vcache_store_type {
 	const char *prefix; /* "memory", "lmdb" */
+	const char *syntax; /* how the spec is written, for messages: "lmdb:/DIRECTORY" */
+	/* Check arg (the part after "prefix:") when the config is read: syntax only, no I/O. 0, or
+	 * -1 with *why pointing at a static sentence. NULL: any arg. */
+	int (*check_spec)(const char *arg, const char **why);
 	void *(*open)(const char *arg, const struct bs_config *cfg, char *why, size_t whysz);
 	/* Like rcpt_source_type.lookup: answers synchronously (returns NULL) or later from base's
 	 * loop (returns a handle for cancel). Any thread. Expired entries are reported absent. */
@@ -88,6 +92,13 @@ bool vcache_expired(const struct vcache_entry *e, uint64_t now);
 /* Does key belong to the "@domain" pattern, or, when pattern is an address "bob@d", equal it
  * or is one of its sub-addresses ("bob" + a character of delims + anything, "@d")? */
 bool vcache_key_matches(const char *key, const char *pattern, const char *delims);
+
+/* The store type for a spec's prefix, with *arg set to the part after ':'; NULL if no store
+ * has that prefix or spec has no ':'. */
+const struct vcache_store_type *vcache_type_find(const char *spec, const char **arg);
+/* A spec's syntax, checked by its store's row (the `cache` key's check, config.c): 0, or -1 with
+ * *why static (an unknown prefix lists the known ones). */
+int vcache_spec_check(const char *spec, const char **why);
 
 /* Test hook: add a store type (at most 4 extra). */
 void vcache_type_register_extra(const struct vcache_store_type *type);

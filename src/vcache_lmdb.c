@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "config_check.h"
 #include "log.h"
 #include "util.h"
 
@@ -432,6 +433,16 @@ static int lmdb_env_setup(struct lmdb_store *s, uint64_t mapsize, char *why, siz
 	return rc;
 }
 
+static int vcache_lmdb_check_spec(const char *arg, const char **why)
+{
+	if (arg[0] != '/' || config_check_word(arg, why) < 0) {
+		*why = "lmdb: needs an absolute directory name, without spaces "
+		       "(lmdb:/var/lib/backstop/verdicts)";
+		return -1;
+	}
+	return 0;
+}
+
 static void *vcache_lmdb_open(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
 	if (arg[0] == '\0') {
@@ -548,6 +559,8 @@ static void vcache_lmdb_close(void *state)
 
 const struct vcache_store_type vcache_lmdb_type = {
 	.prefix = "lmdb",
+	.syntax = "lmdb:/DIRECTORY",
+	.check_spec = vcache_lmdb_check_spec,
 	.open = vcache_lmdb_open,
 	.get = vcache_lmdb_get,
 	.cancel = vcache_lmdb_cancel,

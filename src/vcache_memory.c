@@ -57,6 +57,16 @@ static void mem_unlink(struct mem_store *m, struct mem_entry *x)
 	free(x);
 }
 
+/* The config takes memory: alone; memory:N (a number of entries) is for tests. */
+static int vcache_memory_check_spec(const char *arg, const char **why)
+{
+	if (arg[0] != '\0') {
+		*why = "memory: takes nothing after the colon";
+		return -1;
+	}
+	return 0;
+}
+
 static void *vcache_memory_open(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
 	struct mem_store *m = xcalloc(1, sizeof *m);
@@ -188,6 +198,8 @@ static void vcache_memory_close(void *state)
 
 const struct vcache_store_type vcache_memory_type = {
 	.prefix = "memory",
+	.syntax = "memory:",
+	.check_spec = vcache_memory_check_spec,
 	.open = vcache_memory_open,
 	.get = vcache_memory_get,
 	.cancel = vcache_memory_cancel,

@@ -1,7 +1,8 @@
 /* test_config.c - config_load: defaults of every key, every value type through the table, TTL
  * inheritance, the examples of the issues, each class of error with its FILE:LINE text, all
- * errors collected, inih's comment behaviour, look-ups, refcounts, the documentation, and a
- * seeded random-bytes run that must not crash. */
+ * errors collected, inih's comment behaviour, look-ups, refcounts, the documentation, the
+ * verify and cache specs checked by their registries' rows, and a seeded random-bytes run that
+ * must not crash. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "rcpt.h"
+#include "vcache.h"
 
 #define MIN_CONF "[domain example.test]\ndeliver = 127.0.0.1:2626\n"
 
@@ -555,6 +558,90 @@ static void test_errors_validation(void **state)
 	unlink(cert);
 }
 
+/* Why the registry refuses spec ("" if it accepts it). */
+static const char *rcpt_why(const char *spec)
+{
+	const char *why = "";
+	return rcpt_spec_check(spec, &why) == 0 ? "" : why;
+}
+
+static const char *vcache_why(const char *spec)
+{
+	const char *why = "";
+	return vcache_spec_check(spec, &why) == 0 ? "" : why;
+}
+
+/* A source type registered by the test: its row, not the config module, decides its specs. */
+static int fake_check_spec(const char *arg, const char **why)
+{
+	if (strcmp(arg, "good") == 0)
+		return 0;
+	*why = "fake: only fake:good";
+	return -1;
+}
+
+static int fake_check_refs(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
+{
+	snprintf(why, whysz, "fake %s: %zu domains, none will do", arg, cfg->ndomains);
+	return -1;
+}
+
+static const struct rcpt_source_type fake_type = {
+	.prefix = "fake", .syntax = "fake:good", .check_spec = fake_check_spec,
+	.check_refs = fake_check_refs,
+};
+
+static void test_specs_by_registry(void **state)
+{
+	(void)state;
+	/* each source type's row */
+	assert_string_equal(rcpt_why("map:/etc/backstop/rcpt"), "");
+	assert_string_equal(rcpt_why("map:"), "map: needs a file name (map:/etc/backstop/recipients)");
+	assert_string_equal(rcpt_why("callout:mx.example:25"), "");
+	assert_string_equal(rcpt_why("callout:[::1]:25"), "");
+	for (const char *bad = "callout:host\0callout:*:25\0callout:h:0\0callout:a:25,b:25\0callout:\0";
+	     *bad; bad += strlen(bad) + 1)
+		assert_string_equal(rcpt_why(bad), "callout: needs one HOST:PORT (callout:mx.example:25)");
+	assert_string_equal(rcpt_why("ldap:corp-1.x_y"), "");
+	assert_string_equal(rcpt_why("ldap:a/b"),
+			    "an LDAP section name is 1-63 letters, digits, '_', '.' or '-'");
+	assert_string_equal(rcpt_why("ldap:"),
+			    "an LDAP section name is 1-63 letters, digits, '_', '.' or '-'");
+	/* no row: the known ones, from the rows */
+	for (const char *bad = "file:/x\0map\0:x\0\0"; *bad; bad += strlen(bad) + 1)
+		assert_string_equal(rcpt_why(bad), "expected map:FILE, callout:HOST:PORT or ldap:NAME");
+
+	/* each cache store's row */
+	assert_string_equal(vcache_why("lmdb:/var/lib/backstop/verdicts"), "");
+	assert_string_equal(vcache_why("memory:"), "");
+	for (const char *bad = "lmdb:\0lmdb:relative/dir\0lmdb:/a b\0"; *bad; bad += strlen(bad) + 1)
+		assert_string_equal(vcache_why(bad), "lmdb: needs an absolute directory name, without "
+						     "spaces (lmdb:/var/lib/backstop/verdicts)");
+	assert_string_equal(vcache_why("memory:100"), "memory: takes nothing after the colon");
+	for (const char *bad = "redis:x\0memory\0"; *bad; bad += strlen(bad) + 1)
+		assert_string_equal(vcache_why(bad), "expected lmdb:/DIRECTORY or memory:");
+
+	/* through the config, with FILE:LINE */
+	expect_error("[gateway]\ncache = lmdb:verdicts\n" MIN_CONF,
+		     "t.conf:2: cache = lmdb:verdicts: lmdb: needs an absolute directory name, without "
+		     "spaces (lmdb:/var/lib/backstop/verdicts)");
+	expect_error("[gateway]\ncache = memory:5\n" MIN_CONF,
+		     "t.conf:2: cache = memory:5: memory: takes nothing after the colon");
+	expect_error(MIN_CONF "verify = callout:*:25\n",
+		     "t.conf:3: verify = callout:*:25: 'callout:*:25': callout: needs one HOST:PORT "
+		     "(callout:mx.example:25)");
+	expect_error(MIN_CONF "verify = ldap:a/b\n",
+		     "t.conf:3: verify = ldap:a/b: 'ldap:a/b': an LDAP section name is 1-63 letters, "
+		     "digits, '_', '.' or '-'");
+
+	/* a row registered later is asked the same way, for its syntax and its references */
+	rcpt_type_register_extra(&fake_type);
+	expect_error(MIN_CONF "verify = fake:bad\n",
+		     "t.conf:3: verify = fake:bad: 'fake:bad': fake: only fake:good");
+	expect_error(MIN_CONF "verify = map:/x fake:good\n",
+		     "t.conf:3: verify = fake:good: fake good: 1 domains, none will do");
+}
+
 static void test_errors_lines(void **state)
 {
 	char text[1024];
@@ -731,6 +818,7 @@ int main(void)
 		cmocka_unit_test(test_errors_syntax),
 		cmocka_unit_test(test_errors_values),
 		cmocka_unit_test(test_errors_validation),
+		cmocka_unit_test(test_specs_by_registry),
 		cmocka_unit_test(test_errors_lines),
 		cmocka_unit_test(test_errors_all_collected),
 		cmocka_unit_test(test_from_file),
