@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from callout_fixtures import FakeValidator, Postfix  # noqa: E402
-from peers import SmtpSink, free_port, gateway_key_line, wait_listening  # noqa: E402
+from peers import SmtpSink, gateway_key_line  # noqa: E402
 
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
 POLICY_FLOOD = os.environ.get("POLICY_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "policy_flood"))
@@ -59,11 +59,10 @@ class Backstop:
     a free port."""
 
     def __init__(self, validator, sink, tmp):
-        self.policy_port = free_port()
         self.conf = Path(tmp) / "backstop.conf"
         self.conf.write_text(f"""[gateway]
 listen = 127.0.0.1:0
-policy_listen = 127.0.0.1:{self.policy_port}
+policy_listen = 127.0.0.1:0
 hostname = mx.backstop.bench
 workers = 2
 log_level = notice
@@ -82,12 +81,14 @@ negative_ttl = 1h
         self.proc = subprocess.Popen([BACKSTOP_BIN, "run", "-c", str(self.conf)], stderr=self.err,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not re.search(r"ready listen=127\.0\.0\.1:(\d+)", Path(self.err.name).read_text()):
+        while True:  # the ready line names the ports the system picked
+            m = re.search(r"ready .*policy_listen=127\.0\.0\.1:(\d+)", Path(self.err.name).read_text())
+            if m:
+                break
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise SystemExit("backstop did not start:\n" + Path(self.err.name).read_text())
             time.sleep(0.05)  # polling the log with a deadline: there is no event to wait on
-        wait_listening(self.policy_port, timeout=10, proc=self.proc)
-        self.policy_addr = f"127.0.0.1:{self.policy_port}"
+        self.policy_addr = f"127.0.0.1:{m.group(1)}"
 
     def stop(self):
         self.proc.terminate()

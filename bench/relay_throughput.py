@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from postfix_fixture import Postfix, postfix_available  # noqa: E402
-from peers import gateway_key_line  # noqa: E402
+from peers import gateway_key_line, proc_cpu_s  # noqa: E402
 from relay_fixtures import SmtpSink, proc_rss_kb, wait_listening  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -172,14 +172,18 @@ def main():
             runs = [lambda: source(addr, 1, args.messages), lambda: source(addr, 20, args.parallel_messages),
                     lambda: flood(addr, args.parallel_messages, False),
                     lambda: flood(addr, args.parallel_messages, True)]
-            times, drains = [], []
+            times, drains, cpus = [], [], []
             for run in runs:
+                cpu0 = proc_cpu_s(b.proc.pid)
                 times.append(run())
+                cpus.append(proc_cpu_s(b.proc.pid) - cpu0)
                 t0 = time.monotonic()
                 if label.startswith("postfix"):
                     pf.wait_idle(600)
                 drains.append(time.monotonic() - t0)
             results[label] = (times, drains)
+            if label.startswith("backstop"):
+                bs_cpus = cpus
         counts = [args.messages] + [args.parallel_messages] * 3
         print(f"\n{'target':<18} {'1 session msg/s':>16} {'latency ms/msg':>15} {'20 sessions msg/s':>18}"
               f" {'smtp_flood lockstep':>20} {'smtp_flood pipelined':>21}")
@@ -191,6 +195,9 @@ def main():
                 print(f"{'':<18} (queue drained {', '.join(f'{d:.1f}' for d in drains)} s after the runs:"
                       " end-to-end " + ", ".join(f"{n / (t + d):,.0f}" for n, t, d in zip(counts, times, drains))
                       + " msg/s)")
+        print(f"{'backstop CPU':<18} {1e6 * bs_cpus[0] / args.messages:>16,.0f} {'':>15}"
+              + "".join(f" {1e6 * c / n:>{w},.0f}" for c, n, w in zip(bs_cpus[1:], counts[1:], (18, 20, 21)))
+              + "  (us per message: backstop's own CPU from /proc, whatever else the machine runs)")
         if "postfix -> sink" in results:
             b_rates = [n / t for n, t in zip(counts, results["backstop -> sink"][0])]
             p_rates = [n / t for n, t in zip(counts, results["postfix -> sink"][0])]

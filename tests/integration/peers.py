@@ -156,6 +156,19 @@ def proc_rss_kb(pid):
     raise AssertionError("no VmRSS")
 
 
+def proc_cpu_s(pid):
+    """CPU seconds that process pid's live threads have run so far: the sum of their
+    /proc/PID/task/TID/schedstat (nanoseconds, where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return total / 1e9
+
+
 def gateway_key_line(backstop_bin, key, value):
     """"key = value\n" if backstop_bin knows this [gateway] key, else "": the benchmarks compare
     a build with an older one, which would refuse a configuration naming a key it lacks."""
