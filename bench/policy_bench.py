@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from callout_fixtures import FakeValidator, Postfix  # noqa: E402
-from peers import SmtpSink, gateway_key_line  # noqa: E402
+from peers import SmtpSink, gateway_key_line, proc_cpu_s  # noqa: E402
 
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
 POLICY_FLOOD = os.environ.get("POLICY_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench" / "policy_flood"))
@@ -138,18 +138,21 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
-def flood(addr, conns, n, smtp):
+def flood(addr, conns, n, smtp, bs_pid=None):
     """Run policy_flood; its key=value figures as a dict, plus gateway_cpu_s (the machine's busy
-    time meanwhile minus the client's)."""
+    time meanwhile minus the client's) and backstop_cpu_s (backstop's own threads, when bs_pid)."""
     cmd = [POLICY_FLOOD, "-c", str(conns), "-n", str(n), *RCPTS] + (["-S"] if smtp else []) + [addr]
     busy0, child0 = machine_busy_s(), children_cpu_s()
+    own0 = proc_cpu_s(bs_pid) if bs_pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     client = children_cpu_s() - child0
+    fields_own = proc_cpu_s(bs_pid) - own0 if bs_pid else None
     fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
     if out.returncode != 0 or not fields:
         print(f"    policy_flood {' '.join(cmd[1:])}: exit {out.returncode}: {out.stdout.strip()} {out.stderr.strip()}")
     # machine CPU counts the whole run (connection set-up included); the clock starts after it
     fields["gateway_cpu_s"] = machine_busy_s() - busy0 - client
+    fields["backstop_cpu_s"] = fields_own
     return fields
 
 
@@ -174,7 +177,8 @@ def row(name, conns, f):
           f" {int(f.get('p99_us', 0)) / 1000:>8.2f} {int(f.get('max_us', 0)) / 1000:>8.1f}"
           f" {int(f.get('accept', 0)) + int(f.get('dunno', 0)):>7} {f.get('reject', 0):>7}"
           f" {int(f.get('defer', 0)) + int(f.get('other', 0)) + int(f.get('failed', 0)):>6}"
-          f" {cpu / max(n, 1) * 1e6:>8.0f} {per_cpu}")
+          f" {cpu / max(n, 1) * 1e6:>8.0f} {per_cpu}"
+          + (f" {f['backstop_cpu_s'] / max(n, 1) * 1e6:>8.0f}" if f["backstop_cpu_s"] is not None else f" {'-':>8}"))
 
 
 def main():
@@ -214,19 +218,21 @@ def main():
             if name != "smtp-sink":
                 warm(name, addr, smtp)
         print(f"\n{'target':<22} {'conns':>5} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-              f" {'accept':>7} {'reject':>7} {'other':>6} {'CPU us/d':>8} {'d/CPU-s':>9}")
+              f" {'accept':>7} {'reject':>7} {'other':>6} {'CPU us/d':>8} {'d/CPU-s':>9} {'bs us/d':>8}")
         probes0 = validator.total_rcpts()
         for c in conns:
             for name, addr, smtp, n in runs:
                 flood(addr, c, min(n, 20 * c), smtp)  # set up the connections (Postfix: the smtpd processes)
-                row(name, c, flood(addr, c, n, smtp))
+                pid = bs.proc.pid if bs and name in ("backstop policy", "postfix -> policy") else None
+                row(name, c, flood(addr, c, n, smtp, pid))
         probes = validator.total_rcpts() - probes0
         print(f"\nRCPTs the validation server saw during the measurements: {probes}"
               f"{' (every verdict came from a cache)' if probes == 0 else ''}")
         print("decisions/s: answers over the wall-clock time (connections already open); p50/p99/max:"
               " request sent to answer read;\naccept: OK/DUNNO/2xx; reject: REJECT/5xx; other: defer/4xx,"
               " unknown answers and failed connections; CPU us/d: the\nmachine's CPU minus the client's"
-              " per decision (all of Postfix's processes and backstop); d/CPU-s: decisions per CPU-second")
+              " per decision (all of Postfix's processes and backstop); d/CPU-s: decisions per CPU-second;"
+              "\nbs us/d: backstop's own CPU per decision (its threads, from /proc)")
     finally:
         for peer in (pf_policy, pf_verify, bs, sink):
             if peer is not None:

@@ -164,8 +164,8 @@ static enum answer_class policy_class(const char *v, size_t len)
 {
 	if (len >= 2 && strncasecmp(v, "OK", 2) == 0 && (len == 2 || v[2] == ' '))
 		return ANS_ACCEPT;
-	if (len >= 5 && strncasecmp(v, "DUNNO", 5) == 0)
-		return ANS_DUNNO;
+	if ((len >= 5 && strncasecmp(v, "DUNNO", 5) == 0) || (len >= 7 && strncasecmp(v, "PREPEND", 7) == 0))
+		return ANS_DUNNO; /* no decision (PREPEND: a header, then the next restriction) */
 	if ((len >= 6 && strncasecmp(v, "REJECT", 6) == 0) || (len >= 1 && v[0] == '5'))
 		return ANS_REJECT;
 	if ((len >= 5 && strncasecmp(v, "DEFER", 5) == 0) || (len >= 1 && v[0] == '4'))
