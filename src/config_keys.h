@@ -20,6 +20,7 @@ enum cfg_type {
 	CFG_T_ENUM,      /* index into enums[], stored in a bool or an int-sized field */
 	CFG_T_HOSTPORTS, /* struct bs_hostport_list */
 	CFG_T_STRLIST,   /* struct bs_strlist, split on white space */
+	CFG_T_LISTENERS, /* struct bs_listener_list: host:port or unix:/path, commas or spaces */
 };
 
 /* Extra check on a parsed string value; 0 or -1 with *why. */
@@ -47,6 +48,7 @@ extern const size_t config_nkeys;
 
 /* Value checks named in the table (config_check.c). Each returns 0 or -1 with *why static. */
 int config_check_listen(const char *value, const char **why);
+int config_check_mode(const char *value, const char **why);
 int config_check_deliver(const char *value, const char **why);
 int config_check_hostname(const char *value, const char **why);
 int config_check_domain(const char *value, const char **why);
