@@ -102,8 +102,9 @@ static void policy_log_decision(struct policy_conn *c, const struct engine_decis
 	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof r->helo * 4];
 	char raw[SMTP_PATH_MAX + 8], why[ENGINE_TEXT_MAX * 4], code[8] = "-", extra[ENGINE_LOG_MAX + 256] = "";
 	/* the action's verb: DUNNO, PREPEND, DEFER_IF_PERMIT, or REJECT for the numeric form */
-	int verb_len = (int)strcspn(action + 7, " \n");
-	const char *verb = action[7] == '5' ? "REJECT" : action + 7;
+	bool numeric = action[7] >= '0' && action[7] <= '9';
+	const char *verb = numeric ? "REJECT" : action + 7;
+	int verb_len = numeric ? 6 : (int)strcspn(action + 7, " \n");
 
 	if (r->has_sender) {
 		size_t n = smtp_address_format(&r->sender, raw, sizeof raw);
