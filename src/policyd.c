@@ -137,7 +137,7 @@ static void policy_log_decision(struct policy_conn *c, const struct engine_decis
 	log_msg(refused ? LOG_LVL_NOTICE : LOG_LVL_INFO,
 		"session=%s %s client=%s helo=%s from=<%s>%s code=%s status=%s reason=\"%s\" frontend=policy "
 		"state=%s action=%.*s%s latency_ms=%llu",
-		c->id, d ? engine_stage_name(d->stage) : "request", c->ereq.client_ip, helo[0] ? helo : "-", from,
+		c->id, d || c->q.staged ? engine_stage_name(r->stage) : "request", c->ereq.client_ip, helo[0] ? helo : "-", from,
 		rcpt, code, refused && d->enhanced[0] ? d->enhanced : "-", why, c->q.state, verb_len, verb,
 		extra, (unsigned long long)(now_ms() - c->t0));
 }

@@ -248,6 +248,7 @@ void policy_request_decode(const struct policy_request *r, const struct bs_confi
 			? "not decided at this stage" : "unknown protocol_state";
 		return;
 	}
+	q->staged = true;
 	if (policy_parse_uint(policy_request_get(r, "size"), UINT64_MAX / 2, &x)) {
 		req->size = x;
 		req->size_known = req->stage == ENGINE_STAGE_EOD || x > 0; /* 0: no SIZE= at MAIL */

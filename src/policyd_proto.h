@@ -48,6 +48,7 @@ const char *policy_request_get(const struct policy_request *r, const char *name)
 struct policy_query {
 	bool ask;              /* true: ask the engine at req->stage; false: answer DUNNO now */
 	const char *why;       /* !ask: why not (static, for the log) */
+	bool staged;           /* protocol_state named an engine stage (req->stage) */
 	char state[24];        /* protocol_state as sent (sanitised, for the log) */
 	char instance[64];     /* Postfix's instance and queue_id attributes (sanitised), "" if none */
 	char queue_id[64];

@@ -230,9 +230,11 @@ static void test_decode_dunno_cases(void **state)
 	decode("request=smtpd_access_policy\nprotocol_state=BOGUS\n\n", &er, &q);
 	assert_false(q.ask);
 	assert_string_equal(q.why, "unknown protocol_state");
+	assert_false(q.staged);
 	decode("request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=\n\n", &er, &q);
 	assert_false(q.ask);
 	assert_string_equal(q.why, "no recipient");
+	assert_true(q.staged);
 	decode("request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a@exa mple.test\n\n", &er, &q);
 	assert_false(q.ask);
 	assert_string_equal(q.why, "unparsable recipient");
