@@ -351,12 +351,14 @@ struct policyd *policyd_new(const struct policyd_deps *deps, int *fds, size_t nf
 		if (l == NULL) {
 			for (size_t j = i; j < nfds; j++)
 				close(fds[j]);
+			free(fds);
 			policyd_free(pd);
 			return NULL;
 		}
 		evconnlistener_set_error_cb(l, policy_accept_error_cb);
 		pd->listeners[pd->nlisteners++] = l;
 	}
+	free(fds);
 	return pd;
 }
 

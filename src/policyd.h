@@ -29,8 +29,8 @@ struct policyd_deps {
 	uint64_t start_time;
 };
 
-/* Accept on fds (listening sockets, taken over and closed by policyd_free). NULL on failure
- * (the fds are closed then too). */
+/* Accept on fds (an array of listening sockets from malloc: the array is freed, the sockets
+ * closed by policyd_free). NULL on failure (the sockets are closed then too). */
 struct policyd *policyd_new(const struct policyd_deps *deps, int *fds, size_t nfds);
 /* Stop accepting: idle connections close now, a connection waiting for a decision closes once
  * it has answered. deps->idle is called when none is left (maybe from inside this call). */

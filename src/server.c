@@ -428,11 +428,12 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds, int 
 			return -1;
 		}
 		deps.worker_id = i;
-		if (npfds > 0 && worker_add_policyd(&srv->workers[i], &deps, pfds[i], npfds) != 0) {
+		int *mine = pfds[i];
+		pfds[i] = NULL; /* taken over, also on failure */
+		if (npfds > 0 && worker_add_policyd(&srv->workers[i], &deps, mine, npfds) != 0) {
 			log_err("worker %u: cannot listen for the policy service", i);
 			return -1;
 		}
-		pfds[i] = NULL; /* taken over */
 	}
 	for (unsigned i = 0; i < srv->nworkers; i++) {
 		if (worker_start(&srv->workers[i]) != 0) {
