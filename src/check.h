@@ -68,7 +68,10 @@ extern const struct check_type check_relay_type;
 extern const struct check_type check_verify_type;
 
 /* Test hook: put a list of check types in place of the registry for the engines built after
- * this call (NULL restores the registry). */
+ * this call and for engine_stats' names (NULL restores the registry). */
 void checks_override_for_tests(const struct check_type *const *types, size_t n);
+/* The registry in force: check_types, or the list put in its place for a test. The index of a
+ * check in it is the one engine_stats counts under. */
+const struct check_type *const *checks_registry(size_t *n);
 
 #endif

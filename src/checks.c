@@ -15,6 +15,21 @@ const struct check_type *const check_types[] = {
 };
 const size_t check_types_count = ARRAY_SIZE(check_types);
 
+static const struct check_type *const *override = NULL; /* checks_override_for_tests() */
+static size_t override_n = 0;
+
+void checks_override_for_tests(const struct check_type *const *types, size_t n)
+{
+	override = types;
+	override_n = types ? n : 0;
+}
+
+const struct check_type *const *checks_registry(size_t *n)
+{
+	*n = override ? override_n : check_types_count;
+	return override ? override : check_types;
+}
+
 void checks_validate(struct cfg_loader *L)
 {
 	for (size_t i = 0; i < check_types_count; i++)

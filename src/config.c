@@ -44,7 +44,8 @@ const struct cfg_key config_keys[] = {
 	  config_check_listen, "host:port,...",
 	  "Addresses to accept SMTP connections on, separated by commas or spaces. IPv6 addresses "
 	  "go in brackets ([::1]:25); * means every address. Port 0 lets the system pick a free "
-	  "port, which is logged." },
+	  "port, which is logged. Empty: no SMTP listener, for a site that uses only the Postfix "
+	  "policy service (policy_listen must then be set)." },
 	{ G, "hostname", CFG_T_STR, NULL, "the system's host name", 0, 0, NULL, GW(hostname),
 	  config_check_hostname, "name",
 	  "Name announced in the banner and in the EHLO reply." },
@@ -160,6 +161,33 @@ const struct cfg_key config_keys[] = {
 	{ G, "callout_timeout", CFG_T_DURATION, "30s", NULL, 1, HOURS(1), NULL,
 	  GW(callout_timeout_ms), NULL, "duration",
 	  "How long to wait for each reply of a callout server." },
+	/* [gateway]: the Postfix policy service */
+	{ G, "policy_listen", CFG_T_LISTENERS, "", NULL, 0, 0, NULL, GW(policy_listen), NULL,
+	  "address,...",
+	  "Addresses of the Postfix SMTP access policy service (check_policy_service), separated by "
+	  "commas or spaces: host:port (IPv6 in brackets, port 0 picks a free port, which is logged) "
+	  "or unix:/path for a unix socket, made as root before privileges are dropped (a stale "
+	  "socket file is replaced). Empty: no policy service." },
+	{ G, "policy_socket_mode", CFG_T_STR, "0660", NULL, 0, 0, NULL, GW(policy_socket_mode),
+	  config_check_mode, "octal mode",
+	  "Permissions of the policy service's unix sockets: Postfix's smtpd (user postfix) must be "
+	  "able to write to it." },
+	{ G, "policy_socket_owner", CFG_T_STR, NULL, "the user backstop runs as", 0, 0, NULL,
+	  GW(policy_socket_owner), config_check_word, "user",
+	  "Owner of the policy service's unix sockets." },
+	{ G, "policy_socket_group", CFG_T_STR, NULL, "the group of the owner", 0, 0, NULL,
+	  GW(policy_socket_group), config_check_word, "group",
+	  "Group of the policy service's unix sockets (e.g. postfix, with policy_socket_mode = 0660)." },
+	{ G, "policy_timeout", CFG_T_DURATION, "10m", NULL, 1000, HOURS(24), NULL,
+	  GW(policy_timeout_ms), NULL, "duration",
+	  "How long a policy connection may stay idle (no request, or a request not completed) "
+	  "before backstop closes it. Keep it above Postfix's smtpd_policy_service_max_idle (300s), "
+	  "so that Postfix closes idle connections first." },
+	{ G, "policy_max_connections", CFG_T_UINT, "1000", NULL, 1, 1000000, NULL,
+	  GW(policy_max_connections), NULL, "count",
+	  "Simultaneous policy connections, all listeners together (Postfix opens one per smtpd "
+	  "process: keep it above the smtpd process limit); more are closed at once. SMTP's "
+	  "max_connections does not count them." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -307,6 +335,10 @@ void config_free(struct bs_config *cfg)
 		config_ldap_free(&cfg->ldaps[i]);
 	free(cfg->ldaps);
 	cfgval_hostport_list_free(&cfg->listen);
+	cfgval_listener_list_free(&cfg->policy_listen);
+	free(cfg->policy_socket_mode);
+	free(cfg->policy_socket_owner);
+	free(cfg->policy_socket_group);
 	free(cfg->path);
 	free(cfg->hostname);
 	free(cfg->tls_cert);

@@ -29,6 +29,19 @@ struct bs_hostport_list {
 	size_t n;
 };
 
+/* A listening address that is either host:port or a unix socket ("unix:/path"). */
+#define BS_UNIX_PATH_MAX 108 /* sizeof(sockaddr_un.sun_path) on Linux */
+struct bs_listener {
+	bool is_unix;
+	struct bs_hostport inet;        /* when !is_unix */
+	char path[BS_UNIX_PATH_MAX];    /* when is_unix: absolute path */
+};
+
+struct bs_listener_list {
+	struct bs_listener *items;
+	size_t n;
+};
+
 enum deliver_tls_mode { DELIVER_TLS_MAY = 0, DELIVER_TLS_MUST, DELIVER_TLS_NONE };
 enum deliver_policy { DELIVER_FAILOVER = 0, DELIVER_ROUND_ROBIN };
 enum pregreet_action { PREGREET_LOG = 0, PREGREET_REJECT };
@@ -126,6 +139,13 @@ struct bs_config {
 	uint64_t callout_max_connections; /* per validation server (2) */
 	char *callout_sender;           /* "" = null sender <> */
 	uint64_t callout_timeout_ms;    /* per probe reply */
+	/* the Postfix policy service (policyd.c) */
+	struct bs_listener_list policy_listen; /* empty: no policy service */
+	char *policy_socket_mode;       /* octal, for unix sockets ("0660") */
+	char *policy_socket_owner;      /* NULL: the user backstop runs as */
+	char *policy_socket_group;      /* NULL: that user's group */
+	uint64_t policy_timeout_ms;     /* idle time before a policy connection is closed */
+	uint64_t policy_max_connections; /* policy connections, all workers together */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */

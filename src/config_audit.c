@@ -1,7 +1,8 @@
 /* config_audit.c - what `check-config` checks beyond the file itself, against the machine it runs
  * on: the `user` exists, the `cache` directory can be used, `deliver` and callout hosts resolve
- * (c-ares, each query bounded), secret files are not readable by everyone, and LDAP simple binds
- * do not cross the network in clear. For the command line only: never run by the daemon. */
+ * (c-ares, each query bounded), secret files are not readable by everyone, LDAP simple binds
+ * do not cross the network in clear, and timeouts that defeat each other. For the command line
+ * only: never run by the daemon. */
 #include "config_audit.h"
 
 #include <errno.h>
@@ -143,6 +144,28 @@ static void audit_ldap(struct audit *a)
 	}
 }
 
+/* The stage deadline (decision_timeout) must leave verification its own budget (verify_timeout):
+ * otherwise a slow source is answered by the deadline's 451 4.4.3 first, and a domain's
+ * on_unavailable = accept never applies. */
+static void audit_timeouts(struct audit *a)
+{
+	const struct bs_config *cfg = a->cfg;
+	char decision[32], verify[32];
+
+	if (cfg->decision_timeout_ms > cfg->verify_timeout_ms || !audit_verifies(cfg))
+		return;
+	unsigned line = config_gateway_line(cfg, "decision_timeout");
+	if (line == 0)
+		line = config_gateway_line(cfg, "verify_timeout");
+	cfgval_format_duration(cfg->decision_timeout_ms, decision, sizeof decision);
+	cfgval_format_duration(cfg->verify_timeout_ms, verify, sizeof verify);
+	audit_say(a, line, true,
+		  "decision_timeout = %s is not above verify_timeout = %s: a recipient whose verification "
+		  "runs out of time gets the stage deadline's 451 4.4.3 first, and on_unavailable = accept "
+		  "never applies (make decision_timeout longer than verify_timeout)",
+		  decision, verify);
+}
+
 static void audit_resolved_cb(void *arg, const struct dns_addrs *res)
 {
 	struct audit_name *n = arg;
@@ -224,6 +247,7 @@ int config_audit(const struct bs_config *cfg, FILE *out, unsigned *warnings)
 	audit_cache(&a);
 	audit_secret(&a, config_gateway_line(cfg, "tls_key"), "tls_key", cfg->tls_key);
 	audit_ldap(&a);
+	audit_timeouts(&a);
 	audit_names(&a);
 	*warnings = a.warnings;
 	return a.errors;

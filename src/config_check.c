@@ -17,6 +17,17 @@ int config_check_listen(const char *value, const char **why)
 	return 0; /* any host:port, "*" and port 0 included */
 }
 
+int config_check_mode(const char *value, const char **why)
+{
+	size_t n = strlen(value);
+
+	if (n < 1 || n > 4 || strspn(value, "01234567") != n) {
+		*why = "expected an octal file mode such as 0660";
+		return -1;
+	}
+	return 0;
+}
+
 int config_check_deliver(const char *value, const char **why)
 {
 	struct bs_hostport_list l = { NULL, 0 };

@@ -21,6 +21,7 @@ enum cfg_type {
 	CFG_T_ENUM,      /* index into enums[], stored in a bool or an int-sized field */
 	CFG_T_HOSTPORTS, /* struct bs_hostport_list */
 	CFG_T_STRLIST,   /* struct bs_strlist, split on white space */
+	CFG_T_LISTENERS, /* struct bs_listener_list: host:port or unix:/path, commas or spaces */
 };
 
 /* Extra check on a parsed string value; 0 or -1 with *why. */

@@ -149,12 +149,32 @@ static int cfg_parse_hostports(const struct cfg_key *k, const char *value,
 	struct bs_hostport_list l = { NULL, 0 };
 	const char *w = NULL;
 
+	/* a list with a default may be emptied (listen =: no SMTP listener); one without is required */
+	if (k->def != NULL && value[strspn(value, ", \t")] == '\0') {
+		cfgval_hostport_list_free(out);
+		return 0;
+	}
 	if (cfgval_hostport_list(value, &l, &w) < 0 || (k->check && k->check(value, &w) < 0)) {
 		snprintf(why, whysz, "%s", w);
 		cfgval_hostport_list_free(&l);
 		return -1;
 	}
 	cfgval_hostport_list_free(out);
+	*out = l;
+	return 0;
+}
+
+static int cfg_parse_listeners(const char *value, struct bs_listener_list *out, char *why, size_t whysz)
+{
+	struct bs_listener_list l = { NULL, 0 };
+	const char *w = NULL;
+
+	if (cfgval_listener_list(value, &l, &w) < 0) {
+		snprintf(why, whysz, "%s", w);
+		cfgval_listener_list_free(&l);
+		return -1;
+	}
+	cfgval_listener_list_free(out);
 	*out = l;
 	return 0;
 }
@@ -202,6 +222,8 @@ static int cfg_store(const struct cfg_key *k, void *base, const char *value, cha
 					   whysz);
 	case CFG_T_STRLIST:
 		return cfg_parse_strlist(k, value, (struct bs_strlist *)(void *)field, why, whysz);
+	case CFG_T_LISTENERS:
+		return cfg_parse_listeners(value, (struct bs_listener_list *)(void *)field, why, whysz);
 	}
 	if (k->type == CFG_T_ENUM)
 		config_key_values(k, ", ", str, sizeof(str));

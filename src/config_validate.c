@@ -45,8 +45,9 @@ static void cfg_validate_gateway(struct cfg_loader *L)
 	unsigned cert = config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "tls_cert");
 	unsigned key = config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "tls_key");
 
-	if (cfg->listen.n == 0)
-		config_error(L, 0, "no listen address");
+	if (cfg->listen.n == 0 && cfg->policy_listen.n == 0)
+		config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "listen"),
+			     "no listen address and no policy_listen: nothing to serve");
 	if (cfg->ndomains == 0)
 		config_error(L, 0, "no [domain NAME] section: at least one accepted domain is needed");
 	if (cert && !key)

@@ -272,6 +272,41 @@ void cfgval_hostport_list_free(struct bs_hostport_list *list)
 	list->n = 0;
 }
 
+int cfgval_listener_list(const char *s, struct bs_listener_list *list, const char **why)
+{
+	static const char *const sep = ", \t";
+
+	for (const char *p = s + strspn(s, sep); *p; p += strspn(p, sep)) {
+		size_t len = strcspn(p, sep);
+		struct bs_listener l;
+		memset(&l, 0, sizeof l);
+		if (len > 5 && strncmp(p, "unix:", 5) == 0) {
+			l.is_unix = true;
+			if (p[5] != '/') {
+				*why = "a unix socket needs an absolute path (unix:/path)";
+				return -1;
+			}
+			if (strbuf_copy(l.path, sizeof l.path, p + 5, len - 5) < 0) {
+				*why = "unix socket path too long (at most 107 characters)";
+				return -1;
+			}
+		} else if (cfgval_hostport(p, len, &l.inet, why) < 0) {
+			return -1;
+		}
+		list->items = xrealloc(list->items, (list->n + 1) * sizeof(*list->items));
+		list->items[list->n++] = l;
+		p += len;
+	}
+	return 0;
+}
+
+void cfgval_listener_list_free(struct bs_listener_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->n = 0;
+}
+
 void cfgval_format_size(uint64_t v, char *buf, size_t bufsz)
 {
 	static const char units[] = "KMG";

@@ -19,6 +19,10 @@ int cfgval_enum(const char *s, const char *const *values, int *out, const char *
 /* "a:1, [::1]:2" separated by commas and/or spaces; appends to list (heap) */
 int cfgval_hostport_list(const char *s, struct bs_hostport_list *list, const char **why);
 void cfgval_hostport_list_free(struct bs_hostport_list *list);
+/* "127.0.0.1:10040, unix:/var/spool/postfix/private/x": host:port as above, or unix: and an
+ * absolute path that fits a socket address; the empty string is the empty list. Appends. */
+int cfgval_listener_list(const char *s, struct bs_listener_list *list, const char **why);
+void cfgval_listener_list_free(struct bs_listener_list *list);
 
 /* The reverse, for messages and documentation: the largest exact unit (50M, 512, 1G) and the
  * units that add up to the duration (1h30m, 250ms, 0s). Always NUL-terminate buf. */

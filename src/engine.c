@@ -50,15 +50,6 @@ struct engine_query {
 	struct engine_decision d;
 };
 
-static const struct check_type *const *registry = NULL;
-static size_t registry_n = 0;
-
-void checks_override_for_tests(const struct check_type *const *types, size_t n)
-{
-	registry = types;
-	registry_n = types ? n : 0;
-}
-
 const char *engine_stage_name(enum engine_stage stage)
 {
 	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail",
@@ -118,8 +109,8 @@ void engine_request_set_rcpt(struct engine_request *req, const struct bs_config 
 struct engine *engine_new(const struct engine_env *env, char *why, size_t whysz)
 {
 	struct engine *e = xcalloc(1, sizeof *e);
-	const struct check_type *const *types = registry ? registry : check_types;
-	size_t ntypes = registry ? registry_n : check_types_count;
+	size_t ntypes;
+	const struct check_type *const *types = checks_registry(&ntypes);
 
 	e->stats = env->stats;
 	e->timeout_ms = env->cfg && env->cfg->decision_timeout_ms ? env->cfg->decision_timeout_ms

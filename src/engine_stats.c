@@ -82,14 +82,16 @@ void engine_stats_each(struct engine_stats *st, void (*fn)(void *arg, const stru
 		       void *arg)
 {
 	struct engine_stats_row row;
+	size_t ntypes;
+	const struct check_type *const *types = checks_registry(&ntypes);
 
 	if (st == NULL)
 		return;
 	for (size_t i = 0; i <= CHECK_TYPES_MAX; i++) {
-		if (i < CHECK_TYPES_MAX && i >= check_types_count)
+		if (i < CHECK_TYPES_MAX && i >= ntypes)
 			continue;
 		for (int s = 0; s < ENGINE_STAGE_COUNT; s++) {
-			row.check = i < CHECK_TYPES_MAX ? check_types[i]->name : NULL;
+			row.check = i < CHECK_TYPES_MAX ? types[i]->name : NULL;
 			row.stage = (enum engine_stage)s;
 			if (row_read(&st->c[i][s], &row))
 				fn(arg, &row);

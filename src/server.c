@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -24,6 +25,7 @@
 
 #include "engine_stats.h"
 #include "log.h"
+#include "policyd.h"
 #include "vcache.h"
 #include "verify.h"
 #include "util.h"
@@ -37,6 +39,7 @@ struct server {
 	pthread_mutex_t rt_lock;
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
+	struct connlimit *policy_limit;  /* policy service connections (policy_max_connections) */
 	struct backend_health *health;
 	struct backend_slots *slots;     /* deliver_max_connections, across workers */
 	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
@@ -158,37 +161,113 @@ static int listen_address(struct server *srv, struct sockaddr *sa, socklen_t sal
 	return 0;
 }
 
+/* Make room for one more socket per worker in fds[w][*nfds]. */
+static void server_fds_grow(const struct server *srv, int **fds, size_t nfds, size_t *cap)
+{
+	if (nfds < *cap)
+		return;
+	*cap = *cap ? *cap * 2 : 4;
+	for (unsigned w = 0; w < srv->nworkers; w++)
+		fds[w] = xrealloc(fds[w], *cap * sizeof *fds[w]);
+}
+
+/* Resolve and bind one host:port (every address it names), one socket per worker; the ready
+ * line gets " LABEL=ADDRESS" for each. */
+static int server_listen_hostport(struct server *srv, const struct bs_hostport *hp, int **fds, size_t *nfds,
+				  size_t *cap, const char *label, char *ready, size_t readylen)
+{
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res = NULL;
+	const char *host = (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) ? NULL : hp->host;
+	int rc = getaddrinfo(host, hp->port, &hints, &res);
+	if (rc != 0) {
+		log_err("%s %s:%s: %s", label, hp->host, hp->port, gai_strerror(rc));
+		return -1;
+	}
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		server_fds_grow(srv, fds, *nfds, cap);
+		if (listen_address(srv, ai->ai_addr, ai->ai_addrlen, fds, nfds) != 0) {
+			freeaddrinfo(res);
+			return -1;
+		}
+		char text[80];
+		sockaddr_text(ai->ai_addr, text, sizeof text);
+		size_t used = strlen(ready);
+		snprintf(ready + used, readylen - used, " %s=%s", label, text);
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
 /* Resolve and bind every `listen` entry; fds[w] becomes worker w's array of sockets. */
 static int server_listen(struct server *srv, const struct bs_config *cfg, int **fds, size_t *nfds,
 			 char *ready, size_t readylen)
 {
 	size_t cap = 0;
-	for (size_t i = 0; i < cfg->listen.n; i++) {
-		const struct bs_hostport *hp = &cfg->listen.items[i];
-		struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
-		struct addrinfo *res = NULL;
-		const char *host = (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) ? NULL : hp->host;
-		int rc = getaddrinfo(host, hp->port, &hints, &res);
-		if (rc != 0) {
-			log_err("listen %s:%s: %s", hp->host, hp->port, gai_strerror(rc));
+	for (size_t i = 0; i < cfg->listen.n; i++)
+		if (server_listen_hostport(srv, &cfg->listen.items[i], fds, nfds, &cap, "listen", ready, readylen) != 0)
+			return -1;
+	return 0;
+}
+
+/* Owner and group of the policy service's unix sockets: the keys, else the user backstop runs
+ * as (user =), else unchanged. */
+static int server_policy_owner(const struct bs_config *cfg, uid_t *uid, gid_t *gid)
+{
+	const char *owner = cfg->policy_socket_owner ? cfg->policy_socket_owner : cfg->user;
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (owner != NULL) {
+		struct passwd *pw = getpwnam(owner);
+		if (pw == NULL) {
+			log_err("%s: policy socket owner %s does not exist", cfg->path, owner);
 			return -1;
 		}
-		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-			if (*nfds == cap) {
-				cap = cap ? cap * 2 : 4;
-				for (unsigned w = 0; w < srv->nworkers; w++)
-					fds[w] = xrealloc(fds[w], cap * sizeof *fds[w]);
-			}
-			if (listen_address(srv, ai->ai_addr, ai->ai_addrlen, fds, nfds) != 0) {
-				freeaddrinfo(res);
-				return -1;
-			}
-			char text[80];
-			sockaddr_text(ai->ai_addr, text, sizeof text);
-			size_t used = strlen(ready);
-			snprintf(ready + used, readylen - used, " listen=%s", text);
+		*uid = pw->pw_uid;
+		*gid = pw->pw_gid;
+	}
+	if (cfg->policy_socket_group != NULL) {
+		struct group *gr = getgrnam(cfg->policy_socket_group);
+		if (gr == NULL) {
+			log_err("%s: policy socket group %s does not exist", cfg->path, cfg->policy_socket_group);
+			return -1;
 		}
-		freeaddrinfo(res);
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* Bind every `policy_listen` entry: host:port as for listen (one socket per worker), a unix
+ * socket once, every worker accepting on its own duplicate of it. */
+static int server_listen_policy(struct server *srv, const struct bs_config *cfg, int **fds, size_t *nfds,
+				char *ready, size_t readylen)
+{
+	size_t cap = 0;
+	char err[256];
+	uid_t uid;
+	gid_t gid;
+
+	for (size_t i = 0; i < cfg->policy_listen.n; i++) {
+		const struct bs_listener *l = &cfg->policy_listen.items[i];
+		if (!l->is_unix) {
+			if (server_listen_hostport(srv, &l->inet, fds, nfds, &cap, "policy_listen", ready, readylen) != 0)
+				return -1;
+			continue;
+		}
+		if (server_policy_owner(cfg, &uid, &gid) != 0)
+			return -1;
+		int fd = policyd_unix_listen(l->path, (unsigned)strtoul(cfg->policy_socket_mode, NULL, 8), uid, gid,
+					     err, sizeof err);
+		if (fd < 0) {
+			log_err("policy_listen unix:%s: %s", l->path, err);
+			return -1;
+		}
+		server_fds_grow(srv, fds, *nfds, &cap);
+		for (unsigned w = 0; w < srv->nworkers; w++)
+			fds[w][*nfds] = w == 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		(*nfds)++;
+		size_t used = strlen(ready);
+		snprintf(ready + used, readylen - used, " policy_listen=unix:%s", l->path);
 	}
 	return 0;
 }
@@ -228,6 +307,19 @@ static bool hostport_lists_equal(const struct bs_hostport_list *a, const struct 
 	return true;
 }
 
+static bool listener_lists_equal(const struct bs_listener_list *a, const struct bs_listener_list *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		const struct bs_listener *x = &a->items[i], *y = &b->items[i];
+		if (x->is_unix != y->is_unix || strcmp(x->path, y->path) || strcmp(x->inet.host, y->inet.host) ||
+		    strcmp(x->inet.port, y->inet.port))
+			return false;
+	}
+	return true;
+}
+
 static bool config_verifies(const struct bs_config *cfg)
 {
 	for (size_t i = 0; i < cfg->ndomains; i++)
@@ -252,6 +344,11 @@ static bool server_restart_keys(const struct server *srv, const struct bs_config
 	out[0] = '\0';
 	if (!hostport_lists_equal(&run->listen, &cfg->listen))
 		strbuf_append(out, len, " listen");
+	if (!listener_lists_equal(&run->policy_listen, &cfg->policy_listen) ||
+	    !str_equal(run->policy_socket_mode, cfg->policy_socket_mode) ||
+	    !str_equal(run->policy_socket_owner, cfg->policy_socket_owner) ||
+	    !str_equal(run->policy_socket_group, cfg->policy_socket_group))
+		strbuf_append(out, len, " policy_listen");
 	if (srv->nworkers != server_worker_count(cfg))
 		strbuf_append(out, len, " workers");
 	if (!str_equal(run->cache, cfg->cache) || cache_needed)
@@ -314,12 +411,27 @@ static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(srv->base, NULL);
 }
 
-static int server_start_workers(struct server *srv, int **fds, size_t nfds)
+static struct bs_runtime *server_runtime_cb(void *arg)
 {
+	return server_runtime(arg);
+}
+
+static int server_start_workers(struct server *srv, int **fds, size_t nfds, int **pfds, size_t npfds)
+{
+	struct policyd_deps deps = { .runtime = server_runtime_cb, .runtime_arg = srv, .limit = srv->policy_limit,
+				     .start_time = srv->start_time };
+
 	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
 		if (worker_init(&srv->workers[i], i, srv, fds[i], nfds) != 0) {
 			log_err("worker %u: cannot create its event loop", i);
+			return -1;
+		}
+		deps.worker_id = i;
+		int *mine = pfds[i];
+		pfds[i] = NULL; /* taken over, also on failure */
+		if (npfds > 0 && worker_add_policyd(&srv->workers[i], &deps, mine, npfds) != 0) {
+			log_err("worker %u: cannot listen for the policy service", i);
 			return -1;
 		}
 	}
@@ -367,6 +479,15 @@ static void server_teardown(struct server *srv)
 	engine_stats_free(srv->stats);
 }
 
+/* At exit: the policy service's unix sockets go (when the directory still lets us). */
+static void server_unlink_policy_sockets(const struct bs_config *cfg)
+{
+	for (size_t i = 0; i < cfg->policy_listen.n; i++)
+		if (cfg->policy_listen.items[i].is_unix && unlink(cfg->policy_listen.items[i].path) != 0 &&
+		    errno != ENOENT)
+			log_debug("unlink %s: %s", cfg->policy_listen.items[i].path, strerror(errno));
+}
+
 int server_run(const char *config_path, struct bs_config *cfg)
 {
 	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
@@ -406,11 +527,17 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		sigs[i] = evsignal_new(srv.base, signums[i], server_signal_cb, &srv);
 		evsignal_add(sigs[i], NULL);
 	}
-	int **fds = xcalloc(srv.nworkers, sizeof *fds);
-	size_t nfds = 0;
-	if (server_listen(&srv, cfg, fds, &nfds, ready, sizeof ready) != 0 || server_drop_privileges(cfg) != 0)
+	int **fds = xcalloc(srv.nworkers, sizeof *fds), **pfds = xcalloc(srv.nworkers, sizeof *pfds);
+	size_t nfds = 0, npfds = 0;
+	bool policy_bound = false; /* our unix sockets are there: remove them at exit */
+	srv.policy_limit = connlimit_new();
+	if (server_listen(&srv, cfg, fds, &nfds, ready, sizeof ready) != 0 ||
+	    server_listen_policy(&srv, cfg, pfds, &npfds, ready, sizeof ready) != 0)
 		goto out;
-	if (server_start_workers(&srv, fds, nfds) != 0)
+	policy_bound = true;
+	if (server_drop_privileges(cfg) != 0)
+		goto out;
+	if (server_start_workers(&srv, fds, nfds, pfds, npfds) != 0)
 		goto out;
 	/* one line per listener: scripts and tests wait for "ready listen=HOST:PORT" */
 	for (char *tok = strtok(ready, " "); tok != NULL; tok = strtok(NULL, " "))
@@ -429,6 +556,14 @@ out:
 		}
 	}
 	free(fds);
+	for (unsigned w = 0; w < srv.nworkers; w++) {
+		for (size_t i = 0; pfds[w] != NULL && i < npfds; i++)
+			close(pfds[w][i]);
+		free(pfds[w]);
+	}
+	free(pfds);
+	if (policy_bound)
+		server_unlink_policy_sockets(cfg);
 	if (!srv.workers_freed) {
 		runtime_unref(srv.rt);
 		runtime_graveyard_free(srv.grave);
@@ -443,6 +578,7 @@ out:
 		signal(signums[i], SIG_IGN);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
+	connlimit_free(srv.policy_limit);
 	backend_health_free(srv.health);
 	config_unref(srv.running);
 	backend_slots_free(srv.slots);

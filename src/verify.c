@@ -162,7 +162,7 @@ static void verify_decide(struct verify_query *q, enum rcpt_verdict verdict, con
 	if (verdict == RCPT_INVALID) {
 		r->action = VERIFY_REJECT;
 		r->code = d->reject_code >= 400 && d->reject_code < 600 ? d->reject_code : 550;
-		snprintf(r->enhanced, sizeof r->enhanced, "%d.1.1", r->code / 100);
+		snprintf(r->enhanced, sizeof r->enhanced, "%d.1.1", r->code >= 500 ? 5 : 4);
 		snprintf(r->text, sizeof r->text, "<%s>: %s", q->display,
 			 d->reject_text ? d->reject_text : "Recipient address rejected: User unknown");
 	} else if (verdict == RCPT_UNAVAILABLE && d->on_unavailable == ON_UNAVAILABLE_DEFER) {

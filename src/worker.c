@@ -11,6 +11,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "policyd.h"
 #include "relay_pool.h"
 #include "server.h"
 #include "smtp_session.h"
@@ -53,8 +54,24 @@ static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
 
 static void worker_exit_if_idle(struct worker *w)
 {
-	if (w->stopping && w->nsessions == 0)
+	if (w->stopping && w->nsessions == 0 && policyd_connections(w->policyd) == 0)
 		event_base_loopexit(w->base, NULL);
+}
+
+static void worker_policyd_idle(void *arg)
+{
+	worker_exit_if_idle(arg);
+}
+
+int worker_add_policyd(struct worker *w, const struct policyd_deps *deps, int *fds, size_t nfds)
+{
+	struct policyd_deps d = *deps;
+
+	d.base = w->base;
+	d.idle = worker_policyd_idle;
+	d.idle_arg = w;
+	w->policyd = policyd_new(&d, fds, nfds);
+	return w->policyd ? 0 : -1;
 }
 
 void worker_session_ended(struct worker *w)
@@ -86,6 +103,7 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		if (ms > wait_ms)
 			wait_ms = ms;
 	}
+	policyd_abort(w->policyd);
 	if (w->nsessions > 0) {
 		uint64_t ms = WORKER_ABORT_GRACE_MS + wait_ms;
 		struct timeval grace = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -104,6 +122,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	w->stopping = true;
 	relay_pool_close(w->pool); /* idle backend sessions: QUIT now, and when sessions end */
+	policyd_stop(w->policyd);
 	for (size_t i = 0; i < w->nfds; i++) {
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;
@@ -170,8 +189,9 @@ void worker_join(struct worker *w)
 
 void worker_free(struct worker *w)
 {
-	if (w->nsessions > 0)
+	if (w->nsessions > 0 || policyd_connections(w->policyd) > 0)
 		return; /* the process is exiting: leave the stragglers to the kernel */
+	policyd_free(w->policyd);
 	if (w->deadline_ev)
 		event_free(w->deadline_ev);
 	event_free(w->stop_ev);

@@ -15,6 +15,8 @@
 
 struct server;
 struct smtp_session;
+struct policyd;
+struct policyd_deps;
 
 #define WORKER_SCRATCH_SIZE (64 * 1024)
 
@@ -36,10 +38,14 @@ struct worker {
 	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
 	struct dns_resolver *dns;    /* this loop's resolver (c-ares) */
 	struct relay_pool *pool;     /* idle backend sessions kept between client sessions */
+	struct policyd *policyd;     /* the Postfix policy service on this loop, or NULL */
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
 int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds);
+/* Serve the Postfix policy service on this worker's loop from fds (taken over); deps without
+ * base and idle, which the worker fills in. After worker_init, before worker_start. 0 or -1. */
+int worker_add_policyd(struct worker *w, const struct policyd_deps *deps, int *fds, size_t nfds);
 int worker_start(struct worker *w);   /* spawn the thread */
 void worker_stop(struct worker *w);   /* thread-safe: stop accepting, drain, then exit the loop */
 void worker_join(struct worker *w);   /* wait for the thread */

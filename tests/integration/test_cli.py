@@ -274,3 +274,27 @@ def test_command_help_lists_every_option():
     for op in ("stats", "show", "purge", "flush"):
         assert re.search(rf"^\s+{op}\b", r.stdout, re.M), r.stdout
     assert "not the daemon's" in r.stdout, r.stdout
+
+
+def test_check_config_warns_when_the_stage_deadline_is_not_above_verify_timeout(tmp_path):
+    verifying = {"example.test": {"deliver": "127.0.0.1:2525", "verify": "callout:127.0.0.1:1",
+                                  "on_unavailable": "accept"}}
+    text = render_config({**default_gateway(), "verify_timeout": "30s"}, verifying)
+    conf, rc, out = check_config(tmp_path, text)
+    assert rc == 0, out                                   # a warning, not an error
+    line = text.splitlines().index("verify_timeout = 30s") + 1  # decision_timeout kept its default
+    assert (f"{conf}:{line}: warning: decision_timeout = 25s is not above verify_timeout = 30s: a recipient "
+            "whose verification runs out of time gets the stage deadline's 451 4.4.3 first, and "
+            "on_unavailable = accept never applies") in out, out
+    assert "OK (1 domains, 1 warnings)" in out, out
+    text = render_config({**default_gateway(), "verify_timeout": "10s", "decision_timeout": "10s"}, verifying)
+    conf, rc, out = check_config(tmp_path, text)
+    line = text.splitlines().index("decision_timeout = 10s") + 1
+    assert rc == 0 and f"{conf}:{line}: warning: decision_timeout = 10s is not above verify_timeout = 10s" in out, out
+    for gateway in ({"verify_timeout": "10s", "decision_timeout": "11s"}, {}):  # above it, the defaults
+        _, rc, out = check_config(tmp_path, render_config({**default_gateway(), **gateway}, verifying))
+        assert rc == 0 and "warning" not in out, (gateway, out)
+    # no domain verifies: verify_timeout plays no part
+    _, rc, out = check_config(tmp_path, render_config({**default_gateway(), "verify_timeout": "30s"},
+                                                      {"example.test": {"deliver": "127.0.0.1:2525"}}))
+    assert rc == 0 and "warning" not in out, out

@@ -804,6 +804,43 @@ static void test_random_input(void **state)
 	}
 }
 
+/* The policy service's keys; listen may be empty only when policy_listen is set. */
+static void test_policy_keys(void **state)
+{
+	struct bs_config *cfg;
+
+	(void)state;
+	cfg = load_ok(MIN_CONF);
+	assert_int_equal(cfg->policy_listen.n, 0);
+	assert_string_equal(cfg->policy_socket_mode, "0660");
+	assert_null(cfg->policy_socket_owner);
+	assert_int_equal(cfg->policy_timeout_ms, 600000);
+	assert_int_equal(cfg->policy_max_connections, 1000);
+	config_unref(cfg);
+	cfg = load_ok("[gateway]\nlisten =\npolicy_listen = 127.0.0.1:10040, unix:/var/spool/postfix/private/bp"
+		      " [::1]:0\npolicy_socket_mode = 600\npolicy_socket_owner = postfix\n"
+		      "policy_socket_group = postfix\npolicy_timeout = 6m\npolicy_max_connections = 5\n" MIN_CONF);
+	assert_int_equal(cfg->listen.n, 0);
+	assert_int_equal(cfg->policy_listen.n, 3);
+	assert_false(cfg->policy_listen.items[0].is_unix);
+	assert_string_equal(cfg->policy_listen.items[0].inet.port, "10040");
+	assert_true(cfg->policy_listen.items[1].is_unix);
+	assert_string_equal(cfg->policy_listen.items[1].path, "/var/spool/postfix/private/bp");
+	assert_string_equal(cfg->policy_listen.items[2].inet.host, "::1");
+	assert_string_equal(cfg->policy_socket_mode, "600");
+	assert_string_equal(cfg->policy_socket_group, "postfix");
+	assert_int_equal(cfg->policy_timeout_ms, 360000);
+	assert_int_equal(cfg->policy_max_connections, 5);
+	config_unref(cfg);
+	expect_error("[gateway]\nlisten =\n" MIN_CONF,
+		     "t.conf:2: no listen address and no policy_listen: nothing to serve");
+	expect_error("[gateway]\npolicy_listen = unix:relative/path\n" MIN_CONF,
+		     "t.conf:2: policy_listen = unix:relative/path: a unix socket needs an absolute path (unix:/path)");
+	expect_error("[gateway]\npolicy_socket_mode = 0999\n" MIN_CONF,
+		     "t.conf:2: policy_socket_mode = 0999: expected an octal file mode such as 0660");
+	expect_error("[gateway]\npolicy_listen = nohostport\n" MIN_CONF, "t.conf:2: policy_listen = nohostport: expected host:port");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -823,6 +860,7 @@ int main(void)
 		cmocka_unit_test(test_errors_all_collected),
 		cmocka_unit_test(test_from_file),
 		cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_policy_keys),
 		cmocka_unit_test(test_random_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
