@@ -35,6 +35,7 @@ import argparse
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,7 +109,7 @@ def postfix_verify(validator):
     """A Postfix gateway deciding by itself: reject_unverified_recipient, verdicts kept in
     address_verify_map (positive and negative), probes through its queue to the validator."""
     return Postfix(name="verify", procs=250, extra=COMMON_POSTFIX + f"""
-transport_maps = inline:{{ example.test=smtp:[{validator.addr}] }}
+transport_maps = inline:{{ example.test=smtp:[{validator.host}]:{validator.port} }}
 smtpd_recipient_restrictions = reject_unverified_recipient
 unverified_recipient_reject_code = 550
 address_verify_map = btree:$data_directory/verify_cache
@@ -191,6 +192,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (private Postfix instances)")
+    # a timeout's SIGTERM still stops the Postfix instances and backstop (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("policy_bench: terminated"))
     conns = [int(c) for c in args.connections.split(",")]
     targets = args.targets.split(",")
     tmp = tempfile.mkdtemp(prefix="bs-policy-bench-")
