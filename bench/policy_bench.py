@@ -35,6 +35,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,6 +242,7 @@ def main():
             if peer is not None:
                 peer.stop()
         validator.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
