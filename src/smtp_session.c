@@ -560,6 +560,8 @@ static void session_tls_connected(struct smtp_session *s)
 	s->state = SMTP_STATE_INIT;
 	s->esmtp = false;
 	s->helo[0] = '\0';
+	free(s->helo_headers);
+	s->helo_headers = NULL;
 	session_tx_reset(s);
 	log_info("session=%s client=%s TLS established: %s %s", s->id, s->client_ip,
 		 s->tls_version, s->tls_cipher);
