@@ -66,29 +66,6 @@ uint64_t server_start_time(struct server *srv) { return srv->start_time; }
 struct backend_health *server_health(struct server *srv) { return srv->health; }
 struct backend_slots *server_slots(struct server *srv) { return srv->slots; }
 
-struct server *server_new_embedded(struct bs_runtime *rt)
-{
-	struct server *srv = xcalloc(1, sizeof *srv);
-	pthread_mutex_init(&srv->rt_lock, NULL);
-	srv->rt = rt;
-	srv->connlimit = connlimit_new();
-	srv->health = backend_health_new();
-	srv->slots = backend_slots_new();
-	return srv;
-}
-
-void server_free_embedded(struct server *srv)
-{
-	if (srv == NULL)
-		return;
-	runtime_unref(srv->rt);
-	connlimit_free(srv->connlimit);
-	backend_health_free(srv->health);
-	backend_slots_free(srv->slots);
-	pthread_mutex_destroy(&srv->rt_lock);
-	free(srv);
-}
-
 static unsigned server_worker_count(const struct bs_config *cfg)
 {
 	if (cfg->workers > 0)

@@ -23,10 +23,4 @@ uint64_t server_start_time(struct server *srv);
 struct backend_health *server_health(struct server *srv);
 struct backend_slots *server_slots(struct server *srv);
 
-/* For tests and fuzzing: a server with no listener, thread or signal, around rt (takes the
- * reference), with its own connection limits and circuit breaker, for workers the caller runs
- * on its own loop. server_free_embedded() once every session on it has ended. */
-struct server *server_new_embedded(struct bs_runtime *rt);
-void server_free_embedded(struct server *srv);
-
 #endif

@@ -13,12 +13,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-struct server;
-struct smtp_session;
+#include "smtp_session.h"
+
 struct policyd;
 struct policyd_deps;
-
-#define WORKER_SCRATCH_SIZE (64 * 1024)
+struct server;
 
 struct worker {
 	unsigned id;
@@ -31,14 +30,14 @@ struct worker {
 	struct event *stop_ev;       /* activated from the main thread: stop accepting */
 	struct event *deadline_ev;   /* shutdown deadline: close what is left */
 	bool stopping;
-	struct smtp_session *sessions; /* intrusive list of live sessions */
-	size_t nsessions;
+	struct session_list sessions; /* live sessions */
 	uint64_t seq;                /* sessions accepted, for session ids */
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
-	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
+	char *scratch;               /* SESSION_SCRATCH_SIZE bytes for synchronous decoding */
 	struct dns_resolver *dns;    /* this loop's resolver (c-ares) */
 	struct relay_pool *pool;     /* idle backend sessions kept between client sessions */
 	struct policyd *policyd;     /* the Postfix policy service on this loop, or NULL */
+	struct session_env env;      /* what this worker's sessions are given (points into the above) */
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
@@ -50,8 +49,5 @@ int worker_start(struct worker *w);   /* spawn the thread */
 void worker_stop(struct worker *w);   /* thread-safe: stop accepting, drain, then exit the loop */
 void worker_join(struct worker *w);   /* wait for the thread */
 void worker_free(struct worker *w);   /* after worker_join: free the loop and all */
-
-/* Called by sessions when they end, so that a stopping worker can exit once empty. */
-void worker_session_ended(struct worker *w);
 
 #endif
