@@ -547,12 +547,19 @@ out:
 		vcache_close(srv.cache);
 	}
 	free(srv.workers);
+	/* Freeing the signal events puts the default actions back: a second TERM while the process
+	 * is already on its way out must not turn a clean exit into death by signal, so they are
+	 * blocked across the switch to SIG_IGN (a pending one is then discarded). */
+	sigset_t block, old;
+	sigemptyset(&block);
 	for (int i = 0; i < 3; i++)
+		sigaddset(&block, signums[i]);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	for (int i = 0; i < 3; i++) {
 		event_free(sigs[i]);
-	/* libevent has put the default actions back: a second TERM while the process is already on
-	 * its way out must not turn a clean exit into death by signal */
-	for (int i = 0; i < 3; i++)
 		signal(signums[i], SIG_IGN);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	connlimit_free(srv.policy_limit);
