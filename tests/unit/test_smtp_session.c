@@ -53,6 +53,7 @@ struct check_query {
 	struct event *ev;
 	check_cb cb;
 	void *arg;
+	struct check_answer answer; /* what it says when its timer fires */
 };
 
 static int double_open(const struct engine_env *env, void **state, char *why, size_t whysz)
@@ -89,25 +90,22 @@ static const struct check_type refuse_type = {
 static void late_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct check_query *q = arg;
-	struct check_answer a;
 	(void)fd, (void)what;
-	check_answer_neutral(&a);
-	snprintf(a.headers, sizeof a.headers, "X-Test-Mail: checked\r\n");
 	D.late_answered = true;
 	check_cb cb = q->cb;
 	void *cbarg = q->arg;
+	struct check_answer a = q->answer;
 	event_free(q->ev);
 	free(q);
 	cb(cbarg, &a);
 }
 
-/* MAIL answered 50 ms later, neutral, with a header field for the message. */
-static struct check_query *late_start(void *state, struct event_base *b, const struct engine_request *req,
-				      check_cb cb, void *arg)
+/* A check that answers 50 ms later (never while D.hang). */
+static struct check_query *late_query(struct event_base *b, const struct engine_request *req, check_cb cb,
+				      void *arg)
 {
 	static const struct timeval later = { 0, 50 * 1000 };
 	struct check_query *q = xcalloc(1, sizeof *q);
-	(void)state;
 	D.asked[req->stage]++;
 	q->cb = cb;
 	q->arg = arg;
@@ -117,32 +115,24 @@ static struct check_query *late_start(void *state, struct event_base *b, const s
 	return q;
 }
 
-/* CONNECT answered 50 ms later: a refusal. */
-static void late_connect_fire(evutil_socket_t fd, short what, void *arg)
+/* MAIL answered 50 ms later, neutral, with a header field for the message. */
+static struct check_query *late_start(void *state, struct event_base *b, const struct engine_request *req,
+				      check_cb cb, void *arg)
 {
-	struct check_query *q = arg;
-	struct check_answer a;
-	(void)fd, (void)what;
-	check_answer_set(&a, CHECK_REJECT, 554, "5.7.1", "Service unavailable; client listed");
-	D.late_answered = true;
-	check_cb cb = q->cb;
-	void *cbarg = q->arg;
-	event_free(q->ev);
-	free(q);
-	cb(cbarg, &a);
+	struct check_query *q = late_query(b, req, cb, arg);
+	(void)state;
+	check_answer_neutral(&q->answer);
+	snprintf(q->answer.headers, sizeof q->answer.headers, "X-Test-Mail: checked\r\n");
+	return q;
 }
 
+/* CONNECT answered 50 ms later: a refusal. */
 static struct check_query *late_connect_start(void *state, struct event_base *b, const struct engine_request *req,
 					      check_cb cb, void *arg)
 {
-	static const struct timeval later = { 0, 50 * 1000 };
-	struct check_query *q = xcalloc(1, sizeof *q);
+	struct check_query *q = late_query(b, req, cb, arg);
 	(void)state;
-	D.asked[req->stage]++;
-	q->cb = cb;
-	q->arg = arg;
-	q->ev = evtimer_new(b, late_connect_fire, q);
-	evtimer_add(q->ev, &later);
+	check_answer_set(&q->answer, CHECK_REJECT, 554, "5.7.1", "Service unavailable; client listed");
 	return q;
 }
 
