@@ -23,9 +23,13 @@
 
 #include <event2/event.h>
 
+#include "backend_health.h"
+#include "backend_slots.h"
+#include "connlimit.h"
 #include "engine_stats.h"
 #include "log.h"
 #include "policyd.h"
+#include "runtime.h"
 #include "vcache.h"
 #include "verify.h"
 #include "util.h"
@@ -53,18 +57,14 @@ struct server {
 	int exit_status;
 };
 
-struct bs_runtime *server_runtime(struct server *srv)
+/* The current generation, with a new reference for the caller (workers: any thread). */
+static struct bs_runtime *server_runtime(struct server *srv)
 {
 	pthread_mutex_lock(&srv->rt_lock);
 	struct bs_runtime *rt = runtime_ref(srv->rt);
 	pthread_mutex_unlock(&srv->rt_lock);
 	return rt;
 }
-
-struct connlimit *server_connlimit(struct server *srv) { return srv->connlimit; }
-uint64_t server_start_time(struct server *srv) { return srv->start_time; }
-struct backend_health *server_health(struct server *srv) { return srv->health; }
-struct backend_slots *server_slots(struct server *srv) { return srv->slots; }
 
 static unsigned server_worker_count(const struct bs_config *cfg)
 {
@@ -397,10 +397,12 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds, int 
 {
 	struct policyd_deps deps = { .runtime = server_runtime_cb, .runtime_arg = srv, .limit = srv->policy_limit,
 				     .start_time = srv->start_time };
+	struct worker_shared shared = { .runtime = server_runtime_cb, .runtime_arg = srv, .connlimit = srv->connlimit,
+					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time };
 
 	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
-		if (worker_init(&srv->workers[i], i, srv, fds[i], nfds) != 0) {
+		if (worker_init(&srv->workers[i], i, &shared, fds[i], nfds) != 0) {
 			log_err("worker %u: cannot create its event loop", i);
 			return -1;
 		}

@@ -13,7 +13,7 @@
 #include "log.h"
 #include "policyd.h"
 #include "relay_pool.h"
-#include "server.h"
+#include "runtime.h"
 #include "smtp_session.h"
 #include "util.h"
 
@@ -26,7 +26,7 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
 {
 	struct worker *w = arg;
 	(void)l;
-	smtp_session_accept(&w->env, server_runtime(w->server), fd, sa, (socklen_t)salen);
+	smtp_session_accept(&w->env, w->shared.runtime(w->shared.runtime_arg), fd, sa, (socklen_t)salen);
 }
 
 static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
@@ -129,7 +129,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;
 	}
-	struct bs_runtime *rt = server_runtime(w->server);
+	struct bs_runtime *rt = w->shared.runtime(w->shared.runtime_arg);
 	uint64_t ms = rt->cfg->shutdown_timeout_ms;
 	runtime_unref(rt);
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -138,11 +138,11 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 	worker_exit_if_idle(w);
 }
 
-int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds)
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared, int *fds, size_t nfds)
 {
 	memset(w, 0, sizeof *w);
 	w->id = id;
-	w->server = srv;
+	w->shared = *shared;
 	w->base = event_base_new();
 	if (w->base == NULL)
 		return -1;
@@ -165,9 +165,9 @@ int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, siz
 		return -1;
 	}
 	w->env = (struct session_env){
-		.base = w->base, .connlimit = server_connlimit(srv), .health = server_health(srv),
-		.slots = server_slots(srv), .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,
-		.scratch = w->scratch, .id_time = server_start_time(srv), .id_owner = id, .id_seq = &w->seq,
+		.base = w->base, .connlimit = shared->connlimit, .health = shared->health,
+		.slots = shared->slots, .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,
+		.scratch = w->scratch, .id_time = shared->start_time, .id_owner = id, .id_seq = &w->seq,
 		.list = &w->sessions, .ended = worker_session_ended, .ended_arg = w,
 	};
 	return 0;

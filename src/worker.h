@@ -17,11 +17,26 @@
 
 struct policyd;
 struct policyd_deps;
-struct server;
+struct bs_runtime;
+struct connlimit;
+struct backend_health;
+struct backend_slots;
+
+/* What the workers share, owned by their owner (the server) and passed in: the worker never
+ * reaches up into it. */
+struct worker_shared {
+	/* The current runtime generation, with a new reference for the caller. Thread-safe. */
+	struct bs_runtime *(*runtime)(void *arg);
+	void *runtime_arg;
+	struct connlimit *connlimit;       /* SMTP connections, all workers */
+	struct backend_health *health;     /* circuit breaker per backend */
+	struct backend_slots *slots;       /* connections per backend */
+	uint64_t start_time;               /* for session ids */
+};
 
 struct worker {
 	unsigned id;
-	struct server *server;
+	struct worker_shared shared;
 	struct event_base *base;
 	pthread_t thread;
 	int *fds;                    /* listening sockets of this worker (owned until listening) */
@@ -41,7 +56,7 @@ struct worker {
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
-int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds);
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared, int *fds, size_t nfds);
 /* Serve the Postfix policy service on this worker's loop from fds (taken over); deps without
  * base and idle, which the worker fills in. After worker_init, before worker_start. 0 or -1. */
 int worker_add_policyd(struct worker *w, const struct policyd_deps *deps, int *fds, size_t nfds);
