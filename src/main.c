@@ -15,6 +15,7 @@
 #include "log.h"
 #include "rcpt.h"
 #include "rcpt_map.h"
+#include "runtime.h"
 #include "server.h"
 #include "verify_cli.h"
 #include "version.h"

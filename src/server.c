@@ -23,9 +23,13 @@
 
 #include <event2/event.h>
 
+#include "backend_health.h"
+#include "backend_slots.h"
+#include "connlimit.h"
 #include "engine_stats.h"
 #include "log.h"
 #include "policyd.h"
+#include "runtime.h"
 #include "vcache.h"
 #include "verify.h"
 #include "util.h"
@@ -53,40 +57,13 @@ struct server {
 	int exit_status;
 };
 
-struct bs_runtime *server_runtime(struct server *srv)
+/* The current generation, with a new reference for the caller (workers: any thread). */
+static struct bs_runtime *server_runtime(struct server *srv)
 {
 	pthread_mutex_lock(&srv->rt_lock);
 	struct bs_runtime *rt = runtime_ref(srv->rt);
 	pthread_mutex_unlock(&srv->rt_lock);
 	return rt;
-}
-
-struct connlimit *server_connlimit(struct server *srv) { return srv->connlimit; }
-uint64_t server_start_time(struct server *srv) { return srv->start_time; }
-struct backend_health *server_health(struct server *srv) { return srv->health; }
-struct backend_slots *server_slots(struct server *srv) { return srv->slots; }
-
-struct server *server_new_embedded(struct bs_runtime *rt)
-{
-	struct server *srv = xcalloc(1, sizeof *srv);
-	pthread_mutex_init(&srv->rt_lock, NULL);
-	srv->rt = rt;
-	srv->connlimit = connlimit_new();
-	srv->health = backend_health_new();
-	srv->slots = backend_slots_new();
-	return srv;
-}
-
-void server_free_embedded(struct server *srv)
-{
-	if (srv == NULL)
-		return;
-	runtime_unref(srv->rt);
-	connlimit_free(srv->connlimit);
-	backend_health_free(srv->health);
-	backend_slots_free(srv->slots);
-	pthread_mutex_destroy(&srv->rt_lock);
-	free(srv);
 }
 
 static unsigned server_worker_count(const struct bs_config *cfg)
@@ -420,10 +397,12 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds, int 
 {
 	struct policyd_deps deps = { .runtime = server_runtime_cb, .runtime_arg = srv, .limit = srv->policy_limit,
 				     .start_time = srv->start_time };
+	struct worker_shared shared = { .runtime = server_runtime_cb, .runtime_arg = srv, .connlimit = srv->connlimit,
+					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time };
 
 	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
-		if (worker_init(&srv->workers[i], i, srv, fds[i], nfds) != 0) {
+		if (worker_init(&srv->workers[i], i, &shared, fds[i], nfds) != 0) {
 			log_err("worker %u: cannot create its event loop", i);
 			return -1;
 		}
@@ -570,12 +549,19 @@ out:
 		vcache_close(srv.cache);
 	}
 	free(srv.workers);
+	/* Freeing the signal events puts the default actions back: a second TERM while the process
+	 * is already on its way out must not turn a clean exit into death by signal, so they are
+	 * blocked across the switch to SIG_IGN (a pending one is then discarded). */
+	sigset_t block, old;
+	sigemptyset(&block);
 	for (int i = 0; i < 3; i++)
+		sigaddset(&block, signums[i]);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	for (int i = 0; i < 3; i++) {
 		event_free(sigs[i]);
-	/* libevent has put the default actions back: a second TERM while the process is already on
-	 * its way out must not turn a clean exit into death by signal */
-	for (int i = 0; i < 3; i++)
 		signal(signums[i], SIG_IGN);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	event_base_free(srv.base);
 	connlimit_free(srv.connlimit);
 	connlimit_free(srv.policy_limit);

@@ -1,6 +1,7 @@
 /* smtp_commands.c - one handler per SMTP verb (RFC 5321 4.1.1 and the extensions backstop
  * advertises). Each handler checks the session state, parses its argument with the pure parsers
- * of smtp_parse.c, decides, and answers through session_reply(). */
+ * of smtp_parse.c, asks the decision engine where a stage has checks (HELO/EHLO, MAIL, DATA:
+ * smtp_decide.c; RCPT: smtp_rcpt.c), and answers through session_reply(). */
 #include "smtp_session_priv.h"
 
 #include <stdio.h>
@@ -14,15 +15,21 @@
 
 typedef void (*command_handler)(struct smtp_session *s, const struct smtp_command *cmd);
 
+/* What HELO/EHLO goes on with once decided. */
+struct helo_ctx {
+	bool esmtp;
+	char name[SMTP_DOMAIN_MAX + 1];
+};
+
 /* The HELO/EHLO argument: a domain or an address literal (helo_syntax). Refused with 501, or
- * remembered as the safe name that headers and logs show. */
-static bool session_greeted(struct smtp_session *s, const struct smtp_command *cmd)
+ * turned into the safe name that headers and logs show. */
+static bool helo_parse(struct smtp_session *s, const struct smtp_command *cmd, char *name, size_t namesz)
 {
-	char name[sizeof s->helo], shown[SMTP_DOMAIN_MAX * 4 + 1];
+	char shown[SMTP_DOMAIN_MAX * 4 + 1];
 	const char *verb = smtp_verb_name(cmd->verb);
 
 	log_sanitize(shown, sizeof shown, cmd->arg, cmd->arg_len);
-	if (smtp_helo_parse(cmd->arg, cmd->arg_len, !s->cfg->helo_lenient, name, sizeof name) != 0) {
+	if (smtp_helo_parse(cmd->arg, cmd->arg_len, !s->cfg->helo_lenient, name, namesz) != 0) {
 		log_notice("session=%s client=%s %s refused: \"%s\" is not a domain or an address literal",
 			   s->id, s->client_ip, verb, shown);
 		session_reply(s, 501, "5.5.4", "Syntax: %s hostname", verb);
@@ -31,20 +38,23 @@ static bool session_greeted(struct smtp_session *s, const struct smtp_command *c
 	if (strlen(name) != cmd->arg_len || memcmp(name, cmd->arg, cmd->arg_len) != 0)
 		log_info("session=%s client=%s %s \"%s\" is not a domain or an address literal; shown as %s",
 			 s->id, s->client_ip, verb, shown, name);
-	session_tx_reset(s);
-	memcpy(s->helo, name, sizeof s->helo);
-	s->state = SMTP_STATE_READY;
 	return true;
 }
 
-static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+/* The greeting is accepted: a new start (RFC 5321 4.1.4), and the reply. */
+static void helo_accept(struct smtp_session *s, const struct helo_ctx *h)
 {
 	const struct bs_config *cfg = s->cfg;
 	char buf[1024];
 
-	if (!session_greeted(s, cmd))
+	session_tx_reset(s);
+	memcpy(s->helo, h->name, sizeof s->helo);
+	s->state = SMTP_STATE_READY;
+	s->esmtp = h->esmtp;
+	if (!h->esmtp) {
+		session_reply(s, 250, NULL, "%s", cfg->hostname);
 		return;
-	s->esmtp = true;
+	}
 	int n = snprintf(buf, sizeof buf,
 			 "250-%s Hello %s [%s]\r\n"
 			 "250-PIPELINING\r\n"
@@ -59,12 +69,42 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 	session_write(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
-static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
+/* A refused greeting changes nothing: the session keeps its earlier name and transaction. */
+static void helo_decided(struct smtp_session *s, const struct engine_decision *d, const void *ctx)
 {
-	if (!session_greeted(s, cmd))
+	const struct helo_ctx *h = ctx;
+	char extra[ENGINE_LOG_MAX + sizeof h->name + 160];
+	bool refused = session_decision_refuses(d);
+
+	int n = snprintf(extra, sizeof extra, "verb=%s name=%s ", h->esmtp ? "EHLO" : "HELO", h->name);
+	session_decision_extra(d, extra + n, sizeof extra - (size_t)n);
+	if (refused) {
+		session_decision_refuse(s, "helo", NULL, d, extra);
 		return;
-	s->esmtp = false;
-	session_reply(s, 250, NULL, "%s", s->cfg->hostname);
+	}
+	helo_accept(s, h);
+	free(s->helo_headers);
+	s->helo_headers = d->headers[0] ? xstrdup(d->headers) : NULL;
+	session_log_decision(s, "helo", NULL, 250, NULL, "greeting accepted", extra);
+}
+
+static void cmd_helo_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	struct helo_ctx h = { .esmtp = cmd->verb == SMTP_VERB_EHLO };
+	struct engine_request req;
+
+	if (!helo_parse(s, cmd, h.name, sizeof h.name))
+		return;
+	if (!session_asks(s, ENGINE_STAGE_HELO)) {
+		helo_accept(s, &h);
+		return;
+	}
+	session_request(s, ENGINE_STAGE_HELO, &req);
+	memcpy(req.helo, h.name, sizeof req.helo);
+	req.has_sender = false; /* a greeting ends any transaction */
+	req.size_known = false;
+	req.nrcpts = 0;
+	session_decide(s, &req, helo_decided, &h, sizeof h);
 }
 
 static bool session_need_greeting(struct smtp_session *s)
@@ -80,6 +120,36 @@ static bool mail_params_given(const struct smtp_mail_params *p)
 {
 	return p->has_size || p->body != SMTP_BODY_UNSPEC || p->smtputf8 || p->ret != SMTP_RET_UNSPEC ||
 	       p->envid[0] != '\0';
+}
+
+/* The transaction starts: 250 only now, after every check said yes. */
+static void mail_accept(struct smtp_session *s, const struct smtp_mail_cmd *mail, const char *headers,
+			const char *extra)
+{
+	s->tx = xcalloc(1, sizeof *s->tx);
+	s->tx->from = mail->from;
+	s->tx->params = mail->params;
+	s->tx->started_ms = now_ms();
+	s->state = SMTP_STATE_MAIL;
+	session_tx_add_headers(s, s->connect_headers);
+	session_tx_add_headers(s, s->helo_headers);
+	session_tx_add_headers(s, headers);
+	session_reply(s, 250, "2.1.0", "Sender OK");
+	session_log_decision(s, "mail", &s->tx->from, 250, "2.1.0", "sender accepted", extra);
+}
+
+/* A refused MAIL starts no transaction. */
+static void mail_decided(struct smtp_session *s, const struct engine_decision *d, const void *ctx)
+{
+	const struct smtp_mail_cmd *mail = ctx;
+	char extra[ENGINE_LOG_MAX + 128];
+
+	session_decision_extra(d, extra, sizeof extra);
+	if (!session_decision_refuses(d)) {
+		mail_accept(s, mail, d->headers, extra);
+		return;
+	}
+	session_decision_refuse(s, "mail", &mail->from, d, extra);
 }
 
 static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
@@ -108,13 +178,17 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 		session_log_decision(s, "mail", &mail.from, 552, "5.3.4", "declared SIZE over the limit", NULL);
 		return;
 	}
-	s->tx = xcalloc(1, sizeof *s->tx);
-	s->tx->from = mail.from;
-	s->tx->params = mail.params;
-	s->tx->started_ms = now_ms();
-	s->state = SMTP_STATE_MAIL;
-	session_reply(s, 250, "2.1.0", "Sender OK");
-	session_log_decision(s, "mail", &s->tx->from, 250, "2.1.0", "sender accepted", NULL);
+	if (!session_asks(s, ENGINE_STAGE_MAIL)) {
+		mail_accept(s, &mail, NULL, NULL);
+		return;
+	}
+	struct engine_request req;
+	session_request(s, ENGINE_STAGE_MAIL, &req);
+	req.has_sender = true;
+	req.sender = mail.from;
+	req.size_known = mail.params.has_size;
+	req.size = mail.params.size;
+	session_decide(s, &req, mail_decided, &mail, sizeof mail);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
@@ -137,6 +211,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 		session_rcpt_refuse(s, &rc.to, 555, "5.5.4", "ESMTP parameters need EHLO", "source=syntax");
 		return;
 	}
+	if (session_decide_connect_refuses(s, &rc.to))
+		return;
 	if (s->tx->nrcpts + session_rcpt_live(s) >= s->cfg->max_recipients) {
 		session_rcpt_refuse(s, &rc.to, 452, "4.5.3", "Error: too many recipients", "source=limit");
 		return;
@@ -172,15 +248,40 @@ void session_data_pipelined(struct smtp_session *s, size_t n)
 	session_close(s);
 }
 
+/* DATA decided before the backend is asked. Text that came behind DATA meanwhile is never
+ * content nor commands: after a refusal the session ends (as after the backend's refusal). */
+static void data_decided(struct smtp_session *s, const struct engine_decision *d, const void *ctx)
+{
+	char extra[ENGINE_LOG_MAX + 128];
+
+	(void)ctx;
+	session_decision_extra(d, extra, sizeof extra);
+	if (!session_decision_refuses(d)) {
+		session_log_decision(s, "data-command", NULL, 0, NULL, "passed to the backend", extra);
+		session_tx_add_headers(s, d->headers);
+		session_data_command(s);
+		return;
+	}
+	session_decision_refuse(s, "data-command", NULL, d, extra);
+	size_t early = session_input_pending(s);
+	if (early > 0)
+		session_data_pipelined(s, early);
+}
+
 /* Text behind DATA before our 354 is never content nor commands: if DATA was refused, its reply
  * comes first; otherwise the 554 is DATA's reply and the backend is not asked. */
 static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	bool refused = data_refuse(s, cmd);
-	if (s->input_behind > 0)
+	if (s->input_behind > 0) {
 		session_data_pipelined(s, s->input_behind);
-	else if (!refused)
+	} else if (!refused && session_asks(s, ENGINE_STAGE_DATA)) {
+		struct engine_request req;
+		session_request(s, ENGINE_STAGE_DATA, &req);
+		session_decide(s, &req, data_decided, NULL, 0);
+	} else if (!refused) {
 		session_data_command(s);
+	}
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
@@ -268,7 +369,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
 }
 
 static const command_handler handlers[] = {
-	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_ehlo, [SMTP_VERB_MAIL] = cmd_mail,
+	[SMTP_VERB_HELO] = cmd_helo_ehlo, [SMTP_VERB_EHLO] = cmd_helo_ehlo, [SMTP_VERB_MAIL] = cmd_mail,
 	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_HELP] = cmd_help,
 	[SMTP_VERB_VRFY] = cmd_vrfy, [SMTP_VERB_EXPN] = cmd_expn, [SMTP_VERB_STARTTLS] = cmd_starttls,

@@ -5,6 +5,8 @@
  * dot is the backend's answer to it; if backstop refuses the content itself, the backend
  * connection is dropped without a final dot so the backend discards the partial message. If the
  * backend has the final dot and never answers it, the client gets no reply (outcome unknown).
+ * The decision engine is asked at end of data before the final dot leaves: a refusal drops the
+ * backend connection without it. Header fields that checks add follow the Received: header.
  * After a message that held a bare CR or LF the session ends with the reply to it. */
 #include "smtp_session_priv.h"
 
@@ -17,7 +19,6 @@
 #include "log.h"
 #include "relay.h"
 #include "util.h"
-#include "worker.h"
 
 /* Per-session bound on content queued towards the backend before reading from the client
  * stops (the client's TCP window then holds the rest). */
@@ -46,6 +47,8 @@ static void data_received_header(struct smtp_session *s)
 	int n = snprintf(buf, sizeof buf, "Received: from %s ([%s])\r\n\tby %s (backstop) with %s id %s.%u%s%s;\r\n\t%s\r\n",
 			 s->helo, s->client_ip, s->cfg->hostname, proto, s->id, tx->seq, tls, rcpt, date);
 	relay_data_write(s->relay, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+	if (tx->headers_len > 0)
+		relay_data_write(s->relay, tx->headers, tx->headers_len);
 }
 
 static void data_backend_354(void *arg, const struct relay_answer *ans)
@@ -127,7 +130,8 @@ static void data_close_after_bare(struct smtp_session *s, unsigned bare)
 	session_close(s);
 }
 
-static void data_finish(struct smtp_session *s, int code, const char *enh, const char *text, const char *backend)
+static void data_finish(struct smtp_session *s, int code, const char *enh, const char *text, const char *backend,
+			const char *extra)
 {
 	char detail[SMTP_REPLY_TEXT_MAX + 128];
 	unsigned bare = s->tx->dec.bare;
@@ -135,7 +139,7 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
 		 (unsigned long long)s->tx->dec.octets, backend ? backend : "-");
-	session_log_decision(s, "data", NULL, code, enh, detail, NULL);
+	session_log_decision(s, "data", NULL, code, enh, detail, extra);
 	if (code >= 200 && code < 300) {
 		s->n_data_ok++;
 		s->junk = 0;
@@ -173,11 +177,43 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 	if (ans->unknown) {
 		data_final_unknown(s, ans);
 	} else {
-		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend);
+		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend, NULL);
 		if (s->close_after_final) /* shutdown: the reply relayed, the session ends */
 			session_close(s);
 	}
 	session_resume(s, SESSION_WAIT_FINAL);
+}
+
+/* The final dot goes to the backend: its reply is the client's. */
+static void data_send_dot(struct smtp_session *s)
+{
+	/* no read timeout while the backend has the dot: backend_data_timeout bounds the wait */
+	session_pause(s, SESSION_WAIT_FINAL);
+	relay_data_end(s->relay, data_backend_final, s);
+}
+
+/* End of data decided. A refusal: the backend never gets the final dot, so it discards what it
+ * got, and the client gets the decision (never a 250 the backend did not give, and never a 4xx
+ * for a message the backend has). */
+static void data_eod_decided(struct smtp_session *s, const struct engine_decision *d, const void *ctx)
+{
+	char extra[ENGINE_LOG_MAX + 128];
+
+	(void)ctx;
+	session_decision_extra(d, extra, sizeof extra);
+	if (d->headers[0] != '\0')
+		log_info("session=%s client=%s header fields from end-of-data checks come too late: not added",
+			 s->id, s->client_ip);
+	if (session_decision_refuses(d)) {
+		int code;
+		const char *enh, *text;
+		session_decision_code(d, &code, &enh, &text);
+		relay_data_abort(s->relay);
+		data_finish(s, code, enh, text, NULL, extra);
+		return;
+	}
+	session_log_decision(s, "end-of-data", NULL, 0, NULL, "final dot passed to the backend", extra);
+	data_send_dot(s);
 }
 
 static void data_end(struct smtp_session *s)
@@ -187,12 +223,18 @@ static void data_end(struct smtp_session *s)
 
 	if (data_refusal(s->tx, &code, &enh, &why)) {
 		relay_data_abort(s->relay);
-		data_finish(s, code, enh, why, NULL);
+		data_finish(s, code, enh, why, NULL, NULL);
 		return;
 	}
-	/* no read timeout while the backend has the dot: backend_data_timeout bounds the wait */
-	session_pause(s, SESSION_WAIT_FINAL);
-	relay_data_end(s->relay, data_backend_final, s);
+	if (session_asks(s, ENGINE_STAGE_EOD)) {
+		struct engine_request req;
+		session_request(s, ENGINE_STAGE_EOD, &req);
+		req.size_known = true;
+		req.size = s->tx->dec.octets;
+		session_decide(s, &req, data_eod_decided, NULL, 0);
+		return;
+	}
+	data_send_dot(s);
 }
 
 static void data_stop_watchdog(struct smtp_session *s)
@@ -226,7 +268,7 @@ static void data_wait_for_backend(struct smtp_session *s)
 {
 	static const struct timeval second = { 1, 0 };
 	if (s->watchdog == NULL)
-		s->watchdog = event_new(s->worker->base, -1, EV_PERSIST, data_watchdog_cb, s);
+		s->watchdog = event_new(s->env->base, -1, EV_PERSIST, data_watchdog_cb, s);
 	evtimer_add(s->watchdog, &second);
 	relay_set_drain_cb(s->relay, DATA_BACKLOG_LOW, data_drained, s);
 	session_pause(s, SESSION_WAIT_DRAIN);
@@ -235,15 +277,15 @@ static void data_wait_for_backend(struct smtp_session *s)
 bool session_data_input(struct smtp_session *s, struct evbuffer *in)
 {
 	struct smtp_tx *tx = s->tx;
-	char *out = s->worker->scratch;
-	const size_t chunk_max = (WORKER_SCRATCH_SIZE - 4) / 2;
+	char *out = s->env->scratch;
+	const size_t chunk_max = (SESSION_SCRATCH_SIZE - 4) / 2;
 
 	while (evbuffer_get_length(in) > 0 && !tx->dec.done) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
 		size_t n = v.iov_len < chunk_max ? v.iov_len : chunk_max, outlen = 0;
-		size_t used = smtp_data_decode(&tx->dec, v.iov_base, n, out, WORKER_SCRATCH_SIZE, &outlen);
+		size_t used = smtp_data_decode(&tx->dec, v.iov_base, n, out, SESSION_SCRATCH_SIZE, &outlen);
 		evbuffer_drain(in, used);
 		if (tx->dec.octets > s->cfg->max_message_size)
 			tx->too_big = true;

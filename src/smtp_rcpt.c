@@ -17,7 +17,6 @@
 #include "log.h"
 #include "relay.h"
 #include "util.h"
-#include "worker.h"
 
 enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
 
@@ -36,6 +35,7 @@ struct rcpt_pending {
 	char enhanced[16];
 	char text[SMTP_REPLY_TEXT_MAX + SMTP_PATH_MAX + 64];
 	char verdict[ENGINE_LOG_MAX + 32]; /* key=value pairs for the log line */
+	char *headers;                  /* the checks' header fields for the message (owned), or NULL */
 };
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
@@ -114,6 +114,7 @@ static void rcpt_pump(struct smtp_session *s)
 			break;
 		if (!p->reply_only && p->code >= 200 && p->code < 300) {
 			rcpt_add(s->tx, &p->rc, p->dom);
+			session_tx_add_headers(s, p->headers);
 			s->n_rcpt_ok++;
 		}
 		session_reply_text(s, p->code, p->enhanced[0] ? p->enhanced : NULL, p->text);
@@ -123,6 +124,7 @@ static void rcpt_pump(struct smtp_session *s)
 		if (s->rq_head == NULL)
 			s->rq_tail = NULL;
 		s->rq_len--;
+		free(p->headers);
 		free(p);
 		popped = true;
 	}
@@ -146,6 +148,8 @@ static void rcpt_decided(void *arg, const struct engine_decision *d)
 			s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
 	} else {
 		p->step = RCPT_VERIFIED;
+		if (d->headers[0] != '\0')
+			p->headers = xstrdup(d->headers); /* for the message, if the backend takes it */
 	}
 	rcpt_pump(s);
 }
@@ -163,7 +167,7 @@ void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 	p->dom = req.domain;
 	p->step = RCPT_VERIFYING;
 	rcpt_push(s, p);
-	p->eq = engine_start(s->rt->engine, s->worker->base, &req, rcpt_decided, p);
+	p->eq = engine_start(s->rt->engine, s->env->base, &req, rcpt_decided, p);
 }
 
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
@@ -223,6 +227,7 @@ void session_rcpt_cancel(struct smtp_session *s)
 	for (p = s->rq_head; p != NULL; p = next) {
 		next = p->next;
 		engine_cancel(p->eq);
+		free(p->headers);
 		free(p);
 	}
 	s->rq_head = s->rq_tail = NULL;

@@ -28,9 +28,7 @@
 #include "connlimit.h"
 #include "log.h"
 #include "relay.h"
-#include "server.h"
 #include "util.h"
-#include "worker.h"
 
 /* Input is read at most this far ahead of processing. */
 #define SESSION_READ_HIGHWATER (64 * 1024)
@@ -59,7 +57,7 @@ static void session_peer_text(struct smtp_session *s)
 		memmove(s->client_ip, s->client_ip + 7, strlen(s->client_ip + 7) + 1);
 }
 
-static void session_refuse_early(struct worker *w, evutil_socket_t fd, const char *hostname,
+static void session_refuse_early(evutil_socket_t fd, const char *hostname,
 				 const char *ip, enum connlimit_result why)
 {
 	char reply[512];
@@ -71,7 +69,6 @@ static void session_refuse_early(struct worker *w, evutil_socket_t fd, const cha
 		log_debug("client=%s send: %s", ip, strerror(errno));
 	evutil_closesocket(fd);
 	log_notice("client=%s code=421 status=4.7.0 reason=\"%s\"", ip, text);
-	(void)w;
 }
 
 static void session_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -101,7 +98,7 @@ void session_arm_command_deadline(struct smtp_session *s)
 	struct timeval tv = { (time_t)(s->cfg->command_timeout_ms / 1000),
 			      (suseconds_t)(s->cfg->command_timeout_ms % 1000) * 1000 };
 	if (s->cmd_deadline == NULL)
-		s->cmd_deadline = evtimer_new(s->worker->base, session_deadline_cb, s);
+		s->cmd_deadline = evtimer_new(s->env->base, session_deadline_cb, s);
 	evtimer_add(s->cmd_deadline, &tv);
 }
 
@@ -137,10 +134,9 @@ static void session_greet_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void session_make_id(struct smtp_session *s)
 {
-	struct worker *w = s->worker;
-	snprintf(s->id, sizeof s->id, "%08llX%02X%06llX",
-		 (unsigned long long)(server_start_time(w->server) & 0xffffffffu), w->id & 0xff,
-		 (unsigned long long)(++w->seq & 0xffffff));
+	const struct session_env *env = s->env;
+	snprintf(s->id, sizeof s->id, "%08llX%02X%06llX", (unsigned long long)(env->id_time & 0xffffffffu),
+		 env->id_owner & 0xff, (unsigned long long)(++*env->id_seq & 0xffffff));
 }
 
 static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
@@ -148,12 +144,12 @@ static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
 	struct bufferevent *bev;
 	int opts = BEV_OPT_CLOSE_ON_FREE;
 	if (ssl != NULL) {
-		bev = bufferevent_openssl_socket_new(s->worker->base, s->fd, ssl,
+		bev = bufferevent_openssl_socket_new(s->env->base, s->fd, ssl,
 						     BUFFEREVENT_SSL_ACCEPTING, opts);
 		if (bev != NULL)
 			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	} else {
-		bev = bufferevent_socket_new(s->worker->base, s->fd, 0);
+		bev = bufferevent_socket_new(s->env->base, s->fd, 0);
 		if (bev != NULL) /* enabled by default; replies are written by session_flush_cb */
 			bufferevent_disable(bev, EV_WRITE);
 	}
@@ -165,22 +161,22 @@ static struct bufferevent *session_bev_new(struct smtp_session *s, SSL *ssl)
 	return bev;
 }
 
-void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen)
+void smtp_session_accept(const struct session_env *env, struct bs_runtime *rt, evutil_socket_t fd,
+			 const struct sockaddr *sa, socklen_t salen)
 {
-	struct bs_runtime *rt = server_runtime(w->server);
 	const struct bs_config *cfg = rt->cfg;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
 
-	s->worker = w;
+	s->env = env;
 	s->rt = rt;
 	s->cfg = cfg;
 	s->fd = fd;
 	memcpy(&s->peer, sa, salen < sizeof s->peer ? salen : sizeof s->peer);
 	session_peer_text(s);
-	enum connlimit_result lim = connlimit_acquire(server_connlimit(w->server), sa,
-						      cfg->max_connections, cfg->max_connections_per_ip);
+	enum connlimit_result lim = connlimit_acquire(env->connlimit, sa, cfg->max_connections,
+						      cfg->max_connections_per_ip);
 	if (lim != CONNLIMIT_OK) {
-		session_refuse_early(w, fd, cfg->hostname, s->client_ip, lim);
+		session_refuse_early(fd, cfg->hostname, s->client_ip, lim);
 		runtime_unref(rt);
 		free(s);
 		return;
@@ -192,29 +188,30 @@ void smtp_session_accept(struct worker *w, evutil_socket_t fd, const struct sock
 	s->bev = session_bev_new(s, NULL);
 	if (s->bev == NULL) {
 		log_err("client=%s cannot create a bufferevent", s->client_ip);
-		connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
+		connlimit_release(env->connlimit, (const struct sockaddr *)&s->peer);
 		evutil_closesocket(fd);
 		runtime_unref(rt);
 		free(s);
 		return;
 	}
-	s->next = w->sessions;
-	if (w->sessions)
-		w->sessions->prev = s;
-	w->sessions = s;
-	w->nsessions++;
-	s->flush = event_new(w->base, -1, 0, session_flush_cb, s);
+	s->next = env->list->head;
+	if (s->next)
+		s->next->prev = s;
+	env->list->head = s;
+	env->list->n++;
+	s->flush = event_new(env->base, -1, 0, session_flush_cb, s);
 	log_info("session=%s connect client=%s", s->id, s->client_ip);
 	session_set_read_timeout(s, cfg->command_timeout_ms);
 	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE only while the kernel holds writes back */
 	if (cfg->greet_delay_ms > 0) {
 		struct timeval tv = { (time_t)(cfg->greet_delay_ms / 1000),
 				      (suseconds_t)(cfg->greet_delay_ms % 1000) * 1000 };
-		s->greet_timer = evtimer_new(w->base, session_greet_timer_cb, s);
+		s->greet_timer = evtimer_new(env->base, session_greet_timer_cb, s);
 		evtimer_add(s->greet_timer, &tv);
 	} else {
 		session_banner(s);
 	}
+	session_decide_connect(s); /* the banner is not held: a refusal applies at RCPT */
 }
 
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms)
@@ -302,7 +299,7 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 			  int code, const char *enhanced, const char *reason, const char *extra)
 {
 	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof s->helo * 4];
-	char raw[SMTP_PATH_MAX + 8], why[512];
+	char raw[SMTP_PATH_MAX + 8], why[512], codetext[16] = "-";
 	bool is_mail = strcmp(what, "mail") == 0;
 	const struct smtp_address *sender = is_mail ? addr : (s->tx ? &s->tx->from : NULL);
 
@@ -318,10 +315,12 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 	}
 	log_sanitize(helo, sizeof helo, s->helo, strlen(s->helo));
 	log_sanitize(why, sizeof why, reason, strlen(reason));
+	if (code > 0) /* 0: the stage's decision is not itself a reply (yet) */
+		snprintf(codetext, sizeof codetext, "%d", code);
 	log_msg(code >= 400 ? LOG_LVL_NOTICE : LOG_LVL_INFO,
-		"session=%s %s client=%s helo=%s from=<%s>%s code=%d status=%s reason=\"%s\"%s%s",
-		s->id, what, s->client_ip, helo[0] ? helo : "-", from, rcpt, code,
-		enhanced ? enhanced : "-", why, extra ? " " : "", extra ? extra : "");
+		"session=%s %s client=%s helo=%s from=<%s>%s code=%s status=%s reason=\"%s\"%s%s",
+		s->id, what, s->client_ip, helo[0] ? helo : "-", from, rcpt, codetext,
+		enhanced && enhanced[0] ? enhanced : "-", why, extra ? " " : "", extra ? extra : "");
 }
 
 void session_close(struct smtp_session *s)
@@ -359,8 +358,32 @@ void session_tx_reset(struct smtp_session *s)
 	if (s->relay)
 		relay_tx_reset(s->relay);
 	free(s->tx->rcpts);
+	free(s->tx->headers);
 	free(s->tx);
 	s->tx = NULL;
+}
+
+void session_tx_add_headers(struct smtp_session *s, const char *headers)
+{
+	struct smtp_tx *tx = s->tx;
+	size_t n = headers ? strlen(headers) : 0;
+
+	if (tx == NULL || n == 0 || (tx->headers != NULL && strstr(tx->headers, headers) != NULL))
+		return;
+	bool crlf = n >= 2 && headers[n - 2] == '\r' && headers[n - 1] == '\n';
+	if (tx->headers_len + n + 2 > SESSION_TX_HEADERS_MAX) {
+		log_notice("session=%s client=%s header fields from checks over %d octets: %zu octets dropped",
+			   s->id, s->client_ip, SESSION_TX_HEADERS_MAX, n);
+		return;
+	}
+	tx->headers = xrealloc(tx->headers, tx->headers_len + n + 3);
+	memcpy(tx->headers + tx->headers_len, headers, n);
+	tx->headers_len += n;
+	if (!crlf) {
+		memcpy(tx->headers + tx->headers_len, "\r\n", 2);
+		tx->headers_len += 2;
+	}
+	tx->headers[tx->headers_len] = '\0';
 }
 
 /* Replies still owed to a client that has half-closed: RCPTs being decided, a command waiting
@@ -432,6 +455,10 @@ static bool session_command_input(struct smtp_session *s, struct evbuffer *in)
 		session_pause(s, SESSION_WAIT_RCPT); /* in order: wait until the queued RCPTs are decided */
 		return false;
 	}
+	if (s->connect_q != NULL && session_line_is_rcpt(line, linelen)) {
+		session_pause(s, SESSION_WAIT_CONNECT); /* what CONNECT decides applies to it */
+		return false;
+	}
 	s->input_behind = evbuffer_get_length(in) - (len + 1);
 	session_command(s, line, linelen);
 	evbuffer_drain(in, len + 1);
@@ -499,12 +526,11 @@ void session_resume(struct smtp_session *s, enum session_wait why)
 struct relay *session_relay(struct smtp_session *s)
 {
 	if (s->relay == NULL) {
-		struct worker *w = s->worker;
+		const struct session_env *se = s->env;
 		struct relay_env env = {
-			.base = w->base, .cfg = s->cfg, .tls_client = s->rt->tls_client,
-			.domain_tls = s->rt->domain_tls, .health = server_health(w->server), .dns = w->dns,
-			.pool = w->pool, .slots = server_slots(w->server),
-			.rr_counter = &w->rr_counter,
+			.base = se->base, .cfg = s->cfg, .tls_client = s->rt->tls_client,
+			.domain_tls = s->rt->domain_tls, .health = se->health, .dns = se->dns,
+			.pool = se->pool, .slots = se->slots, .rr_counter = se->rr_counter,
 		};
 		s->relay = relay_new(&env);
 	}
@@ -534,6 +560,8 @@ static void session_tls_connected(struct smtp_session *s)
 	s->state = SMTP_STATE_INIT;
 	s->esmtp = false;
 	s->helo[0] = '\0';
+	free(s->helo_headers);
+	s->helo_headers = NULL;
 	session_tx_reset(s);
 	log_info("session=%s client=%s TLS established: %s %s", s->id, s->client_ip,
 		 s->tls_version, s->tls_cipher);
@@ -635,10 +663,10 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void session_free(struct smtp_session *s)
 {
-	struct worker *w = s->worker;
+	const struct session_env *env = s->env;
 
 	/* released before the log line, so that a client that saw it may connect again at once */
-	connlimit_release(server_connlimit(w->server), (const struct sockaddr *)&s->peer);
+	connlimit_release(env->connlimit, (const struct sockaddr *)&s->peer);
 	log_info("session=%s disconnect client=%s helo=%s mail=%u rcpt=%u/%u data=%u/%u duration_ms=%llu",
 		 s->id, s->client_ip, s->helo[0] ? s->helo : "-", s->n_mail, s->n_rcpt_ok, s->n_rcpt,
 		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));
@@ -650,9 +678,13 @@ static void session_free(struct smtp_session *s)
 		event_free(s->watchdog);
 	if (s->flush)
 		event_free(s->flush);
+	session_decide_cancel(s);
 	session_rcpt_cancel(s);
 	session_tx_reset(s);
 	relay_free(s->relay);
+	free(s->connect_refusal);
+	free(s->connect_headers);
+	free(s->helo_headers);
 	if (s->bev) {
 		bool bev_owns_fd = bufferevent_openssl_get_ssl(s->bev) != NULL;
 		bufferevent_free(s->bev);
@@ -664,13 +696,14 @@ static void session_free(struct smtp_session *s)
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		w->sessions = s->next;
+		env->list->head = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	w->nsessions--;
+	env->list->n--;
 	runtime_unref(s->rt);
 	free(s);
-	worker_session_ended(w);
+	if (env->ended)
+		env->ended(env->ended_arg);
 }
 
 uint64_t smtp_session_abort(struct smtp_session *s)
@@ -684,6 +717,7 @@ uint64_t smtp_session_abort(struct smtp_session *s)
 			   (unsigned long long)s->cfg->backend_data_timeout_ms);
 		return s->cfg->backend_data_timeout_ms;
 	}
+	session_decide_cancel(s); /* the 421 answers the command that waited for its decision */
 	s->rq_abandoned = true; /* the 421 answers a RCPT still being decided, and ends the session */
 	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);
 	session_close(s);

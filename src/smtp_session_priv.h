@@ -1,6 +1,7 @@
 /* smtp_session_priv.h - the session structure and the functions shared by the files that make
  * up the session: smtp_session.c (I/O, lifecycle, replies), smtp_commands.c (one handler per
- * verb) and smtp_data_phase.c (message content). Not for other modules. */
+ * verb), smtp_decide.c (the engine's stages but RCPT), smtp_rcpt.c (RCPT) and smtp_data_phase.c
+ * (message content). Not for other modules. */
 #ifndef BACKSTOP_SMTP_SESSION_PRIV_H
 #define BACKSTOP_SMTP_SESSION_PRIV_H
 
@@ -16,6 +17,7 @@
 #include "runtime.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
+#include "smtp_session.h"
 
 enum smtp_state {
 	SMTP_STATE_GREETING, /* banner not sent yet (greet_delay running) */
@@ -35,6 +37,8 @@ enum session_wait {
 	SESSION_WAIT_DATA,      /* DATA put to the backend: its 354 or its refusal */
 	SESSION_WAIT_DRAIN,     /* too much content waiting to be written to the backend */
 	SESSION_WAIT_FINAL,     /* the final dot is the backend's: its reply to it */
+	SESSION_WAIT_DECISION,  /* the engine decides the command being run (HELO, MAIL, DATA, end of data) */
+	SESSION_WAIT_CONNECT,   /* a RCPT waits for the CONNECT stage's decision, which applies to it */
 };
 
 struct smtp_rcpt {
@@ -54,11 +58,26 @@ struct smtp_tx {
 	bool refused;          /* backstop refused the content: nothing more goes to the backend */
 	unsigned seq;          /* transaction number in the session, for the Received id */
 	uint64_t started_ms;
+	char *headers;         /* header fields the checks add on delivery, after Received: (owned) */
+	size_t headers_len;
 };
 
+/* Header fields added by checks, per transaction, at most (more are dropped with a log line). */
+#define SESSION_TX_HEADERS_MAX 8192
+
+/* What the CONNECT stage refused with, applied to every RCPT of the session. */
+struct session_refusal {
+	int code;
+	char enhanced[8];
+	char text[ENGINE_TEXT_MAX];
+	const char *check;
+};
+
+struct session_decision; /* smtp_decide.c */
+
 struct smtp_session {
-	struct worker *worker;
-	struct smtp_session *prev, *next; /* worker's list */
+	const struct session_env *env;   /* the owner's (borrowed) */
+	struct smtp_session *prev, *next; /* env->list */
 	struct bs_runtime *rt;            /* generation this session started with (held) */
 	const struct bs_config *cfg;      /* rt->cfg */
 	struct bufferevent *bev;
@@ -81,6 +100,11 @@ struct smtp_session {
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
 	size_t rq_len;
 	bool rq_abandoned;                /* a 421 at shutdown answered the RCPTs still queued */
+	struct session_decision *decision; /* the command whose decision is awaited (owned), or NULL */
+	struct engine_query *connect_q;   /* the CONNECT stage being decided, or NULL */
+	struct session_refusal *connect_refusal; /* what CONNECT refused with (owned), or NULL */
+	char *connect_headers;            /* header fields from CONNECT and HELO checks, for every */
+	char *helo_headers;               /* transaction (owned), or NULL */
 	struct event *watchdog;           /* while paused for backend backpressure */
 	struct event *flush;              /* writes the replies collected in this loop turn (plain) */
 	bool flush_pending;
@@ -114,6 +138,9 @@ void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
 void session_log_decision(struct smtp_session *s, const char *what, const struct smtp_address *addr,
 			  int code, const char *enhanced, const char *reason, const char *extra);
 void session_tx_reset(struct smtp_session *s);
+/* Header fields (each ending in CRLF) for the current transaction's message, after backstop's
+ * Received: a repeat of fields already there is skipped, past SESSION_TX_HEADERS_MAX dropped. */
+void session_tx_add_headers(struct smtp_session *s, const char *headers);
 /* A decision request for stage with what the session knows (client, HELO, TLS, sender, counts). */
 void session_request(const struct smtp_session *s, enum engine_stage stage, struct engine_request *req);
 void session_start_tls(struct smtp_session *s);
@@ -139,6 +166,32 @@ size_t session_rcpt_live(const struct smtp_session *s);
 /* Pipelined RCPTs waiting beyond this stop the reading of more input until some are answered. */
 #define SESSION_RCPT_QUEUE_MAX 128
 void session_rcpt_cancel(struct smtp_session *s); /* session ending: drop the queue */
+
+/* smtp_decide.c: the engine's stages but RCPT. */
+/* The command being run goes on with the decision (d and ctx valid only during the call). */
+typedef void (*session_decided_fn)(struct smtp_session *s, const struct engine_decision *d, const void *ctx);
+/* Does any check run at stage? Not asking then costs nothing (no loop turn). */
+bool session_asks(const struct smtp_session *s, enum engine_stage stage);
+/* Ask the engine about req for the command being run: the session pauses (SESSION_WAIT_DECISION;
+ * commands pipelined behind wait in the input buffer), then done(s, d, copy of ctxlen octets of
+ * ctx) answers the command, then the session resumes unless done paused it for another step. */
+void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
+		    const void *ctx, size_t ctxlen);
+/* A refusal (REJECT or DEFER): answer the command with the decision's code and text, and log
+ * it (what, addr: as session_log_decision). */
+bool session_decision_refuses(const struct engine_decision *d);
+void session_decision_refuse(struct smtp_session *s, const char *what, const struct smtp_address *addr,
+			     const struct engine_decision *d, const char *extra);
+/* The reply session_decision_reply() gives (a code out of its class is made 451 / 550). */
+void session_decision_code(const struct engine_decision *d, int *code, const char **enh, const char **text);
+/* The decision's key=value pairs for its log line (result, check, deadline, the checks' fields). */
+void session_decision_extra(const struct engine_decision *d, char *buf, size_t len);
+/* At accept: ask the CONNECT stage (the banner is not held). */
+void session_decide_connect(struct smtp_session *s);
+/* A RCPT refused by what CONNECT decided (answered here: true). */
+bool session_decide_connect_refuses(struct smtp_session *s, const struct smtp_address *to);
+/* Session ending or shutting down: no decision callback after this. */
+void session_decide_cancel(struct smtp_session *s);
 
 /* smtp_commands.c */
 void session_command(struct smtp_session *s, const char *line, size_t len);

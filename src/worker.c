@@ -13,7 +13,7 @@
 #include "log.h"
 #include "policyd.h"
 #include "relay_pool.h"
-#include "server.h"
+#include "runtime.h"
 #include "smtp_session.h"
 #include "util.h"
 
@@ -24,8 +24,9 @@
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 			     int salen, void *arg)
 {
+	struct worker *w = arg;
 	(void)l;
-	smtp_session_accept(arg, fd, sa, (socklen_t)salen);
+	smtp_session_accept(&w->env, w->shared.runtime(w->shared.runtime_arg), fd, sa, (socklen_t)salen);
 }
 
 static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
@@ -54,7 +55,7 @@ static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
 
 static void worker_exit_if_idle(struct worker *w)
 {
-	if (w->stopping && w->nsessions == 0 && policyd_connections(w->policyd) == 0)
+	if (w->stopping && w->sessions.n == 0 && policyd_connections(w->policyd) == 0)
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -74,9 +75,10 @@ int worker_add_policyd(struct worker *w, const struct policyd_deps *deps, int *f
 	return w->policyd ? 0 : -1;
 }
 
-void worker_session_ended(struct worker *w)
+/* A session ended: a stopping worker exits once empty. */
+static void worker_session_ended(void *arg)
 {
-	worker_exit_if_idle(w);
+	worker_exit_if_idle(arg);
 }
 
 static void worker_hard_exit_cb(evutil_socket_t fd, short what, void *arg)
@@ -84,7 +86,7 @@ static void worker_hard_exit_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct worker *w = arg;
-	log_warn("worker %u: %zu sessions did not close in time; exiting anyway", w->id, w->nsessions);
+	log_warn("worker %u: %zu sessions did not close in time; exiting anyway", w->id, w->sessions.n);
 	event_base_loopexit(w->base, NULL);
 }
 
@@ -95,16 +97,16 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (w->nsessions > 0)
-		log_notice("worker %u: shutdown deadline reached, closing %zu sessions", w->id, w->nsessions);
-	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
+	if (w->sessions.n > 0)
+		log_notice("worker %u: shutdown deadline reached, closing %zu sessions", w->id, w->sessions.n);
+	for (struct smtp_session *s = w->sessions.head, *next; s != NULL; s = next) {
 		next = smtp_session_next(s);
 		uint64_t ms = smtp_session_abort(s); /* > 0: waits for its backend's final reply */
 		if (ms > wait_ms)
 			wait_ms = ms;
 	}
 	policyd_abort(w->policyd);
-	if (w->nsessions > 0) {
+	if (w->sessions.n > 0) {
 		uint64_t ms = WORKER_ABORT_GRACE_MS + wait_ms;
 		struct timeval grace = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 		event_base_once(w->base, -1, EV_TIMEOUT, worker_hard_exit_cb, w, &grace);
@@ -127,7 +129,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;
 	}
-	struct bs_runtime *rt = server_runtime(w->server);
+	struct bs_runtime *rt = w->shared.runtime(w->shared.runtime_arg);
 	uint64_t ms = rt->cfg->shutdown_timeout_ms;
 	runtime_unref(rt);
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -136,11 +138,11 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 	worker_exit_if_idle(w);
 }
 
-int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds)
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared, int *fds, size_t nfds)
 {
 	memset(w, 0, sizeof *w);
 	w->id = id;
-	w->server = srv;
+	w->shared = *shared;
 	w->base = event_base_new();
 	if (w->base == NULL)
 		return -1;
@@ -154,7 +156,7 @@ int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, siz
 		evconnlistener_set_error_cb(w->listeners[i], worker_accept_error_cb);
 	}
 	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
-	w->scratch = xmalloc(WORKER_SCRATCH_SIZE);
+	w->scratch = xmalloc(SESSION_SCRATCH_SIZE);
 	w->pool = relay_pool_new(w->base);
 	const char *why = NULL;
 	w->dns = dns_resolver_new_opts(w->base, 2000, 2, &why);
@@ -162,6 +164,12 @@ int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, siz
 		log_err("worker %u: DNS resolver: %s", id, why ? why : "unknown error");
 		return -1;
 	}
+	w->env = (struct session_env){
+		.base = w->base, .connlimit = shared->connlimit, .health = shared->health,
+		.slots = shared->slots, .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,
+		.scratch = w->scratch, .id_time = shared->start_time, .id_owner = id, .id_seq = &w->seq,
+		.list = &w->sessions, .ended = worker_session_ended, .ended_arg = w,
+	};
 	return 0;
 }
 
@@ -189,7 +197,7 @@ void worker_join(struct worker *w)
 
 void worker_free(struct worker *w)
 {
-	if (w->nsessions > 0 || policyd_connections(w->policyd) > 0)
+	if (w->sessions.n > 0 || policyd_connections(w->policyd) > 0)
 		return; /* the process is exiting: leave the stragglers to the kernel */
 	policyd_free(w->policyd);
 	if (w->deadline_ev)

@@ -13,16 +13,30 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-struct server;
-struct smtp_session;
+#include "smtp_session.h"
+
 struct policyd;
 struct policyd_deps;
+struct bs_runtime;
+struct connlimit;
+struct backend_health;
+struct backend_slots;
 
-#define WORKER_SCRATCH_SIZE (64 * 1024)
+/* What the workers share, owned by their owner (the server) and passed in: the worker never
+ * reaches up into it. */
+struct worker_shared {
+	/* The current runtime generation, with a new reference for the caller. Thread-safe. */
+	struct bs_runtime *(*runtime)(void *arg);
+	void *runtime_arg;
+	struct connlimit *connlimit;       /* SMTP connections, all workers */
+	struct backend_health *health;     /* circuit breaker per backend */
+	struct backend_slots *slots;       /* connections per backend */
+	uint64_t start_time;               /* for session ids */
+};
 
 struct worker {
 	unsigned id;
-	struct server *server;
+	struct worker_shared shared;
 	struct event_base *base;
 	pthread_t thread;
 	int *fds;                    /* listening sockets of this worker (owned until listening) */
@@ -31,18 +45,18 @@ struct worker {
 	struct event *stop_ev;       /* activated from the main thread: stop accepting */
 	struct event *deadline_ev;   /* shutdown deadline: close what is left */
 	bool stopping;
-	struct smtp_session *sessions; /* intrusive list of live sessions */
-	size_t nsessions;
+	struct session_list sessions; /* live sessions */
 	uint64_t seq;                /* sessions accepted, for session ids */
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
-	char *scratch;               /* WORKER_SCRATCH_SIZE bytes for synchronous decoding */
+	char *scratch;               /* SESSION_SCRATCH_SIZE bytes for synchronous decoding */
 	struct dns_resolver *dns;    /* this loop's resolver (c-ares) */
 	struct relay_pool *pool;     /* idle backend sessions kept between client sessions */
 	struct policyd *policyd;     /* the Postfix policy service on this loop, or NULL */
+	struct session_env env;      /* what this worker's sessions are given (points into the above) */
 };
 
 /* Create the worker's loop and listeners from fds (taking them over). Returns 0 or -1. */
-int worker_init(struct worker *w, unsigned id, struct server *srv, int *fds, size_t nfds);
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared, int *fds, size_t nfds);
 /* Serve the Postfix policy service on this worker's loop from fds (taken over); deps without
  * base and idle, which the worker fills in. After worker_init, before worker_start. 0 or -1. */
 int worker_add_policyd(struct worker *w, const struct policyd_deps *deps, int *fds, size_t nfds);
@@ -50,8 +64,5 @@ int worker_start(struct worker *w);   /* spawn the thread */
 void worker_stop(struct worker *w);   /* thread-safe: stop accepting, drain, then exit the loop */
 void worker_join(struct worker *w);   /* wait for the thread */
 void worker_free(struct worker *w);   /* after worker_join: free the loop and all */
-
-/* Called by sessions when they end, so that a stopping worker can exit once empty. */
-void worker_session_ended(struct worker *w);
 
 #endif

@@ -32,15 +32,16 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "backend_health.h"
+#include "backend_slots.h"
+#include "connlimit.h"
 #include "dns.h"
 #include "log.h"
 #include "rcpt.h"
 #include "runtime.h"
-#include "server.h"
 #include "smtp_parse.h"
 #include "smtp_session.h"
 #include "util.h"
-#include "worker.h"
 
 #define FUZZ_SESSION_SEP "@@BACKEND@@"
 #define MAX_TURNS 100000        /* loop iterations before the loop must be idle */
@@ -567,7 +568,7 @@ static void setup(void)
 	G.rt[0] = make_runtime("reject");
 	G.rt[1] = make_runtime("normalise");
 	G.dns = dns_resolver_new_opts(G.base, 2000, 2, &why);
-	G.scratch = xmalloc(WORKER_SCRATCH_SIZE);
+	G.scratch = xmalloc(SESSION_SCRATCH_SIZE);
 	if (G.rt[0] == NULL || G.rt[1] == NULL || G.dns == NULL)
 		fail("set-up", why ? why : "runtime");
 	G.ready = true;
@@ -581,23 +582,23 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
 	*(bool *)arg = true;
 }
 
-static void end_sessions(struct worker *w)
+static void end_sessions(struct session_list *list)
 {
-	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
+	for (struct smtp_session *s = list->head, *next; s != NULL; s = next) {
 		next = smtp_session_next(s);
 		smtp_session_abort(s);
 	}
 	settle(G.run);
-	if (w->nsessions > 0) { /* timers only (backpressure watchdog): let them run, bounded */
+	if (list->n > 0) { /* timers only (backpressure watchdog): let them run, bounded */
 		struct timeval tv = { 3, 0 };
 		bool expired = false;
 		struct event *t = evtimer_new(G.base, expire_cb, &expired);
 		evtimer_add(t, &tv);
-		while (w->nsessions > 0 && !expired)
+		while (list->n > 0 && !expired)
 			event_base_loop(G.base, EVLOOP_ONCE);
 		event_free(t);
 	}
-	if (w->nsessions > 0)
+	if (list->n > 0)
 		fail("session still alive after its client and backends closed", NULL);
 }
 
@@ -655,8 +656,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	G.run = run;
 
-	struct worker w = { .id = 0, .base = G.base, .scratch = G.scratch, .dns = G.dns };
-	w.server = server_new_embedded(runtime_ref(G.rt[data[0] & 1]));
+	/* what a worker gives its sessions; the shared parts fresh for each input */
+	struct session_list list = { 0 };
+	uint64_t seq = 0;
+	unsigned rr_counter = 0;
+	struct session_env env = {
+		.base = G.base, .connlimit = connlimit_new(), .health = backend_health_new(),
+		.slots = backend_slots_new(), .dns = G.dns, .rr_counter = &rr_counter, .scratch = G.scratch,
+		.id_seq = &seq, .list = &list,
+	};
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
 		fail("socketpair", strerror(errno));
@@ -665,12 +673,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	event_add(run->cev, NULL);
 	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(40000),
 				    .sin_addr.s_addr = htonl(0xC0000201) }; /* 192.0.2.1 */
-	smtp_session_accept(&w, sv[0], (struct sockaddr *)&peer, sizeof peer);
+	smtp_session_accept(&env, runtime_ref(G.rt[data[0] & 1]), sv[0], (struct sockaddr *)&peer, sizeof peer);
 
 	size_t pos = 0;
 	if (!settle(run))
 		fail("event loop never idle", NULL);
-	while (pos < stream_len && w.nsessions > 0) {
+	while (pos < stream_len && list.n > 0) {
 		if (ref->st == REF_DATA_PENDING) { /* the client waited for DATA's reply */
 			if (strncmp(run->reply_line, "354", 3) == 0)
 				ref_content_start(ref);
@@ -696,15 +704,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (run->conns)
 		backend_close(run, run->conns);
 	settle(run);
-	if (w.nsessions > 0)
-		end_sessions(&w);
+	if (list.n > 0)
+		end_sessions(&list);
 	settle(run); /* connections still in the listeners' backlog */
 	while (run->conns)
 		backend_close(run, run->conns);
 	check(run, ref);
 
 	G.run = NULL;
-	server_free_embedded(w.server);
+	connlimit_free(env.connlimit);
+	backend_health_free(env.health);
+	backend_slots_free(env.slots);
 	free(ref->senders);
 	free(run->mails);
 	free(run->mail_lens);

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import LoopbackServer, made_by
+from peers import LoopbackServer, made_by, read_until_closed
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKSTOP_BIN = os.environ.get("BACKSTOP_BIN", str(ROOT / "build" / "backstop"))
@@ -388,17 +388,9 @@ class SMTPConn:
 
     def closed(self, timeout=IO_TIMEOUT):
         """True if the server closes the connection (EOF) within timeout, after any pending data."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
+        closed, data = read_until_closed(self.sock, timeout)
+        self.buf += data
+        return closed
 
     def starttls(self, context=None):
         """Upgrade in place; any bytes already buffered in clear text are a protocol error."""

@@ -122,6 +122,23 @@ class LoopbackServer(socketserver.ThreadingTCPServer):
 # ---------------------------------------------------------------------------------------------
 # The daemon, seen from outside
 
+def read_until_closed(sock, timeout):
+    """(closed, data): whether the peer closed sock (EOF or reset) within timeout, and what it
+    sent before."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True, data
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return True, data
+    except socket.timeout:
+        return False, data
+
+
 def proc_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 

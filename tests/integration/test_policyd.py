@@ -16,7 +16,7 @@ import pytest
 
 from callout_fixtures import Postfix, fake  # noqa: F401  (fixture)
 from conftest import SMTPConn, run_cli
-from peers import sink  # noqa: F401  (fixture)
+from peers import read_until_closed, sink  # noqa: F401  (fixture)
 from postfix_fixture import postfix_available
 
 READY_POLICY = r"ready policy_listen=127\.0\.0\.1:(\d+)"
@@ -62,17 +62,9 @@ class PolicyConn:
         return self.answer()
 
     def closed(self, timeout=5.0):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
+        closed, data = read_until_closed(self.sock, timeout)
+        self.buf += data
+        return closed
 
     def close(self):
         self.sock.close()
