@@ -63,6 +63,9 @@ void checks_validate(struct cfg_loader *L);
 void check_answer_neutral(struct check_answer *a);
 void check_answer_set(struct check_answer *a, enum check_result r, int code, const char *enhanced,
 		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same with the text as it is (no formatting: the cheap one, per RCPT). */
+void check_answer_set_text(struct check_answer *a, enum check_result r, int code, const char *enhanced,
+			   const char *text);
 
 extern const struct check_type check_relay_type;
 extern const struct check_type check_verify_type;

@@ -37,7 +37,7 @@ static void verify_check_done(void *arg, const struct verify_result *res)
 
 	check_answer_neutral(&a);
 	if (res->action != VERIFY_ACCEPT)
-		check_answer_set(&a, result[res->action], res->code, res->enhanced, "%s", res->text);
+		check_answer_set_text(&a, result[res->action], res->code, res->enhanced, res->text);
 	log_sanitize(detail, sizeof detail, res->reason, strlen(res->reason));
 	snprintf(a.log, sizeof a.log, "verdict=%s source=%s cached=%s%s detail=\"%s\"",
 		 rcpt_verdict_name(res->verdict), res->source, res->cached ? "yes" : "no",

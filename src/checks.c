@@ -58,3 +58,13 @@ void check_answer_set(struct check_answer *a, enum check_result r, int code, con
 		a->text[0] = '\0';
 	va_end(ap);
 }
+
+void check_answer_set_text(struct check_answer *a, enum check_result r, int code, const char *enhanced,
+			   const char *text)
+{
+	check_answer_neutral(a);
+	a->result = r;
+	a->code = code;
+	strbuf_append(a->enhanced, sizeof a->enhanced, enhanced ? enhanced : "");
+	strbuf_append(a->text, sizeof a->text, text);
+}

@@ -5,8 +5,11 @@
 #include "engine.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event_struct.h>
 
 #include "check.h"
 #include "engine_stats.h"
@@ -31,22 +34,24 @@ struct engine {
 	struct engine_stats *stats;
 };
 
+/* Cleared up to req; req and d (most of the size) are set by engine_start. */
 struct engine_query {
 	struct engine *e;
 	struct event_base *base;
-	struct engine_request req;
 	engine_cb cb;
 	void *arg;
 	size_t next;                       /* next check of the stage's list */
 	const struct engine_check *running;
 	struct check_query *cq;            /* the running check's handle (asynchronous) */
 	uint64_t t0, check_t0;
-	struct event *ev;                  /* deadline, then delivery */
+	struct event ev;                   /* deadline, then delivery (event_assign) */
+	char *headers;                     /* the checks' header fields (ENGINE_HEADERS_MAX), or NULL */
 	bool in_start;                     /* inside engine_start: deliver through the loop */
 	bool in_check;                     /* inside a check's start */
 	bool answered_inline;              /* the check answered from inside its start */
 	bool finished;                     /* d is complete */
 	bool delivering;                   /* the callback runs: cancel is a no-op */
+	struct engine_request req;
 	struct engine_decision d;
 };
 
@@ -65,15 +70,18 @@ const char *check_result_name(enum check_result r)
 
 /* ---- requests ---- */
 
-void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
-			 const struct sockaddr *client, socklen_t len)
+void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe, const char *session_id,
+			    const struct sockaddr *client, socklen_t len, const char *client_ip)
 {
-	memset(req, 0, sizeof *req);
+	memset(req, 0, offsetof(struct engine_request, client)); /* not the addresses: has_* say */
+	req->helo[0] = '\0';
 	req->frontend = fe;
-	snprintf(req->session_id, sizeof req->session_id, "%s", session_id ? session_id : "");
-	strcpy(req->client_ip, "unknown");
-	if (client == NULL)
+	strbuf_append(req->session_id, sizeof req->session_id, session_id ? session_id : "");
+	if (client == NULL) {
+		strcpy(req->client_ip, "unknown");
+		memset(&req->client, 0, sizeof req->client);
 		return;
+	}
 	memcpy(&req->client, client, len < sizeof req->client ? len : sizeof req->client);
 	const void *addr = NULL;
 	if (client->sa_family == AF_INET) {
@@ -85,11 +93,21 @@ void engine_request_init(struct engine_request *req, enum engine_frontend fe, co
 		addr = &in6->sin6_addr;
 		req->client_port = ntohs(in6->sin6_port);
 	}
+	if (client_ip != NULL) {
+		strbuf_append(req->client_ip, sizeof req->client_ip, client_ip);
+		return;
+	}
 	if (addr == NULL || inet_ntop(client->sa_family, addr, req->client_ip, sizeof req->client_ip) == NULL)
 		strcpy(req->client_ip, "unknown");
 	/* an IPv4 client on a dual-stack socket: show it as IPv4 */
 	if (strncmp(req->client_ip, "::ffff:", 7) == 0 && strchr(req->client_ip + 7, '.') != NULL)
 		memmove(req->client_ip, req->client_ip + 7, strlen(req->client_ip + 7) + 1);
+}
+
+void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
+			 const struct sockaddr *client, socklen_t len)
+{
+	engine_request_init_ip(req, fe, session_id, client, len, NULL);
 }
 
 void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
@@ -156,7 +174,8 @@ bool engine_stage_has_checks(const struct engine *e, enum engine_stage stage)
 
 static void engine_query_free(struct engine_query *q)
 {
-	event_free(q->ev);
+	event_del(&q->ev);
+	free(q->headers);
 	free(q);
 }
 
@@ -174,9 +193,9 @@ static void engine_deliver(struct engine_query *q)
 static void engine_finish(struct engine_query *q)
 {
 	q->finished = true;
-	evtimer_del(q->ev);
+	evtimer_del(&q->ev);
 	if (q->in_start)
-		event_active(q->ev, EV_TIMEOUT, 1);
+		event_active(&q->ev, EV_TIMEOUT, 1);
 	else if (!q->in_check)
 		engine_deliver(q);
 }
@@ -197,17 +216,26 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 	struct engine_query *q = arg;
 	const struct engine_check *c = q->running;
 
+	uint64_t now = now_ms();
 	q->cq = NULL;
 	q->running = NULL;
-	engine_stats_answer(q->e->stats, c->index, q->req.stage, ans->result, now_ms() - q->check_t0);
+	engine_stats_answer(q->e->stats, c->index, q->req.stage, ans->result, now - q->check_t0);
+	q->check_t0 = now; /* the next check starts now */
 	append(q->d.log, sizeof q->d.log, " ", ans->log);
-	append(q->d.headers, sizeof q->d.headers, "", ans->headers);
+	if (ans->headers[0] != '\0') { /* rare: its room is taken only when needed */
+		if (q->headers == NULL) {
+			q->headers = xmalloc(ENGINE_HEADERS_MAX);
+			q->headers[0] = '\0';
+		}
+		append(q->headers, ENGINE_HEADERS_MAX, "", ans->headers);
+		q->d.headers = q->headers;
+	}
 	if (ans->result != CHECK_NEUTRAL) {
 		q->d.result = ans->result;
 		q->d.check = c->type->name;
 		q->d.code = ans->code;
-		snprintf(q->d.enhanced, sizeof q->d.enhanced, "%s", ans->enhanced);
-		snprintf(q->d.text, sizeof q->d.text, "%s", ans->text);
+		strbuf_append(q->d.enhanced, sizeof q->d.enhanced, ans->enhanced);
+		strbuf_append(q->d.text, sizeof q->d.text, ans->text);
 		engine_finish(q);
 	} else if (q->in_check) {
 		q->answered_inline = true; /* engine_run goes on with the next check */
@@ -225,7 +253,6 @@ static void engine_run(struct engine_query *q)
 	while (q->next < e->nstage[s]) {
 		const struct engine_check *c = e->stage[s][q->next++];
 		q->running = c;
-		q->check_t0 = now_ms();
 		q->answered_inline = false;
 		q->in_check = true;
 		struct check_query *cq = c->type->start(c->state, q->base, &q->req, engine_on_check, q);
@@ -289,18 +316,28 @@ static void engine_on_event(evutil_socket_t fd, short what, void *arg)
 struct engine_query *engine_start(struct engine *e, struct event_base *base, const struct engine_request *req,
 				  engine_cb cb, void *arg)
 {
-	struct engine_query *q = xcalloc(1, sizeof *q);
+	struct engine_query *q = xmalloc(sizeof *q);
 	struct timeval tv = { (time_t)(e->timeout_ms / 1000), (suseconds_t)(e->timeout_ms % 1000) * 1000 };
 
+	memset(q, 0, offsetof(struct engine_query, req));
 	q->e = e;
 	q->base = base;
 	q->req = *req;
 	q->cb = cb;
 	q->arg = arg;
-	q->t0 = now_ms();
+	q->t0 = q->check_t0 = now_ms();
 	q->d.stage = req->stage;
-	q->ev = evtimer_new(base, engine_on_event, q);
-	evtimer_add(q->ev, &tv);
+	q->d.result = CHECK_NEUTRAL;
+	q->d.check = NULL;
+	q->d.code = 0;
+	q->d.enhanced[0] = q->d.text[0] = q->d.log[0] = '\0';
+	q->d.headers = "";
+	q->d.timed_out = false;
+	q->d.latency_ms = 0;
+	evtimer_assign(&q->ev, base, engine_on_event, q);
+	/* every query of the loop has the same deadline: a common timeout is a queue, not a heap */
+	const struct timeval *common = event_base_init_common_timeout(base, &tv);
+	evtimer_add(&q->ev, common ? common : &tv);
 	q->in_start = true;
 	engine_run(q);
 	q->in_start = false;

@@ -54,27 +54,31 @@ enum check_result {
 struct engine_request {
 	enum engine_stage stage;
 	enum engine_frontend frontend;
-	char session_id[24];              /* front end's id for the log line ("" if none) */
-	struct sockaddr_storage client;   /* client address (for CIDR matching) */
-	char client_ip[INET6_ADDRSTRLEN]; /* the same as text, IPv4-mapped shown as IPv4 */
-	uint16_t client_port;
-	char helo[SMTP_DOMAIN_MAX + 1];   /* safe name, "" before HELO */
-	char tls_version[16];             /* "" without TLS */
-	char tls_cipher[64];
-	bool has_sender;                  /* MAIL and later stages */
-	struct smtp_address sender;
-	bool has_rcpt;                    /* RCPT stage */
-	struct smtp_address rcpt;
+	bool has_sender;                  /* MAIL and later stages: sender is set */
+	bool has_rcpt;                    /* RCPT stage: rcpt is set */
+	bool size_known;
 	const struct bs_domain *domain;   /* the recipient's [domain] section (owned by the config the
 					   * engine was built with), NULL when none */
-	bool size_known;
 	uint64_t size;                    /* octets: declared SIZE at MAIL, measured at end of data */
 	unsigned nrcpts;                  /* recipients accepted so far in the transaction */
 	unsigned errors;                  /* errors so far in the session */
+	uint16_t client_port;
+	char session_id[24];              /* front end's id for the log line ("" if none) */
+	char client_ip[INET6_ADDRSTRLEN]; /* client address as text, IPv4-mapped shown as IPv4 */
+	char tls_version[16];             /* "" without TLS */
+	char tls_cipher[64];
+	struct sockaddr_storage client;   /* client address (for CIDR matching) */
+	char helo[SMTP_DOMAIN_MAX + 1];   /* safe name, "" before HELO */
+	/* last, and not cleared by engine_request_init: valid only when has_sender / has_rcpt */
+	struct smtp_address sender;
+	struct smtp_address rcpt;
 };
 
 void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
 			 const struct sockaddr *client, socklen_t len);
+/* The same with the client's address as text already made by the caller (no inet_ntop). */
+void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe, const char *session_id,
+			    const struct sockaddr *client, socklen_t len, const char *client_ip);
 /* The recipient, and its [domain] section looked up in cfg (postmaster without a domain means
  * cfg->postmaster_domain, RFC 5321 4.5.1). */
 void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
@@ -89,7 +93,7 @@ struct engine_decision {
 	char enhanced[8];
 	char text[ENGINE_TEXT_MAX];    /* sanitised, for the client */
 	char log[ENGINE_LOG_MAX];      /* every check's key=value fields, in order */
-	char headers[ENGINE_HEADERS_MAX]; /* header fields to add on delivery, each ending in CRLF */
+	const char *headers;           /* header fields to add on delivery, each ending in CRLF ("") */
 	bool timed_out;                /* the stage deadline answered (DEFER) */
 	uint64_t latency_ms;
 };

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -467,12 +468,19 @@ static void server_unlink_policy_sockets(const struct bs_config *cfg)
 			log_debug("unlink %s: %s", cfg->policy_listen.items[i].path, strerror(errno));
 }
 
+/* glibc gives a thread's free heap top back to the kernel once it exceeds 128 KB: a worker
+ * whose sessions come and go then faults the same pages in again for every burst of pipelined
+ * RCPTs (measured: a third of the CPU of a 50-RCPT session). Keep up to this much. */
+#define SERVER_MALLOC_TRIM_THRESHOLD (16 * 1024 * 1024)
+
 int server_run(const char *config_path, struct bs_config *cfg)
 {
 	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
 			      .stats = engine_stats_new() };
 	char why[512], ready[2048] = "";
 	int status = 1;
+
+	mallopt(M_TRIM_THRESHOLD, SERVER_MALLOC_TRIM_THRESHOLD);
 
 	pthread_mutex_init(&srv.rt_lock, NULL);
 	srv.grave = runtime_graveyard_new();

@@ -9,6 +9,7 @@
  * backend, latency). */
 #include "smtp_session_priv.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,23 +21,32 @@
 
 enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
 
+/* rcpt_new() clears it up to rc; rc, text and verdict are set before they are read. */
 struct rcpt_pending {
 	struct rcpt_pending *next;
 	struct smtp_session *s;
 	enum rcpt_step step;
-	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT */
+	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT: rc unset */
 	bool reply_only;                /* the reply of another command, queued behind RCPTs */
 	bool counted;                   /* a refusal already counted against max_errors */
-	struct smtp_rcpt_cmd rc;
 	const struct bs_domain *dom;
 	struct engine_query *eq;        /* the engine deciding it */
 	uint64_t started_ms;
 	int code;                       /* the reply, once known */
 	char enhanced[16];
+	char *headers;                  /* the checks' header fields for the message (owned), or NULL */
+	struct smtp_rcpt_cmd rc;
 	char text[SMTP_REPLY_TEXT_MAX + SMTP_PATH_MAX + 64];
 	char verdict[ENGINE_LOG_MAX + 32]; /* key=value pairs for the log line */
-	char *headers;                  /* the checks' header fields for the message (owned), or NULL */
 };
+
+static struct rcpt_pending *rcpt_new(void)
+{
+	struct rcpt_pending *p = xmalloc(sizeof *p);
+	memset(p, 0, offsetof(struct rcpt_pending, rc));
+	p->text[0] = p->verdict[0] = '\0';
+	return p;
+}
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
 {
@@ -60,8 +70,9 @@ static bool rcpt_is_error(int code, const char *enhanced)
 static void rcpt_set_reply(struct rcpt_pending *p, int code, const char *enhanced, const char *text)
 {
 	p->code = code;
-	snprintf(p->enhanced, sizeof p->enhanced, "%s", enhanced);
-	snprintf(p->text, sizeof p->text, "%s", text);
+	p->enhanced[0] = p->text[0] = '\0';
+	strbuf_append(p->enhanced, sizeof p->enhanced, enhanced);
+	strbuf_append(p->text, sizeof p->text, text);
 	p->step = RCPT_DONE;
 }
 
@@ -138,8 +149,14 @@ static void rcpt_decided(void *arg, const struct engine_decision *d)
 	struct smtp_session *s = p->s;
 
 	p->eq = NULL;
-	snprintf(p->verdict, sizeof p->verdict, "%s%s%s%s", d->log, d->check ? " check=" : "",
-		 d->check ? d->check : "", d->timed_out ? " stage_timed_out=yes" : "");
+	p->verdict[0] = '\0';
+	strbuf_append(p->verdict, sizeof p->verdict, d->log);
+	if (d->check) {
+		strbuf_append(p->verdict, sizeof p->verdict, " check=");
+		strbuf_append(p->verdict, sizeof p->verdict, d->check);
+	}
+	if (d->timed_out)
+		strbuf_append(p->verdict, sizeof p->verdict, " stage_timed_out=yes");
 	if (d->result == CHECK_REJECT || d->result == CHECK_DEFER) {
 		rcpt_set_reply(p, d->code, d->enhanced, d->text);
 		rcpt_log(p, NULL);
@@ -156,7 +173,7 @@ static void rcpt_decided(void *arg, const struct engine_decision *d)
 
 void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 {
-	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	struct rcpt_pending *p = rcpt_new();
 	struct engine_request req;
 
 	session_request(s, ENGINE_STAGE_RCPT, &req);
@@ -181,7 +198,7 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 		return;
 	}
 	/* earlier recipients are still being decided: this answer waits its turn */
-	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	struct rcpt_pending *p = rcpt_new();
 	rcpt_push(s, p);
 	if (to != NULL) {
 		p->has_rcpt = true;
@@ -199,7 +216,7 @@ bool session_rcpt_defer_reply(struct smtp_session *s, int code, const char *enha
 {
 	if (s->rq_head == NULL || s->rq_abandoned)
 		return false;
-	struct rcpt_pending *p = xcalloc(1, sizeof *p);
+	struct rcpt_pending *p = rcpt_new();
 	rcpt_push(s, p);
 	p->reply_only = true;
 	p->counted = true; /* session_reply() counts its own */

@@ -335,9 +335,9 @@ void session_close(struct smtp_session *s)
 
 void session_request(const struct smtp_session *s, enum engine_stage stage, struct engine_request *req)
 {
-	engine_request_init(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer);
+	engine_request_init_ip(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer,
+			       s->client_ip);
 	req->stage = stage;
-	memcpy(req->client_ip, s->client_ip, sizeof req->client_ip);
 	memcpy(req->helo, s->helo, sizeof req->helo);
 	memcpy(req->tls_version, s->tls_version, sizeof req->tls_version);
 	memcpy(req->tls_cipher, s->tls_cipher, sizeof req->tls_cipher);

@@ -247,7 +247,10 @@ static void on_decision(void *arg, const struct engine_decision *d)
 	struct outcome *o = arg;
 	o->calls++;
 	o->from_inside_start |= inside_engine_start;
+	static char headers[ENGINE_HEADERS_MAX]; /* d->headers lives only during the callback */
 	o->d = *d;
+	snprintf(headers, sizeof headers, "%s", d->headers);
+	o->d.headers = headers;
 	engine_cancel(o->cancel_in_callback);
 }
 

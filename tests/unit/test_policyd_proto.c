@@ -276,6 +276,7 @@ static void test_decode_stages(void **state)
 static void decision(struct engine_decision *d, enum check_result r, int code, const char *enh, const char *text)
 {
 	memset(d, 0, sizeof *d);
+	d->headers = "";
 	d->result = r;
 	d->code = code;
 	snprintf(d->enhanced, sizeof d->enhanced, "%s", enh);
@@ -311,7 +312,7 @@ static void test_actions(void **state)
 	assert_string_equal(out, "action=DEFER_IF_PERMIT 4.7.1 line\n\n");
 	/* headers: the first field, unfolded; a refusal carries none */
 	decision(&d, CHECK_NEUTRAL, 0, "", "");
-	snprintf(d.headers, sizeof d.headers, "X-Backstop: one\r\n\ttwo\r\nX-Second: three\r\n");
+	d.headers = "X-Backstop: one\r\n\ttwo\r\nX-Second: three\r\n";
 	policy_action_format(&d, out, sizeof out);
 	assert_string_equal(out, "action=PREPEND X-Backstop: one two\n\n");
 	d.result = CHECK_REJECT;
