@@ -15,6 +15,7 @@
 #include "config_value.h"
 #include "log.h"
 #include "smtp_client.h"
+#include "util.h"
 
 #define PROBE_USAGE 3
 
@@ -36,11 +37,21 @@ static void probe_trace(void *arg, char dir, const char *line, size_t len)
 
 static void probe_finish(struct probe *p, enum rcpt_verdict v, const char *what, const struct smtp_reply *r)
 {
+	char code[16] = "";
+
 	p->verdict = v;
 	if (r->code)
-		snprintf(p->why, sizeof p->why, "%s: %d %s%s%s", what, r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text);
-	else
-		snprintf(p->why, sizeof p->why, "%s: %s", what, r->text);
+		snprintf(code, sizeof code, "%d ", r->code);
+	/* a long reply is cut short: the explanation of a probe, not data */
+	p->why[0] = '\0';
+	strbuf_append(p->why, sizeof p->why, what);
+	strbuf_append(p->why, sizeof p->why, ": ");
+	strbuf_append(p->why, sizeof p->why, code);
+	if (r->code && r->enhanced[0]) {
+		strbuf_append(p->why, sizeof p->why, r->enhanced);
+		strbuf_append(p->why, sizeof p->why, " ");
+	}
+	strbuf_append(p->why, sizeof p->why, r->text);
 	p->done = true;
 	event_base_loopbreak(p->base);
 }
