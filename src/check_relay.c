@@ -1,5 +1,5 @@
 /* check_relay.c - relay control as a check of the engine, at RCPT: a recipient that is not
- * provably a plain mailbox of one of our [domain] sections is refused (policy.c decides). For
+ * provably a plain mailbox of one of our [domain] sections is refused (relay_control.c decides). For
  * the Postfix policy service a recipient of a domain that is not ours is none of backstop's
  * business: Postfix does relay control there (reject_unauth_destination), the answer is
  * neutral (DUNNO). */
@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "policy.h"
+#include "relay_control.h"
 
 static int relay_open(const struct engine_env *env, void **state, char *why, size_t whysz)
 {
@@ -32,7 +32,7 @@ static struct check_query *relay_start(void *state, struct event_base *base, con
 		cb(arg, &a);
 		return NULL;
 	}
-	policy_relay_check(cfg, &req->rcpt, &rd);
+	relay_control_check(cfg, &req->rcpt, &rd);
 	if (rd.verdict != RELAY_ACCEPT) {
 		smtp_address_format(&req->rcpt, addr, sizeof addr);
 		check_answer_set(&a, CHECK_REJECT, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);

@@ -14,7 +14,7 @@
 #include "check.h"
 #include "engine_stats.h"
 #include "log.h"
-#include "policy.h"
+#include "relay_control.h"
 #include "util.h"
 
 #define ENGINE_DEFAULT_TIMEOUT_MS (25ULL * 1000)
@@ -115,7 +115,7 @@ void engine_request_set_rcpt(struct engine_request *req, const struct bs_config 
 {
 	req->has_rcpt = true;
 	req->rcpt = *rcpt;
-	req->domain = policy_rcpt_domain(cfg, rcpt);
+	req->domain = relay_control_domain(cfg, rcpt);
 	if (req->domain != NULL && req->rcpt.domain_len == 0) { /* <postmaster>: of our domain */
 		req->rcpt.domain_len = strlen(req->domain->name);
 		memcpy(req->rcpt.domain, req->domain->name, req->rcpt.domain_len + 1);

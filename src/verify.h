@@ -55,7 +55,7 @@ void verifier_shutdown_base(struct verifier *v, struct event_base *base);
 /* Free, once every worker loop has stopped and verifier_shutdown_base() was called for each. */
 void verifier_free(struct verifier *v);
 
-/* Verify rcpt (local_raw and domain as parsed) in dom (from policy_relay_check()). Returns a
+/* Verify rcpt (local_raw and domain as parsed) in dom (from relay_control_check()). Returns a
  * handle for verify_cancel; the callback always comes later from base's loop. A domain without
  * a verify list answers ACCEPT with source "none" (the backend's RCPT reply then decides). */
 struct verify_query *verify_start(struct verifier *v, struct event_base *base, const struct bs_domain *dom,

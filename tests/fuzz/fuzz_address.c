@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "policy.h"
+#include "relay_control.h"
 #include "smtp_address.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,11 +34,11 @@ static void check_policy(const struct smtp_address *a)
 	cfg.domains = domains;
 	cfg.ndomains = 2;
 	strcpy(cfg.postmaster_domain, "example.test");
-	policy_relay_check(&cfg, a, &dec);
+	relay_control_check(&cfg, a, &dec);
 	if (dec.verdict == RELAY_ACCEPT) {
 		CHECK(dec.domain != NULL);
 		CHECK(a->domain_len == 0 || strcmp(a->domain, dec.domain->name) == 0);
-		CHECK(!policy_local_has_routing(a->local_raw, a->local_raw_len));
+		CHECK(!relay_control_has_routing(a->local_raw, a->local_raw_len));
 	} else {
 		CHECK(dec.code >= 500 && dec.reason != NULL);
 	}

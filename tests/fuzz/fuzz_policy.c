@@ -40,6 +40,7 @@ static void answer(const struct engine_request *er, const char *seed, size_t see
 {
 	static const enum check_result results[] = { CHECK_NEUTRAL, CHECK_ACCEPT, CHECK_REJECT, CHECK_DEFER };
 	struct engine_decision d;
+	static char headers[ENGINE_HEADERS_MAX];
 	char out[ENGINE_TEXT_MAX + ENGINE_HEADERS_MAX + 64];
 
 	for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
@@ -52,10 +53,12 @@ static void answer(const struct engine_request *er, const char *seed, size_t see
 		size_t n = seedlen < sizeof d.text - 1 ? seedlen : sizeof d.text - 1;
 		memcpy(d.text, seed, n);
 		d.text[n] = '\0';
+		d.headers = "";
 		if (i == 0) {
-			n = seedlen < sizeof d.headers - 1 ? seedlen : sizeof d.headers - 1;
-			memcpy(d.headers, seed, n);
-			d.headers[n] = '\0';
+			n = seedlen < sizeof headers - 1 ? seedlen : sizeof headers - 1;
+			memcpy(headers, seed, n);
+			headers[n] = '\0';
+			d.headers = headers;
 		}
 		check_action(out, policy_action_format(&d, out, sizeof out));
 	}

@@ -1,7 +1,7 @@
-/* policy.c - relay control: a recipient is accepted only when it is provably a plain mailbox of
+/* relay_control.c - relay control: a recipient is accepted only when it is provably a plain mailbox of
  * one of our [domain] sections; everything else (other domains, look-alikes, subdomains,
  * unnamed address literals, local parts with routing characters) is refused. Pure: no I/O. */
-#include "policy.h"
+#include "relay_control.h"
 
 #include <string.h>
 
@@ -9,7 +9,7 @@
 
 static const char relay_denied[] = "Relay access denied";
 
-bool policy_local_has_routing(const char *local_raw, size_t len)
+bool relay_control_has_routing(const char *local_raw, size_t len)
 {
 	if (len > 0 && local_raw[0] == '.')
 		return true;
@@ -47,13 +47,13 @@ static bool rcpt_domain(const struct bs_config *cfg, const struct smtp_address *
 	return domain_normalise(d, dlen, true, buf, bufsz) > 0;
 }
 
-const struct bs_domain *policy_rcpt_domain(const struct bs_config *cfg, const struct smtp_address *rcpt)
+const struct bs_domain *relay_control_domain(const struct bs_config *cfg, const struct smtp_address *rcpt)
 {
 	char domain[SMTP_DOMAIN_MAX + 1];
 	return rcpt_domain(cfg, rcpt, domain, sizeof(domain)) ? config_find_domain(cfg, domain) : NULL;
 }
 
-void policy_relay_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
+void relay_control_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out)
 {
 	char domain[SMTP_DOMAIN_MAX + 1];
@@ -68,7 +68,7 @@ void policy_relay_check(const struct bs_config *cfg, const struct smtp_address *
 		return;
 	}
 	if (!cfg->allow_routing_localparts &&
-	    policy_local_has_routing(rcpt->local_raw, rcpt->local_raw_len)) {
+	    relay_control_has_routing(rcpt->local_raw, rcpt->local_raw_len)) {
 		decide(out, RELAY_ROUTING_LOCALPART, 550, "5.7.1", "Local part holds routing characters");
 		out->domain = NULL;
 		return;

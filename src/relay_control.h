@@ -1,8 +1,9 @@
-/* policy.h - per-recipient decisions that need no lookup: is this recipient provably in one of
- * our domains, and is its local part free of routing characters? Pure (unit-tested, fuzzed
- * through the address fuzzer). Recipient verification (maps, callouts, LDAP) comes after. */
-#ifndef BACKSTOP_POLICY_H
-#define BACKSTOP_POLICY_H
+/* relay_control.h - relay control, the decision that needs no lookup: is this recipient
+ * provably in one of our domains, and is its local part free of routing characters? Pure
+ * (unit-tested, fuzzed through the address fuzzer); check_relay.c makes it a check of the
+ * engine. Recipient verification (maps, callouts, LDAP) comes after. */
+#ifndef BACKSTOP_RELAY_CONTROL_H
+#define BACKSTOP_RELAY_CONTROL_H
 
 #include "config.h"
 #include "smtp_address.h"
@@ -24,15 +25,15 @@ struct relay_decision {
 
 /* Decide for one parsed recipient. "<postmaster>" without a domain (empty domain) is taken as
  * postmaster of cfg->postmaster_domain (RFC 5321 4.5.1). */
-void policy_relay_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
+void relay_control_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out);
 
 /* The [domain] section rcpt belongs to (postmaster without a domain: cfg->postmaster_domain's),
  * or NULL. */
-const struct bs_domain *policy_rcpt_domain(const struct bs_config *cfg, const struct smtp_address *rcpt);
+const struct bs_domain *relay_control_domain(const struct bs_config *cfg, const struct smtp_address *rcpt);
 
 /* True if the unquoted local part holds a character that a downstream MTA may treat as a route
  * (%, !, @, /, |, a leading '.'). */
-bool policy_local_has_routing(const char *local_raw, size_t len);
+bool relay_control_has_routing(const char *local_raw, size_t len);
 
 #endif

@@ -1,4 +1,4 @@
-/* test_policy.c - relay control against the forms that relay testers (nmap smtp-open-relay,
+/* test_relay_control.c - relay control against the forms that relay testers (nmap smtp-open-relay,
  * Metasploit's SMTP relay scanner) and the RFCs use: every recipient must be refused unless it
  * is a plain mailbox of a configured [domain]. Recipients go through smtp_rcpt_parse() first,
  * as in a session; a form the parser already refuses counts as refused. */
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "policy.h"
+#include "relay_control.h"
 #include "smtp_parse.h"
 
 static struct bs_domain domains[3];
@@ -52,7 +52,7 @@ static enum outcome relay(const char *path, struct relay_decision *dec)
 	memset(dec, 0, sizeof(*dec));
 	if (smtp_rcpt_parse(arg, strlen(arg), true, &r, &err) != 0)
 		return PARSE_REFUSED;
-	policy_relay_check(&cfg, &r.to, dec);
+	relay_control_check(&cfg, &r.to, dec);
 	switch (dec->verdict) {
 	case RELAY_ACCEPT:
 		assert_non_null(dec->domain);
@@ -175,16 +175,16 @@ static void test_routing_localparts(void **state)
 	EXPECT("<user@[1.2.3.4]>", LITERAL);
 	cfg.allow_routing_localparts = false;
 
-	assert_true(policy_local_has_routing("a%b", 3));
-	assert_true(policy_local_has_routing("a!b", 3));
-	assert_true(policy_local_has_routing("a@b", 3));
-	assert_true(policy_local_has_routing("a/b", 3));
-	assert_true(policy_local_has_routing("a|b", 3));
-	assert_true(policy_local_has_routing(".ab", 3));
-	assert_false(policy_local_has_routing("a.b", 3));
-	assert_false(policy_local_has_routing("a+b-c_d=e", 9));
-	assert_false(policy_local_has_routing("", 0));
-	assert_false(policy_local_has_routing("ab\0%", 2)); /* only len octets are looked at */
+	assert_true(relay_control_has_routing("a%b", 3));
+	assert_true(relay_control_has_routing("a!b", 3));
+	assert_true(relay_control_has_routing("a@b", 3));
+	assert_true(relay_control_has_routing("a/b", 3));
+	assert_true(relay_control_has_routing("a|b", 3));
+	assert_true(relay_control_has_routing(".ab", 3));
+	assert_false(relay_control_has_routing("a.b", 3));
+	assert_false(relay_control_has_routing("a+b-c_d=e", 9));
+	assert_false(relay_control_has_routing("", 0));
+	assert_false(relay_control_has_routing("ab\0%", 2)); /* only len octets are looked at */
 }
 
 /* Addresses built by hand (not from the parser): the policy normalises again. */
@@ -199,26 +199,26 @@ static void test_hand_built(void **state)
 	a.local_len = a.local_raw_len = 4;
 	strcpy(a.domain, "EXAMPLE.TEST.");
 	a.domain_len = 13;
-	policy_relay_check(&cfg, &a, &dec);
+	relay_control_check(&cfg, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_ACCEPT);
 	/* empty domain but not postmaster */
 	a.domain[0] = '\0';
 	a.domain_len = 0;
-	policy_relay_check(&cfg, &a, &dec);
+	relay_control_check(&cfg, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_DENIED);
 	/* postmaster with no postmaster_domain configured */
 	strcpy(a.local_raw, "POSTMASTER");
 	a.local_raw_len = 10;
 	cfg.postmaster_domain[0] = '\0';
-	policy_relay_check(&cfg, &a, &dec);
+	relay_control_check(&cfg, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_DENIED);
 	strcpy(cfg.postmaster_domain, "example.test");
-	policy_relay_check(&cfg, &a, &dec);
+	relay_control_check(&cfg, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_ACCEPT);
 	/* the null path is nobody's recipient */
 	memset(&a, 0, sizeof(a));
 	a.is_null = true;
-	policy_relay_check(&cfg, &a, &dec);
+	relay_control_check(&cfg, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_DENIED);
 	/* a config without domains accepts nothing */
 	struct bs_config empty;
@@ -228,7 +228,7 @@ static void test_hand_built(void **state)
 	a.local_raw_len = 4;
 	strcpy(a.domain, "example.test");
 	a.domain_len = 12;
-	policy_relay_check(&empty, &a, &dec);
+	relay_control_check(&empty, &a, &dec);
 	assert_int_equal(dec.verdict, RELAY_DENIED);
 }
 
