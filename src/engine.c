@@ -227,7 +227,12 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 			q->headers = xmalloc(ENGINE_HEADERS_MAX);
 			q->headers[0] = '\0';
 		}
-		append(q->headers, ENGINE_HEADERS_MAX, "", ans->headers);
+		size_t used = strlen(q->headers), more = strlen(ans->headers);
+		if (used + more < ENGINE_HEADERS_MAX) /* whole fields or none: never a cut line */
+			memcpy(q->headers + used, ans->headers, more + 1);
+		else
+			log_warn("engine: header fields of check %s dropped: over %d octets",
+				 c->type->name, ENGINE_HEADERS_MAX);
 		q->d.headers = q->headers;
 	}
 	if (ans->result != CHECK_NEUTRAL) {
