@@ -17,7 +17,6 @@
 #include "util.h"
 
 #define NAME_MAX_LEN 253
-#define DEPTH_MAX (SPF_LIMIT_DNS_TERMS + 2) /* frames: the domain + nested include: targets */
 #define PEND_MAX 16                         /* queries of one phase */
 #define RECORD_MAX 8192                     /* longer SPF records are a permerror */
 #define NAMES_MAX 16                        /* MX / PTR names kept (limits are capped to it) */
@@ -84,8 +83,8 @@ struct spf_check {
 
 	/* the evaluation */
 	enum phase phase;
-	struct frame frames[DEPTH_MAX];
-	unsigned depth; /* frames in use */
+	struct frame *frames; /* the domain's, then nested include: targets' (dns_terms + 2) */
+	unsigned depth, nframes; /* frames in use, allocated */
 	char target[NAME_MAX_LEN + 1];
 	bool target_void; /* the expanded target is not a usable DNS name */
 	unsigned dns_terms, void_lookups, dns_queries;
@@ -669,7 +668,7 @@ static void target(struct spf_check *c)
 	}
 	switch (t->mech) {
 	case SPF_MECH_INCLUDE: {
-		if (c->depth >= DEPTH_MAX) {
+		if (c->depth >= c->nframes) {
 			error(c, SPF_PERMERROR, "include nesting too deep");
 			return;
 		}
@@ -878,8 +877,9 @@ static void step(struct spf_check *c)
 
 static void check_free(struct spf_check *c)
 {
-	for (unsigned i = 0; i < DEPTH_MAX; i++)
+	for (unsigned i = 0; i < c->nframes; i++)
 		free(c->frames[i].text);
+	free(c->frames);
 	free(c->txt);
 	free(c->exp_txt);
 	free(c);
@@ -1006,6 +1006,8 @@ struct spf_check *spf_check_start(const struct spf_dns *dns, const struct spf_re
 	c->lim.void_lookups = limit(req->limits.void_lookups, SPF_LIMIT_VOID, TERM_LIMIT_MAX);
 	c->lim.mx_names = limit(req->limits.mx_names, SPF_LIMIT_MX, NAMES_MAX);
 	c->lim.ptr_names = limit(req->limits.ptr_names, SPF_LIMIT_PTR, NAMES_MAX);
+	c->nframes = c->lim.dns_terms + 2; /* each include counts as a term */
+	c->frames = xcalloc(c->nframes, sizeof(*c->frames));
 	c->phase = PH_FETCH;
 	setup(c, req);
 	return run(c) ? NULL : c; /* run() freed c if it finished */

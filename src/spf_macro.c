@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 
 #define MACRO_VALUE_MAX 1024 /* one letter's value before transformation */
-#define MACRO_PARTS_MAX 128  /* parts kept from one value (more: the leftmost are merged) */
 
 struct macro_item {
 	char letter;      /* lowercase letter; 0 for a literal / escape */
@@ -218,33 +217,22 @@ static void put_escaped(struct out *o, const char *s, size_t n, bool escape)
 static void put_transformed(struct out *o, const struct macro_item *m, const char *val, size_t n)
 {
 	const char *delims = m->delims[0] ? m->delims : ".";
-	const char *part[MACRO_PARTS_MAX];
-	size_t plen[MACRO_PARTS_MAX], np = 0, start = 0;
+	uint16_t start[MACRO_VALUE_MAX + 1], plen[MACRO_VALUE_MAX + 1]; /* n < MACRO_VALUE_MAX */
+	size_t np = 0, from = 0;
 	for (size_t i = 0; i <= n; i++) {
 		if (i < n && !strchr(delims, val[i]))
 			continue;
-		if (np == MACRO_PARTS_MAX) { /* merge into the last part: still bounded, rarely reached */
-			plen[np - 1] = i - (size_t)(part[np - 1] - val);
-		} else {
-			part[np] = val + start;
-			plen[np] = i - start;
-			np++;
-		}
-		start = i + 1;
-	}
-	if (m->reverse) {
-		for (size_t a = 0, b = np - 1; a < b; a++, b--) {
-			const char *tp = part[a];
-			size_t tl = plen[a];
-			part[a] = part[b], plen[a] = plen[b];
-			part[b] = tp, plen[b] = tl;
-		}
+		start[np] = (uint16_t)from;
+		plen[np] = (uint16_t)(i - from);
+		np++;
+		from = i + 1;
 	}
 	size_t first = m->keep && m->keep < np ? np - m->keep : 0;
 	for (size_t k = first; k < np; k++) {
+		size_t idx = m->reverse ? np - 1 - k : k;
 		if (k > first)
 			put_escaped(o, ".", 1, false);
-		put_escaped(o, part[k], plen[k], m->upper);
+		put_escaped(o, val + start[idx], plen[idx], m->upper);
 	}
 }
 

@@ -44,8 +44,10 @@ struct zone {
 	unsigned max_outstanding;
 };
 
-static inline void zone_add(struct zone *z, const char *name, int type, const char *data, size_t len)
+/* Add a record; false if an A/AAAA address does not parse (the record is kept, as 0.0.0.0 / ::). */
+static inline bool zone_add(struct zone *z, const char *name, int type, const char *data, size_t len)
 {
+	bool ok = true;
 	if (z->n == z->cap) {
 		z->cap = z->cap ? z->cap * 2 : 32;
 		z->rr = xrealloc(z->rr, z->cap * sizeof(*z->rr));
@@ -56,12 +58,10 @@ static inline void zone_add(struct zone *z, const char *name, int type, const ch
 	r->type = type;
 	switch (type) {
 	case SPF_DNS_A:
-		if (inet_pton(AF_INET, data, &r->rr.a) != 1)
-			fprintf(stderr, "zone: bad A %s\n", data);
+		ok = inet_pton(AF_INET, data, &r->rr.a) == 1;
 		break;
 	case SPF_DNS_AAAA:
-		if (inet_pton(AF_INET6, data, &r->rr.aaaa) != 1)
-			fprintf(stderr, "zone: bad AAAA %s\n", data);
+		ok = inet_pton(AF_INET6, data, &r->rr.aaaa) == 1;
 		break;
 	case SPF_DNS_MX: {
 		char *sp = strchr(data, ' ');
@@ -81,6 +81,7 @@ static inline void zone_add(struct zone *z, const char *name, int type, const ch
 		r->rr.len = len;
 		break;
 	}
+	return ok;
 }
 
 static inline void zone_clear(struct zone *z)

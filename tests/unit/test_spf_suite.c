@@ -101,7 +101,7 @@ static void load(struct suite *s, const char *path)
 				len = decode(f[3]);
 				memcpy(data, f[3], len + 1);
 			}
-			zone_add(&s->zones[s->nzones - 1], f[1], type, data, len);
+			assert_true(zone_add(&s->zones[s->nzones - 1], f[1], type, data, len));
 		} else if (strcmp(f[0], "case") == 0) {
 			s->cases = xrealloc(s->cases, (s->ncases + 1) * sizeof(*s->cases));
 			struct tcase *c = &s->cases[s->ncases++];
