@@ -25,6 +25,7 @@ struct check_answer {
 	char text[ENGINE_TEXT_MAX];    /* for the client, already sanitised */
 	char log[ENGINE_LOG_MAX];      /* key=value pairs for the log line ("" for none) */
 	char headers[ENGINE_HEADERS_MAX]; /* header fields to add on delivery, each ending in CRLF */
+	char facts[ENGINE_FACTS_MAX];  /* the check's fact (one line, no newline: engine.h), or "" */
 };
 
 typedef void (*check_cb)(void *arg, const struct check_answer *ans);

@@ -41,7 +41,7 @@ void check_answer_neutral(struct check_answer *a)
 {
 	a->result = CHECK_NEUTRAL;
 	a->code = 0;
-	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = '\0';
+	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = a->facts[0] = '\0';
 }
 
 void check_answer_set(struct check_answer *a, enum check_result r, int code, const char *enhanced,
