@@ -53,7 +53,8 @@ struct check_query {
 	char sender[SMTP_PATH_MAX + 8];   /* "local@domain", "" for <> */
 	char helo[SMTP_DOMAIN_MAX + 1];
 	bool helo_done;                   /* the HELO identity was evaluated (helo_found) */
-	bool starting;                    /* inside spf_evaluate: it frees q once the answer is given */
+	bool starting;                    /* inside spf_check_start: an answer from inside is freed by
+					   * the caller, not by spf_finish */
 	bool finished;
 	struct spf_found helo_found, found;
 };
@@ -340,7 +341,18 @@ static void spf_start_identity(struct check_query *q, enum spf_identity id)
 		.receiver = q->st->cfg->hostname, .identity = id,
 	};
 
-	q->sc = spf_check_start(&q->dns, &r, spf_evaluated, q); /* may answer from inside */
+	/* the evaluator may answer from inside: then q is freed by whoever started the outermost
+	 * call (here, unless spf_evaluate did), never touched after spf_finish */
+	bool outer = q->starting;
+	q->starting = true;
+	struct spf_check *sc = spf_check_start(&q->dns, &r, spf_evaluated, q);
+	q->starting = outer;
+	if (q->finished) {
+		if (!outer)
+			free(q);
+		return;
+	}
+	q->sc = sc;
 }
 
 /* ---- the check ---- */
