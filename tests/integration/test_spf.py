@@ -6,12 +6,14 @@ fail); spf_skip and per-domain overrides honoured; incoming Authentication-Resul
 authserv-id removed; the policy service answering SPF once per Postfix transaction; and
 `backstop spf` (output and exit codes)."""
 import re
+import signal
 
 import pytest
 
-from conftest import HOSTNAME, run_cli
+from conftest import HOSTNAME, dead_port, run_cli  # noqa: F401 (dead_port is a fixture)
 from nsd_fixture import Nsd
 from test_policyd import PolicyConn, start_policy
+from test_signals import poll
 
 ZONE = [
     'pass TXT "v=spf1 ip4:127.0.0.0/8 ip4:192.0.2.0/24 -all"',
@@ -279,3 +281,44 @@ def test_cli_errors_exit_1(tmp_path, ns):
     assert r.returncode == 1 and "dns_servers" in r.stderr, r
     r = run_cli("spf", "--help")
     assert r.returncode == 0 and "backstop spf [-c FILE] IP SENDER [HELO]" in r.stdout, r
+
+
+def test_pipelined_rcpts_wait_for_mail_and_answer_in_order(backstop_factory, backend, ns):
+    b = backstop_factory(gateway=spf_gateway(ns), domains=two_domains(backend))
+    with b.connect() as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<x@fail.spf.test>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@tagged.test>\r\n"
+               b"RCPT TO:<c@elsewhere.test>\r\nRCPT TO:<d@tagged.test>\r\n")
+        replies = [c.reply() for _ in range(5)]
+        assert [(r.code, r.enhanced) for r in replies] == [
+            (250, "2.1.0"), (550, "5.7.23"), (250, "2.1.5"), (554, "5.7.1"), (250, "2.1.5")], replies
+        assert c.cmd("RSET").code == 250
+        # a permerror is tagged everywhere: MAIL and RCPT go on
+        c.send(b"MAIL FROM:<x@broken.spf.test>\r\nRCPT TO:<a@example.test>\r\n")
+        assert [c.reply().code for _ in range(2)] == [250, 250]
+
+
+def test_mail_refused_pipelined_rcpts_need_mail(backstop_factory, backend, ns):
+    b = backstop_factory(gateway=spf_gateway(ns))
+    with b.connect() as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<x@fail.spf.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n")
+        replies = [c.reply() for _ in range(3)]
+    assert [r.code for r in replies] == [550, 503, 503], replies
+
+
+def test_reload_applies_new_dns_servers(backstop_factory, backend, ns, dead_port):
+    gw = spf_gateway(ns, dns_servers=f"127.0.0.1:{dead_port}")
+    b = backstop_factory(gateway=gw)
+    with b.connect(timeout=30) as c:
+        m, _, _ = send(c, "x@fail.spf.test", ["user@example.test"])
+    assert (m.code, m.enhanced) == (451, "4.7.24"), m
+    b.conf.write_text(backstop_factory.render(gateway=spf_gateway(ns)))
+    b.send_signal(signal.SIGHUP)
+    b.wait_log(r"configuration reloaded")
+
+    def mail_code():
+        with b.connect(timeout=30) as c:
+            c.ehlo()
+            return c.cmd("MAIL FROM:<x@fail.spf.test>").code
+    assert poll(lambda: mail_code() == 550), b.log_text()
