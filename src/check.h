@@ -25,6 +25,7 @@ struct check_answer {
 	char text[ENGINE_TEXT_MAX];    /* for the client, already sanitised */
 	char log[ENGINE_LOG_MAX];      /* key=value pairs for the log line ("" for none) */
 	char headers[ENGINE_HEADERS_MAX]; /* header fields to add on delivery, each ending in CRLF */
+	char facts[ENGINE_FACTS_MAX];  /* the check's fact (one line, no newline: engine.h), or "" */
 };
 
 typedef void (*check_cb)(void *arg, const struct check_answer *ans);
@@ -69,6 +70,7 @@ void check_answer_set_text(struct check_answer *a, enum check_result r, int code
 
 extern const struct check_type check_relay_type;
 extern const struct check_type check_verify_type;
+extern const struct check_type check_spf_type;
 
 /* Test hook: put a list of check types in place of the registry for the engines built after
  * this call and for engine_stats' names (NULL restores the registry). */

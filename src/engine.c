@@ -46,6 +46,8 @@ struct engine_query {
 	uint64_t t0, check_t0;
 	struct event ev;                   /* deadline, then delivery (event_assign) */
 	char *headers;                     /* the checks' header fields (ENGINE_HEADERS_MAX), or NULL */
+	char *facts_in;                    /* copy of req.facts, or NULL */
+	char *facts;                       /* the checks' facts (ENGINE_FACTS_MAX), or NULL */
 	bool in_start;                     /* inside engine_start: deliver through the loop */
 	bool in_check;                     /* inside a check's start */
 	bool answered_inline;              /* the check answered from inside its start */
@@ -102,6 +104,21 @@ void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe,
 	/* an IPv4 client on a dual-stack socket: show it as IPv4 */
 	if (strncmp(req->client_ip, "::ffff:", 7) == 0 && strchr(req->client_ip + 7, '.') != NULL)
 		memmove(req->client_ip, req->client_ip + 7, strlen(req->client_ip + 7) + 1);
+}
+
+const char *engine_fact(const char *facts, const char *check, size_t *len)
+{
+	size_t cl = strlen(check);
+
+	for (const char *p = facts; p != NULL && *p != '\0';) {
+		size_t line = strcspn(p, "\n");
+		if (line > cl && strncmp(p, check, cl) == 0 && p[cl] == ' ') {
+			*len = line - cl - 1;
+			return p + cl + 1;
+		}
+		p += line + (p[line] == '\n');
+	}
+	return NULL;
 }
 
 void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
@@ -176,6 +193,8 @@ static void engine_query_free(struct engine_query *q)
 {
 	event_del(&q->ev);
 	free(q->headers);
+	free(q->facts_in);
+	free(q->facts);
 	free(q);
 }
 
@@ -234,6 +253,18 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 			log_warn("engine: header fields of check %s dropped: over %d octets",
 				 c->type->name, ENGINE_HEADERS_MAX);
 		q->d.headers = q->headers;
+	}
+	if (ans->facts[0] != '\0') {
+		if (q->facts == NULL) {
+			q->facts = xmalloc(ENGINE_FACTS_MAX);
+			q->facts[0] = '\0';
+		}
+		size_t used = strlen(q->facts), more = strcspn(ans->facts, "\n");
+		if (used + strlen(c->type->name) + more + 3 < ENGINE_FACTS_MAX) {
+			snprintf(q->facts + used, ENGINE_FACTS_MAX - used, "%s %.*s\n", c->type->name, (int)more,
+				 ans->facts);
+			q->d.facts = q->facts;
+		}
 	}
 	if (ans->result != CHECK_NEUTRAL) {
 		q->d.result = ans->result;
@@ -337,6 +368,13 @@ struct engine_query *engine_start(struct engine *e, struct event_base *base, con
 	q->d.code = 0;
 	q->d.enhanced[0] = q->d.text[0] = q->d.log[0] = '\0';
 	q->d.headers = "";
+	q->d.facts = "";
+	if (req->facts != NULL && req->facts[0] != '\0') {
+		q->facts_in = xstrdup(req->facts);
+		q->req.facts = q->facts_in;
+	} else {
+		q->req.facts = NULL;
+	}
 	q->d.timed_out = false;
 	q->d.latency_ms = 0;
 	evtimer_assign(&q->ev, base, engine_on_event, q);

@@ -47,6 +47,7 @@ enum check_result {
 #define ENGINE_TEXT_MAX 512     /* reply text for the client */
 #define ENGINE_LOG_MAX 1024     /* key=value pairs for the decision's log line */
 #define ENGINE_HEADERS_MAX 2048 /* header fields to add on delivery */
+#define ENGINE_FACTS_MAX 1024   /* a stage's findings for the later stages of the transaction */
 
 /* One decision request: plain data, no pointer into a session. Fill it with
  * engine_request_init() and the setters below; a front end keeps it between stages and updates
@@ -59,6 +60,9 @@ struct engine_request {
 	bool size_known;
 	const struct bs_domain *domain;   /* the recipient's [domain] section (owned by the config the
 					   * engine was built with), NULL when none */
+	const char *facts;                /* what earlier stages of this transaction found, as their
+					   * engine_decision.facts gave it (NULL: nothing); copied by
+					   * engine_start. See "Facts" below. */
 	uint64_t size;                    /* octets: declared SIZE at MAIL, measured at end of data */
 	unsigned nrcpts;                  /* recipients accepted so far in the transaction */
 	unsigned errors;                  /* errors so far in the session */
@@ -94,11 +98,23 @@ struct engine_decision {
 	char text[ENGINE_TEXT_MAX];    /* sanitised, for the client */
 	char log[ENGINE_LOG_MAX];      /* every check's key=value fields, in order */
 	const char *headers;           /* header fields to add on delivery, each ending in CRLF ("") */
+	const char *facts;             /* the checks' findings for later stages ("": none) */
 	bool timed_out;                /* the stage deadline answered (DEFER) */
 	uint64_t latency_ms;
 };
 
+/* Facts: a check that finds something at one stage that decides later ones (SPF: the result at
+ * MAIL, applied per recipient domain at RCPT) gives it as a fact, one line "CHECK VALUE\n" of
+ * engine_decision.facts. The front end keeps the facts of its transaction and passes them back in
+ * engine_request.facts of the later requests of the same transaction: the SMTP session from
+ * MAIL until the transaction ends; the Postfix policy service for the requests of one Postfix
+ * `instance` (a mail transaction) once a decision let it go on. A check without its fact (a
+ * front end that does not keep them, a reload) finds out again. */
 typedef void (*engine_cb)(void *arg, const struct engine_decision *d);
+
+/* The value of check's fact in facts (NULL allowed): a pointer into facts and its length up to
+ * the end of its line, or NULL. */
+const char *engine_fact(const char *facts, const char *check, size_t *len);
 
 struct engine;
 struct engine_query;

@@ -17,6 +17,7 @@
 #include "rcpt_map.h"
 #include "runtime.h"
 #include "server.h"
+#include "spf_cli.h"
 #include "verify_cli.h"
 #include "version.h"
 
@@ -53,6 +54,12 @@ static const struct command commands[] = {
 	  "  show ADDR           the cached verdict, its source, age and time left\n"
 	  "  purge ADDR|@DOMAIN  remove one verdict, or every verdict of a domain\n"
 	  "  flush               remove everything\n" },
+	{ "spf", spf_cli_main, "spf [-c FILE] IP SENDER [HELO]",
+	  "evaluate SPF for a client IP and a sender (<> for the null sender: give HELO) with FILE's dns_servers;\n"
+	  "      prints the result word alone, then the identity, the records used, what decided, the DNS\n"
+	  "      lookups and the explanation; exit 0 for any result, 1 for an error in the command",
+	  "  SENDER              user@domain, <user@domain>, a domain (postmaster@domain), or <>\n"
+	  "  HELO                the client's HELO name (needed for <>; checked first with spf_helo = on)\n" },
 	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
 	  "export a directory's addresses into a map file; exit 0 changed, 3 unchanged, 1 error",
 	  "  -o, --output PATH   the map file to write (required)\n"

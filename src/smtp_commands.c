@@ -124,9 +124,10 @@ static bool mail_params_given(const struct smtp_mail_params *p)
 
 /* The transaction starts: 250 only now, after every check said yes. */
 static void mail_accept(struct smtp_session *s, const struct smtp_mail_cmd *mail, const char *headers,
-			const char *extra)
+			const char *facts, const char *extra)
 {
 	s->tx = xcalloc(1, sizeof *s->tx);
+	s->tx->facts = facts && facts[0] ? xstrdup(facts) : NULL;
 	s->tx->from = mail->from;
 	s->tx->params = mail->params;
 	s->tx->started_ms = now_ms();
@@ -146,7 +147,7 @@ static void mail_decided(struct smtp_session *s, const struct engine_decision *d
 
 	session_decision_extra(d, extra, sizeof extra);
 	if (!session_decision_refuses(d)) {
-		mail_accept(s, mail, d->headers, extra);
+		mail_accept(s, mail, d->headers, d->facts, extra);
 		return;
 	}
 	session_decision_refuse(s, "mail", &mail->from, d, extra);
@@ -179,7 +180,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 		return;
 	}
 	if (!session_asks(s, ENGINE_STAGE_MAIL)) {
-		mail_accept(s, &mail, NULL, NULL);
+		mail_accept(s, &mail, NULL, NULL, NULL);
 		return;
 	}
 	struct engine_request req;

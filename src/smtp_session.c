@@ -347,6 +347,7 @@ void session_request(const struct smtp_session *s, enum engine_stage stage, stru
 		req->size_known = s->tx->params.has_size;
 		req->size = s->tx->params.size;
 		req->nrcpts = (unsigned)s->tx->nrcpts;
+		req->facts = s->tx->facts;
 	}
 	req->errors = s->errors;
 }
@@ -359,6 +360,8 @@ void session_tx_reset(struct smtp_session *s)
 		relay_tx_reset(s->relay);
 	free(s->tx->rcpts);
 	free(s->tx->headers);
+	free(s->tx->facts);
+	free(s->tx->hf);
 	free(s->tx);
 	s->tx = NULL;
 }

@@ -60,6 +60,8 @@ struct smtp_tx {
 	uint64_t started_ms;
 	char *headers;         /* header fields the checks add on delivery, after Received: (owned) */
 	size_t headers_len;
+	char *facts;           /* what MAIL's checks found, for every RCPT's request (owned), or NULL */
+	struct hdr_filter *hf; /* the header section on its way to the backend (owned), or NULL */
 };
 
 /* Header fields added by checks, per transaction, at most (more are dropped with a log line). */
@@ -74,6 +76,7 @@ struct session_refusal {
 };
 
 struct session_decision; /* smtp_decide.c */
+struct hdr_filter;
 
 struct smtp_session {
 	const struct session_env *env;   /* the owner's (borrowed) */
