@@ -8,10 +8,12 @@
 
 #include "util.h"
 
-/* At RCPT: relay control first (is it ours at all?), then recipient verification. */
+/* At CONNECT: DNS blocklist scores. At RCPT: relay control first (is it ours at all?), then
+ * recipient verification. */
 const struct check_type *const check_types[] = {
 	&check_relay_type,
 	&check_verify_type,
+	&check_dnsbl_type,
 };
 const size_t check_types_count = ARRAY_SIZE(check_types);
 

@@ -49,6 +49,7 @@ enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
 enum on_unavailable { ON_UNAVAILABLE_DEFER = 0, ON_UNAVAILABLE_ACCEPT };
 enum on_catchall { ON_CATCHALL_ACCEPT = 0, ON_CATCHALL_UNAVAILABLE };
 enum ldap_preset { LDAP_PRESET_ACTIVE_DIRECTORY = 0, LDAP_PRESET_OPENLDAP, LDAP_PRESET_NONE };
+enum dnsbl_action { DNSBL_ACTION_REJECT = 0, DNSBL_ACTION_LOG };
 
 struct bs_strlist {
 	char **items;
@@ -146,6 +147,15 @@ struct bs_config {
 	char *policy_socket_group;      /* NULL: that user's group */
 	uint64_t policy_timeout_ms;     /* idle time before a policy connection is closed */
 	uint64_t policy_max_connections; /* policy connections, all workers together */
+	/* DNS blocklists at connect (check_dnsbl.c) and `backstop blcheck` (issue 12); the lists
+	 * are parsed and checked by the check's validate hook (dnsbl_sites.h syntax) */
+	char *dnsbl_sites;              /* NULL or "": no screening */
+	uint64_t dnsbl_threshold;       /* score from which a client is refused (3) */
+	enum dnsbl_action dnsbl_action;
+	char *dnsbl_skip;               /* CIDRs never screened, NULL: none */
+	uint64_t dnsbl_timeout_ms;      /* all lists' answers, then the missing ones score 0 */
+	char *blcheck_sites;            /* NULL: the built-in list (dnsbl_cli.c) */
+	char *blcheck_addresses;        /* NULL: none (give them on the command line) */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */
