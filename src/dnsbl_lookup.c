@@ -189,7 +189,8 @@ struct dnsbl_lookup *dnsbl_lookup_start(struct dns_resolver *r, struct event_bas
 			continue;
 		}
 		l->pending++;
-		l->qs[i].a = dns_resolve_host(r, l->qs[i].name, 0, AF_INET, a_answer, &l->qs[i]);
+		/* port 1: c-ares refuses service "0"; the port is not used */
+		l->qs[i].a = dns_resolve_host(r, l->qs[i].name, 1, AF_INET, a_answer, &l->qs[i]);
 	}
 	if (l->pending == 0) /* nothing to ask: answer from the loop at once */
 		tv.tv_sec = tv.tv_usec = 0;
