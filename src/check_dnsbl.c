@@ -232,7 +232,7 @@ static void warn_list(struct dnsbl_warn *w, enum log_level level, const struct d
 		snprintf(extra, sizeof extra, " (and %lu more times in the last minute)", w->suppressed);
 	w->last_ms = now;
 	w->suppressed = 0;
-	log_msg(level, "dnsbl: list %s %s for client %s%s", lr->domain, what, ip, extra);
+	log_msg(level, "dnsbl: list %s, client %s: %s%s", lr->domain, ip, what, extra);
 }
 
 static void list_warnings(struct dnsbl_check *c, const struct check_query *q, const struct dnsbl_result *res)
