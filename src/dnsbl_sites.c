@@ -112,6 +112,8 @@ static int parse_domain(const char *s, size_t len, char *out)
 		out[i] = c;
 	}
 	out[len] = '\0';
+	if (label == 0 || s[len - 1] == '-')
+		return -1; /* an empty or bad last label ("a.test..") */
 	return strchr(out, '.') ? 0 : -1; /* a list is never a top-level domain */
 }
 

@@ -104,6 +104,8 @@ static void test_errors(void **state)
 		"zen.spamhaus.org=127.0.0.[]",
 		"zen.spamhaus.org=127.0.0.[2;]",
 		"zen.spam/haus.org",
+		"zenzen..",                           /* found by fuzz_dnsbl_sites */
+		"zen.test-",
 	};
 	struct dnsbl_sites s;
 	char why[256];
