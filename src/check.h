@@ -71,6 +71,7 @@ void check_answer_set_text(struct check_answer *a, enum check_result r, int code
 extern const struct check_type check_relay_type;
 extern const struct check_type check_verify_type;
 extern const struct check_type check_spf_type;
+extern const struct check_type check_dnsbl_type;
 
 /* Test hook: put a list of check types in place of the registry for the engines built after
  * this call and for engine_stats' names (NULL restores the registry). */

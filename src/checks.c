@@ -8,13 +8,14 @@
 
 #include "util.h"
 
-/* At MAIL: SPF. At RCPT: relay control first (is it ours at all?), then SPF's result under the
- * recipient domain's actions (before any recipient lookup is paid for), then recipient
- * verification. */
+/* At CONNECT: DNS blocklist scores. At MAIL: SPF. At RCPT: relay control first (is it ours at
+ * all?), then SPF's result under the recipient domain's actions (before any recipient lookup is
+ * paid for), then recipient verification. */
 const struct check_type *const check_types[] = {
 	&check_relay_type,
 	&check_spf_type,
 	&check_verify_type,
+	&check_dnsbl_type,
 };
 const size_t check_types_count = ARRAY_SIZE(check_types);
 

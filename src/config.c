@@ -42,6 +42,7 @@ static const char *const e_spf_fail[] = { "reject", "tag", "off", NULL };
 static const char *const e_spf_softfail[] = { "tag", "reject", NULL };
 static const char *const e_spf_temperror[] = { "defer", "tag", NULL };
 static const char *const e_spf_permerror[] = { "tag", "reject", NULL };
+static const char *const e_dnsbl_action[] = { "reject", "log", NULL };
 
 /* Field names follow the key names; the order here is the order of the documentation. */
 const struct cfg_key config_keys[] = {
@@ -225,6 +226,38 @@ const struct cfg_key config_keys[] = {
 	  "name",
 	  "authserv-id of the Authentication-Results: header fields backstop adds (RFC 8601); "
 	  "incoming ones that claim it are removed." },
+	/* [gateway]: DNS blocklists (check_dnsbl.c, dnsbl_cli.c); the lists are checked by the
+	 * check's validate hook */
+	{ G, "dnsbl_sites", CFG_T_STR, NULL, "none (no screening)", 0, 0, NULL, GW(dnsbl_sites), NULL,
+	  "site[=filter][*weight],...",
+	  "DNS blocklists and allowlists asked about each client when it connects, in Postfix's "
+	  "postscreen_dnsbl_sites syntax: zen.spamhaus.org=127.0.0.[2..11]*3, bl.spamcop.net*2, "
+	  "list.dnswl.org=127.0.[0..255].[1..3]*-2. A list that answers with an address matching "
+	  "the filter (any address without one) adds its weight (1 unless written) to the client's "
+	  "score; negative weights are allowlists. All lists are asked in parallel and the banner "
+	  "does not wait for them. IPv6 clients are asked in nibble format. A list that does not "
+	  "answer in time scores 0 (logged); a reply in 127.255.255.0/24 (a list refusing the "
+	  "resolver) is logged as an error, never a listing." },
+	{ G, "dnsbl_threshold", CFG_T_UINT, "3", NULL, 1, 100000, NULL, GW(dnsbl_threshold), NULL,
+	  "score",
+	  "Score at or above which a client is refused: every RCPT of its session gets 550 5.7.1 "
+	  "naming the lists (and the TXT reason of the first that gives one)." },
+	{ G, "dnsbl_action", CFG_T_ENUM, "reject", NULL, 0, 0, e_dnsbl_action, GW(dnsbl_action), NULL,
+	  NULL, "A client over dnsbl_threshold: reject its recipients, or only log the decision." },
+	{ G, "dnsbl_skip", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(dnsbl_skip), NULL, "CIDR,...",
+	  "Client networks never screened (192.0.2.0/24, 2001:db8::/32; a bare address is one host)." },
+	{ G, "dnsbl_timeout", CFG_T_DURATION, "5s", NULL, 100, MINUTES(5), NULL, GW(dnsbl_timeout_ms),
+	  NULL, "duration",
+	  "How long to wait for the lists' answers; a list that has not answered by then scores 0. "
+	  "Below decision_timeout." },
+	{ G, "blcheck_sites", CFG_T_STR, NULL, "the built-in list, see backstop(8)", 0, 0, NULL,
+	  GW(blcheck_sites), NULL, "site[=filter],...",
+	  "Lists that backstop blcheck asks about the site's own addresses (dnsbl_sites syntax; "
+	  "weights are ignored, a negative one marks an allowlist)." },
+	{ G, "blcheck_addresses", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(blcheck_addresses), NULL,
+	  "address,...",
+	  "The site's public mail addresses that backstop blcheck checks when none are given on "
+	  "its command line." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -397,6 +430,10 @@ void config_free(struct bs_config *cfg)
 	free(cfg->dns_servers);
 	free(cfg->spf_actions.skip);
 	free(cfg->authserv_id);
+	free(cfg->dnsbl_sites);
+	free(cfg->dnsbl_skip);
+	free(cfg->blcheck_sites);
+	free(cfg->blcheck_addresses);
 	free(cfg->gateway_lines);
 	free(cfg);
 }

@@ -63,6 +63,7 @@ struct bs_spf_actions {
 	enum spf_permerror_action permerror;
 	char *skip;                     /* CIDR list as written ("" none) */
 };
+enum dnsbl_action { DNSBL_ACTION_REJECT = 0, DNSBL_ACTION_LOG };
 
 struct bs_strlist {
 	char **items;
@@ -167,6 +168,15 @@ struct bs_config {
 	bool spf_helo;                  /* also the HELO identity on its own */
 	struct bs_spf_actions spf_actions; /* spf_fail ... spf_skip of [gateway] */
 	char *authserv_id;              /* Authentication-Results: authserv-id; default hostname */
+	/* DNS blocklists at connect (check_dnsbl.c) and `backstop blcheck` (issue 12); the lists
+	 * are parsed and checked by the check's validate hook (dnsbl_sites.h syntax) */
+	char *dnsbl_sites;              /* NULL or "": no screening */
+	uint64_t dnsbl_threshold;       /* score from which a client is refused (3) */
+	enum dnsbl_action dnsbl_action;
+	char *dnsbl_skip;               /* CIDRs never screened, NULL: none */
+	uint64_t dnsbl_timeout_ms;      /* all lists' answers, then the missing ones score 0 */
+	char *blcheck_sites;            /* NULL: the built-in list (dnsbl_cli.c) */
+	char *blcheck_addresses;        /* NULL: none (give them on the command line) */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */

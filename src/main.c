@@ -11,6 +11,7 @@
 #include "callout_probe.h"
 #include "config.h"
 #include "config_audit.h"
+#include "dnsbl_cli.h"
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
@@ -66,6 +67,11 @@ static const struct command commands[] = {
 	  "  -n, --dry-run       print the difference and what would be written; write nothing\n"
 	  "  -s, --max-shrink PCT  refuse to remove more than PCT % of the addresses (default 10)\n"
 	  "  -f, --force         write even when more than --max-shrink % would go\n" },
+	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [IP ...]",
+	  "is each address on the DNS blocklists of blcheck_sites? exit 0 listed nowhere, 1 listed somewhere, "
+	  "2 lookups failed, 3 usage or configuration error",
+	  "  IP ...              the addresses to check (default: blcheck_addresses in FILE)\n"
+	  "Without -c, FILE is read when it exists; without it the built-in list and the system's resolver are used.\n" },
 };
 
 static void usage(FILE *out)
