@@ -8,9 +8,12 @@
 
 #include "util.h"
 
-/* At RCPT: relay control first (is it ours at all?), then recipient verification. */
+/* At RCPT: relay control first (is it ours at all?), then the harvest budgets (a client over
+ * its budget of unknown recipients is deferred without a probe), then recipient verification.
+ * Before the banner: the harvest penalty. */
 const struct check_type *const check_types[] = {
 	&check_relay_type,
+	&check_harvest_type,
 	&check_verify_type,
 };
 const size_t check_types_count = ARRAY_SIZE(check_types);
@@ -42,6 +45,7 @@ void check_answer_neutral(struct check_answer *a)
 	a->result = CHECK_NEUTRAL;
 	a->code = 0;
 	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = '\0';
+	a->rcpt_invalid = false;
 }
 
 void check_answer_set(struct check_answer *a, enum check_result r, int code, const char *enhanced,
