@@ -22,6 +22,7 @@
 /* Counters, written on the pool's loop and read by stats from any thread. */
 struct callout_counters {
 	atomic_ulong probes;       /* RCPTs sent for addresses (catch-all checks not included) */
+	atomic_ulong rate_limited; /* addresses not probed: callout_max_rate reached */
 	atomic_ulong shared;       /* lookups that joined a probe in progress or a fresh answer */
 	atomic_ulong connections;  /* connections opened */
 	atomic_ulong connect_failures;
@@ -50,6 +51,8 @@ struct callout_pool_opts {
 	const struct callout_domain_ttl *ttls; /* per domain, copied; may be NULL */
 	size_t nttls;
 	uint64_t default_ttl_ms;   /* for domains not in ttls */
+	unsigned max_rate;         /* probes per second to this server, all pools together (0: no
+				    * limit); past it an address gets UNAVAILABLE, rate_limited */
 	struct callout_counters *counters; /* kept by the caller, outlives the pool */
 };
 

@@ -11,6 +11,7 @@
 #include "config_value.h"
 #include "cidr.h"    /* cidr_list_check */
 #include "dns.h"     /* dns_servers_check */
+#include "budget_store.h" /* budget_rule_check */
 #include "rcpt.h"   /* rcpt_spec_check */
 #include "vcache.h" /* vcache_spec_check, VCACHE_DEFAULT */
 
@@ -168,6 +169,42 @@ const struct cfg_key config_keys[] = {
 	{ G, "callout_timeout", CFG_T_DURATION, "30s", NULL, 1, HOURS(1), NULL,
 	  GW(callout_timeout_ms), NULL, "duration",
 	  "How long to wait for each reply of a callout server." },
+	{ G, "callout_max_rate", CFG_T_UINT, "100", NULL, 0, 100000, NULL, GW(callout_max_rate), NULL,
+	  "probes/s",
+	  "Probes per second sent to one callout server, all workers together (0: no limit). In no "
+	  "second does a server get more: past it, a recipient whose verdict is not cached gets "
+	  "451 4.4.3 instead of a probe (whatever on_unavailable says), so a flood of unknown "
+	  "addresses never reaches the validation server faster." },
+	/* [gateway]: the harvest defence */
+	{ G, "harvest_limit", CFG_T_STR, "25/1h", NULL, 0, 0, NULL, GW(harvest_limit),
+	  budget_rule_check, "count/duration",
+	  "Unknown recipients (a source's verdict that the address does not exist; never an "
+	  "unavailable one) one client address may be told about within the sliding window; the "
+	  "RCPT that reaches it starts harvest_penalty. A client over it gets 450 4.7.1 for every "
+	  "RCPT, after harvest_tarpit, without any lookup. 0: no budget per address." },
+	{ G, "harvest_network_limit", CFG_T_STR, "100/1h", NULL, 0, 0, NULL, GW(harvest_network_limit),
+	  budget_rule_check, "count/duration",
+	  "The same budget for all the client addresses of one network together (harvest_ipv4_prefix, "
+	  "harvest_ipv6_prefix): every client of a network over it is treated as over budget. 0: no "
+	  "budget per network." },
+	{ G, "harvest_ipv4_prefix", CFG_T_UINT, "24", NULL, 1, 32, NULL, GW(harvest_ipv4_prefix), NULL,
+	  "bits", "Prefix length of the network an IPv4 client is counted in for harvest_network_limit." },
+	{ G, "harvest_ipv6_prefix", CFG_T_UINT, "64", NULL, 1, 128, NULL, GW(harvest_ipv6_prefix), NULL,
+	  "bits", "Prefix length of the network an IPv6 client is counted in for harvest_network_limit." },
+	{ G, "harvest_tarpit", CFG_T_DURATION, "5s", NULL, 0, MINUTES(1), NULL, GW(harvest_tarpit_ms),
+	  NULL, "duration",
+	  "How long each RCPT reply to a client over its harvest budget is held back (a timer: no "
+	  "worker waits). Keep it below decision_timeout." },
+	{ G, "harvest_penalty", CFG_T_DURATION, "1h", NULL, 0, DAYS(7), NULL, GW(harvest_penalty_ms),
+	  NULL, "duration",
+	  "After a client address or network reaches its harvest budget, its new connections get "
+	  "421 4.7.0 instead of the banner for this long, and its RCPTs 450 4.7.1. 0: no penalty "
+	  "(only the budget's own window)." },
+	{ G, "harvest_max_entries", CFG_T_UINT, "100000", NULL, 100, 10000000, NULL,
+	  GW(harvest_max_entries), NULL, "count",
+	  "Client addresses and networks whose harvest budgets are kept in memory (about 150 octets "
+	  "each); past it the one counted least recently is forgotten. Budgets survive a reload; this "
+	  "value changes at the next restart." },
 	/* [gateway]: the Postfix policy service */
 	{ G, "policy_listen", CFG_T_LISTENERS, "", NULL, 0, 0, NULL, GW(policy_listen), NULL,
 	  "address,...",
@@ -434,6 +471,8 @@ void config_free(struct bs_config *cfg)
 	free(cfg->dnsbl_skip);
 	free(cfg->blcheck_sites);
 	free(cfg->blcheck_addresses);
+	free(cfg->harvest_limit);
+	free(cfg->harvest_network_limit);
 	free(cfg->gateway_lines);
 	free(cfg);
 }

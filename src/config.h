@@ -155,6 +155,15 @@ struct bs_config {
 	uint64_t callout_max_connections; /* per validation server (2) */
 	char *callout_sender;           /* "" = null sender <> */
 	uint64_t callout_timeout_ms;    /* per probe reply */
+	uint64_t callout_max_rate;      /* probes per second per validation server; 0: no limit */
+	/* the harvest defence (check_harvest.c): budgets of unknown recipients per client */
+	char *harvest_limit;            /* per client address: "25/1h", "0" off (budget_rule_parse) */
+	char *harvest_network_limit;    /* per client network: "100/1h" */
+	uint64_t harvest_ipv4_prefix;   /* the network of an IPv4 client (24) */
+	uint64_t harvest_ipv6_prefix;   /* the network of an IPv6 client (64) */
+	uint64_t harvest_tarpit_ms;     /* delay of each reply to a client over budget */
+	uint64_t harvest_penalty_ms;    /* 421 at the banner for this long after the budget tripped */
+	uint64_t harvest_max_entries;   /* addresses and networks counted at most (restart) */
 	/* the Postfix policy service (policyd.c) */
 	struct bs_listener_list policy_listen; /* empty: no policy service */
 	char *policy_socket_mode;       /* octal, for unix sockets ("0660") */

@@ -59,8 +59,8 @@ struct engine_query {
 
 const char *engine_stage_name(enum engine_stage stage)
 {
-	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail",
-							       "rcpt", "data", "end-of-data" };
+	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail", "rcpt",
+							       "data", "end-of-data", "banner" };
 	return stage < ENGINE_STAGE_COUNT ? names[stage] : "unknown";
 }
 
@@ -198,10 +198,24 @@ static void engine_query_free(struct engine_query *q)
 	free(q);
 }
 
+/* Every check of the stage that observes decisions is told this one. */
+static void engine_observe(struct engine_query *q)
+{
+	const struct engine *e = q->e;
+	enum engine_stage s = q->req.stage;
+
+	for (size_t i = 0; i < e->nstage[s]; i++) {
+		const struct engine_check *c = e->stage[s][i];
+		if (c->type->observe)
+			c->type->observe(c->state, q->base, &q->req, &q->d);
+	}
+}
+
 static void engine_deliver(struct engine_query *q)
 {
 	q->d.latency_ms = now_ms() - q->t0;
 	engine_stats_decision(q->e->stats, q->req.stage, q->d.result, q->d.latency_ms);
+	engine_observe(q);
 	q->delivering = true;
 	q->cb(q->arg, &q->d);
 	engine_query_free(q);
@@ -270,6 +284,7 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 		q->d.result = ans->result;
 		q->d.check = c->type->name;
 		q->d.code = ans->code;
+		q->d.rcpt_invalid = ans->rcpt_invalid;
 		strbuf_append(q->d.enhanced, sizeof q->d.enhanced, ans->enhanced);
 		strbuf_append(q->d.text, sizeof q->d.text, ans->text);
 		engine_finish(q);
@@ -376,6 +391,7 @@ struct engine_query *engine_start(struct engine *e, struct event_base *base, con
 		q->req.facts = NULL;
 	}
 	q->d.timed_out = false;
+	q->d.rcpt_invalid = false;
 	q->d.latency_ms = 0;
 	evtimer_assign(&q->ev, base, engine_on_event, q);
 	/* every query of the loop has the same deadline: a common timeout is a queue, not a heap */

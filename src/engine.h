@@ -29,6 +29,11 @@ enum engine_stage {
 	ENGINE_STAGE_RCPT,        /* RCPT TO parsed and within limits */
 	ENGINE_STAGE_DATA,        /* DATA, before content */
 	ENGINE_STAGE_EOD,         /* end of data, before the final dot goes to the backend */
+	ENGINE_STAGE_BANNER,      /* the client connected and the banner waits for this decision:
+				   * for checks that answer from memory (a penalty); a refusal is
+				   * the session's only reply (421 4.7.0) instead of the banner.
+				   * Numbered last so that the others keep their numbers; the
+				   * policy service never asks it. */
 	ENGINE_STAGE_COUNT
 };
 #define ENGINE_STAGE_BIT(s) (1u << (s))
@@ -100,6 +105,8 @@ struct engine_decision {
 	const char *headers;           /* header fields to add on delivery, each ending in CRLF ("") */
 	const char *facts;             /* the checks' findings for later stages ("": none) */
 	bool timed_out;                /* the stage deadline answered (DEFER) */
+	bool rcpt_invalid;             /* the deciding check found that the recipient does not exist
+					* (a source's INVALID verdict; never UNAVAILABLE) */
 	uint64_t latency_ms;
 };
 
@@ -119,6 +126,7 @@ const char *engine_fact(const char *facts, const char *check, size_t *len);
 struct engine;
 struct engine_query;
 struct engine_stats;
+struct budget_store;
 struct verifier;
 struct dns_resolver;
 
@@ -133,6 +141,8 @@ struct engine_env {
 	struct engine_stats *stats;  /* process-wide counters (kept across reloads); NULL: none */
 	engine_dns_fn dns;           /* the loops' resolvers; NULL: checks that need DNS are off */
 	void *dns_arg;
+	struct budget_store *budgets; /* process-wide budgets (kept across reloads, budget_store.h);
+				       * NULL: the checks that need them are off */
 };
 
 /* Build the engine of a generation: opens every registered check that this configuration uses.
@@ -150,7 +160,7 @@ struct engine_query *engine_start(struct engine *e, struct event_base *base, con
 /* The front end no longer wants the answer: the running check is cancelled, no callback. */
 void engine_cancel(struct engine_query *q);
 
-/* "connect", "helo", "mail", "rcpt", "data", "end-of-data". */
+/* "connect", "helo", "mail", "rcpt", "data", "end-of-data", "banner". */
 const char *engine_stage_name(enum engine_stage stage);
 /* "neutral", "accept", "reject", "defer". */
 const char *check_result_name(enum check_result r);

@@ -82,7 +82,7 @@ struct bs_runtime *runtime_new(struct bs_config *cfg, const struct runtime_opts 
 		rt->verifier = verifier_new(cfg, rt->reg, opts->cache);
 	}
 	struct engine_env env = { .cfg = cfg, .verifier = rt->verifier, .stats = opts->stats,
-				  .dns = opts->dns, .dns_arg = opts->dns_arg };
+				  .dns = opts->dns, .dns_arg = opts->dns_arg, .budgets = opts->budgets };
 	rt->engine = engine_new(&env, why, whysz);
 	if (rt->engine == NULL) {
 		runtime_destroy(rt);

@@ -26,6 +26,7 @@
 
 #include "backend_health.h"
 #include "backend_slots.h"
+#include "budget_store.h"
 #include "connlimit.h"
 #include "engine_stats.h"
 #include "log.h"
@@ -42,6 +43,7 @@
 struct server {
 	const char *config_path;
 	struct engine_stats *stats;  /* decision counters, kept across reloads */
+	struct budget_store *budgets; /* harvest budgets, kept across reloads */
 	pthread_mutex_t rt_lock;
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
@@ -335,6 +337,8 @@ static bool server_restart_keys(const struct server *srv, const struct bs_config
 		strbuf_append(out, len, " cache");
 	if (!str_equal(run->user, cfg->user))
 		strbuf_append(out, len, " user");
+	if (run->harvest_max_entries != cfg->harvest_max_entries)
+		strbuf_append(out, len, " harvest_max_entries");
 	return out[0] != '\0';
 }
 
@@ -352,7 +356,8 @@ static struct dns_resolver *server_dns_cb(void *arg, struct event_base *base)
 static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
 {
 	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave,
-				  .stats = srv->stats, .dns = server_dns_cb, .dns_arg = srv };
+				  .stats = srv->stats, .dns = server_dns_cb, .dns_arg = srv,
+				  .budgets = srv->budgets };
 	return runtime_new(cfg, &o, why, whysz);
 }
 
@@ -379,7 +384,7 @@ static void server_reload(struct server *srv)
 	struct bs_runtime *old = srv->rt;
 	srv->rt = rt;
 	pthread_mutex_unlock(&srv->rt_lock);
-	char keys[64];
+	char keys[96];
 	if (server_restart_keys(srv, rt->cfg, keys, sizeof keys))
 		log_warn("reload: %s: the new value of%s differs from the running one and takes effect at the next restart",
 			 srv->config_path, keys);
@@ -472,6 +477,7 @@ static void server_teardown(struct server *srv)
 	vcache_close(srv->cache);
 	engine_stats_free(srv->stats);
 	dns_cache_free(srv->dns_cache);
+	budget_store_free(srv->budgets);
 }
 
 /* At exit: the policy service's unix sockets go (when the directory still lets us). */
@@ -491,7 +497,8 @@ static void server_unlink_policy_sockets(const struct bs_config *cfg)
 int server_run(const char *config_path, struct bs_config *cfg)
 {
 	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
-			      .stats = engine_stats_new() };
+			      .stats = engine_stats_new(),
+			      .budgets = budget_memory_new((size_t)cfg->harvest_max_entries) };
 	char why[512], ready[2048] = "";
 	int status = 1;
 
@@ -506,6 +513,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 		return 1;
 	}
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
@@ -515,6 +523,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		vcache_close(srv.cache);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 		return 1;
 	}
 	srv.connlimit = connlimit_new();
@@ -572,6 +581,8 @@ out:
 		runtime_graveyard_free(srv.grave);
 		vcache_close(srv.cache);
 		dns_cache_free(srv.dns_cache);
+		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 	}
 	free(srv.workers);
 	/* Freeing the signal events puts the default actions back: a second TERM while the process

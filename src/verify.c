@@ -165,7 +165,7 @@ static void verify_decide(struct verify_query *q, enum rcpt_verdict verdict, con
 		snprintf(r->enhanced, sizeof r->enhanced, "%d.1.1", r->code >= 500 ? 5 : 4);
 		snprintf(r->text, sizeof r->text, "<%s>: %s", q->display,
 			 d->reject_text ? d->reject_text : "Recipient address rejected: User unknown");
-	} else if (verdict == RCPT_UNAVAILABLE && d->on_unavailable == ON_UNAVAILABLE_DEFER) {
+	} else if (verdict == RCPT_UNAVAILABLE && (d->on_unavailable == ON_UNAVAILABLE_DEFER || r->rate_limited)) {
 		r->action = VERIFY_DEFER;
 		r->code = 451;
 		snprintf(r->enhanced, sizeof r->enhanced, "4.4.3");
@@ -231,6 +231,7 @@ static void verify_on_chain(void *arg, const struct rcpt_answer *ans)
 		strbuf_append(reason, sizeof reason, "; ");
 	}
 	strbuf_append(reason, sizeof reason, ans->reason);
+	q->res.rate_limited = ans->verdict == RCPT_UNAVAILABLE && ans->rate_limited;
 	verify_decide(q, ans->verdict, ans->source, reason);
 	verify_schedule(q);
 }
