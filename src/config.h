@@ -146,6 +146,8 @@ struct bs_config {
 	char *policy_socket_group;      /* NULL: that user's group */
 	uint64_t policy_timeout_ms;     /* idle time before a policy connection is closed */
 	uint64_t policy_max_connections; /* policy connections, all workers together */
+	/* operations */
+	struct bs_hostport_list metrics_listen; /* empty: no metrics endpoint or status page */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */

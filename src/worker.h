@@ -21,6 +21,7 @@ struct bs_runtime;
 struct connlimit;
 struct backend_health;
 struct backend_slots;
+struct stats_worker;
 
 /* What the workers share, owned by their owner (the server) and passed in: the worker never
  * reaches up into it. */
@@ -32,6 +33,7 @@ struct worker_shared {
 	struct backend_health *health;     /* circuit breaker per backend */
 	struct backend_slots *slots;       /* connections per backend */
 	uint64_t start_time;               /* for session ids */
+	struct stats_worker *stats;        /* counters, one block per worker id (NULL: none) */
 };
 
 struct worker {
