@@ -197,8 +197,6 @@ void smtp_session_accept(const struct session_env *env, struct bs_runtime *rt, e
 	if (s->bev == NULL) {
 		log_err("client=%s cannot create a bufferevent", s->client_ip);
 		connlimit_release(env->connlimit, (const struct sockaddr *)&s->peer);
-	session_end_reason(s, s->state == SMTP_STATE_CLOSING ? STATS_END_OTHER : STATS_END_LOST);
-	stats_session_end(env->stats, s->end_reason);
 		evutil_closesocket(fd);
 		runtime_unref(rt);
 		free(s);
@@ -699,6 +697,8 @@ static void session_free(struct smtp_session *s)
 
 	/* released before the log line, so that a client that saw it may connect again at once */
 	connlimit_release(env->connlimit, (const struct sockaddr *)&s->peer);
+	session_end_reason(s, s->state == SMTP_STATE_CLOSING ? STATS_END_OTHER : STATS_END_LOST);
+	stats_session_end(env->stats, s->end_reason);
 	log_info("session=%s disconnect client=%s helo=%s mail=%u rcpt=%u/%u data=%u/%u duration_ms=%llu",
 		 s->id, s->client_ip, s->helo[0] ? s->helo : "-", s->n_mail, s->n_rcpt_ok, s->n_rcpt,
 		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));

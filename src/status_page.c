@@ -18,7 +18,8 @@ static const char page_css[] =
 	".card{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:.6rem .8rem}"
 	".card b{display:block;font-size:1.3rem}.card span{color:#5a6570;font-size:.85rem}"
 	".wrap{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}"
-	"th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e4e7eb;white-space:nowrap}"
+	"th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e4e7eb;white-space:nowrap}"
+	"td.name{white-space:normal;word-break:break-all;min-width:8rem}"
 	"td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}"
 	".ok{color:#0b6b2e;font-weight:600}.bad{color:#b3261e;font-weight:600}.warn{color:#8a5a00;font-weight:600}"
 	"svg{width:100%;height:auto;background:#fff;border:1px solid #dde1e6;border-radius:6px}"
@@ -27,7 +28,7 @@ static const char page_css[] =
 	"footer{margin-top:2rem;color:#5a6570;font-size:.8rem}";
 
 static const char *const hist_colors[HIST_KINDS] = { "#2e7d32", "#c62828", "#ef8f00" };
-static const char *const hist_names[HIST_KINDS] = { "accepted", "rejected", "deferred" };
+static const char *const hist_names[HIST_KINDS] = { "passed", "rejected", "deferred" };
 
 static void duration_text(uint64_t s, char *buf, size_t len)
 {
@@ -78,9 +79,9 @@ static void render_header(const struct stats_snapshot *s, struct mbuf *b)
 	snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->smtp.accepted);
 	card(b, buf, "sessions since start", NULL);
 	snprintf(buf, sizeof buf, "%llu", (unsigned long long)acc);
-	card(b, buf, "recipients accepted", NULL);
+	card(b, buf, "recipients passed the checks", NULL);
 	snprintf(buf, sizeof buf, "%llu", (unsigned long long)stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_REJECT));
-	card(b, buf, "recipients rejected", NULL);
+	card(b, buf, "recipients refused", NULL);
 	snprintf(buf, sizeof buf, "%llu", (unsigned long long)stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_DEFER));
 	card(b, buf, "recipients deferred", NULL);
 	if (s->cache.configured && s->cache.hits + s->cache.misses > 0)
@@ -114,16 +115,15 @@ static void render_backends(const struct stats_snapshot *s, struct mbuf *b)
 		mbuf_puts(b, "<p>No delivery target is configured.</p>");
 		return;
 	}
-	mbuf_puts(b, "<div class=\"wrap\"><table><tr><th>Target</th><th>State</th><th class=\"n\">Connections</th>"
+	mbuf_puts(b, "<div class=\"wrap\"><table><tr><th>State</th><th>Target</th><th class=\"n\">Connections</th>"
 		     "<th class=\"n\">Waiting</th><th class=\"n\">Breaker trips</th></tr>");
 	for (size_t i = 0; i < s->nbackends; i++) {
 		const struct stats_backend *x = &s->backends[i];
 		const char *cls, *text = backend_state_text(x->state, &cls);
-		mbuf_puts(b, "<tr><td>");
+		mbuf_printf(b, "<tr><td class=\"%s backend-state\">%s</td><td class=\"name\">", cls, text);
 		html_escape(b, x->target);
-		mbuf_printf(b, "</td><td class=\"%s backend-state\">%s</td><td class=\"n\">%u</td><td class=\"n\">%u</td>"
-			       "<td class=\"n\">%lu</td></tr>",
-			    cls, text, x->connections, x->waiting, x->trips);
+		mbuf_printf(b, "</td><td class=\"n\">%u</td><td class=\"n\">%u</td><td class=\"n\">%lu</td></tr>",
+			    x->connections, x->waiting, x->trips);
 	}
 	mbuf_printf(b, "</table></div><p class=\"sub\">%llu idle connections pooled. Replies to the end of data: "
 		       "%llu 2xx, %llu 4xx, %llu 5xx.</p>",
@@ -138,7 +138,7 @@ static void render_sources(const struct stats_snapshot *s, struct mbuf *b)
 		mbuf_puts(b, "<p>No recipient verification is configured.</p>");
 		return;
 	}
-	mbuf_puts(b, "<div class=\"wrap\"><table><tr><th>Source</th><th>State</th><th class=\"n\">Lookups</th>"
+	mbuf_puts(b, "<div class=\"wrap\"><table><tr><th>State</th><th>Source</th><th class=\"n\">Lookups</th>"
 		     "<th class=\"n\">Valid</th><th class=\"n\">Invalid</th><th class=\"n\">Unavailable</th><th>Detail</th></tr>");
 	for (size_t i = 0; i < s->nsources; i++) {
 		const struct stats_source *x = &s->sources[i];
@@ -155,11 +155,12 @@ static void render_sources(const struct stats_snapshot *s, struct mbuf *b)
 			snprintf(detail, sizeof detail, "pool %llu, %llu in flight, %llu timeouts",
 				 (unsigned long long)x->pool_size, (unsigned long long)x->inflight,
 				 (unsigned long long)x->timeouts);
-		mbuf_puts(b, "<tr><td>");
+		mbuf_printf(b, "<tr><td class=\"%s source-state\">%s</td><td class=\"name\">", x->up ? "ok" : "bad",
+			    x->up ? "up" : "down");
 		html_escape(b, x->spec);
-		mbuf_printf(b, "</td><td class=\"%s\">%s</td><td class=\"n\">%llu</td><td class=\"n\">%llu</td>"
+		mbuf_printf(b, "</td><td class=\"n\">%llu</td><td class=\"n\">%llu</td>"
 			       "<td class=\"n\">%llu</td><td class=\"n\">%llu</td><td>",
-			    x->up ? "ok" : "bad", x->up ? "up" : "down", (unsigned long long)x->lookups,
+			    (unsigned long long)x->lookups,
 			    (unsigned long long)x->valid, (unsigned long long)x->invalid, (unsigned long long)x->unavailable);
 		html_escape(b, detail);
 		mbuf_puts(b, "</td></tr>");
@@ -186,7 +187,7 @@ static uint64_t nice_max(uint64_t v)
 
 void status_page_chart(const struct stats_history *h, uint64_t now, struct mbuf *b)
 {
-	const int W = 640, H = 200, left = 44, bottom = 22, top = 8;
+	const int W = 480, H = 190, left = 40, bottom = 22, top = 10;
 	const int plot_w = W - left - 8, plot_h = H - bottom - top;
 	uint64_t peak = 0;
 
@@ -197,14 +198,14 @@ void status_page_chart(const struct stats_history *h, uint64_t now, struct mbuf 
 		if (t > peak)
 			peak = t;
 	}
-	uint64_t ymax = nice_max(peak > 0 ? peak : 1);
+	uint64_t ymax = nice_max(peak > 10 ? peak : 10);
 	mbuf_printf(b, "<svg viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"RCPT decisions per minute, last hour\" "
 		       "xmlns=\"http://www.w3.org/2000/svg\">", W, H);
 	/* axes and grid: 0, half, max */
 	for (int g = 0; g <= 2; g++) {
 		int y = top + plot_h - plot_h * g / 2;
 		mbuf_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#e4e7eb\"/>", left, y, W - 8, y);
-		mbuf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\" fill=\"#5a6570\">%llu</text>",
+		mbuf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\" fill=\"#5a6570\">%llu</text>",
 			    left - 4, y + 4, (unsigned long long)(ymax * (uint64_t)g / 2));
 	}
 	double bw = (double)plot_w / STATS_HISTORY_MINUTES;
@@ -225,7 +226,7 @@ void status_page_chart(const struct stats_history *h, uint64_t now, struct mbuf 
 	const int marks[] = { 60, 45, 30, 15, 0 };
 	for (size_t i = 0; i < ARRAY_SIZE(marks); i++) {
 		double x = left + bw * (STATS_HISTORY_MINUTES - marks[i]);
-		mbuf_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"%s\" fill=\"#5a6570\">%s%d min</text>",
+		mbuf_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"%s\" fill=\"#5a6570\">%s%d min</text>",
 			    x, H - 6, marks[i] == 0 ? "end" : marks[i] == 60 ? "start" : "middle", marks[i] ? "-" : "", marks[i]);
 	}
 	mbuf_puts(b, "</svg>");
@@ -233,7 +234,7 @@ void status_page_chart(const struct stats_history *h, uint64_t now, struct mbuf 
 
 static void render_chart(const struct stats_snapshot *s, const struct stats_history *h, struct mbuf *b)
 {
-	mbuf_puts(b, "<h2>Recipients, last hour (per minute)</h2>");
+	mbuf_puts(b, "<h2>RCPT decisions, last hour (per minute)</h2>");
 	status_page_chart(h, s->now, b);
 	mbuf_puts(b, "<div class=\"legend\">");
 	for (int k = 0; k < HIST_KINDS; k++)
