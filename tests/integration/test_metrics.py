@@ -369,3 +369,15 @@ def test_contrib_dashboard_uses_exported_metrics(backstop_factory, backend, tmp_
     used -= {"backstop_instance"}
     assert used, "no metric used"
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
+
+
+def test_man_page_lists_every_metric(backstop_factory, backend, tmp_path):
+    """backstop(8)'s METRICS section names every family the daemon serves (with a verdict cache,
+    a map source and traffic, so that every group is present)."""
+    b, addr = start(backstop_factory, backend, tmp_path)
+    session(b, [VALID[0], "nobody@example.test"])
+    families = set(re.findall(r"^# TYPE (\S+)", http_get(addr)[2], re.M))
+    man = (ROOT / "man" / "backstop.8").read_text()
+    section = man[man.index(".Sh METRICS"):man.index(".Sh SIGNALS")]
+    documented = set(re.findall(r"Sy (backstop_[a-z0-9_]+)", section))
+    assert families - documented == set(), "served but not in backstop(8) METRICS"
