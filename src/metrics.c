@@ -156,6 +156,17 @@ static void render_verify(const struct stats_snapshot *s, struct mbuf *b)
 			       "Verifications still running in the background.");
 		metrics_sample(b, "backstop_verify_background_lookups", NULL, v->background);
 	}
+	metrics_family(b, "backstop_verify_verdicts_total", "counter",
+		       "Verdicts of recipient verification by the source that gave them and whether the cache answered.");
+	for (size_t i = 0; i < s->nverdicts; i++) {
+		static const char *const names[ENGINE_VERDICTS] = { "valid", "invalid", "unavailable" };
+		for (int k = 0; k < ENGINE_VERDICTS; k++)
+			for (int c2 = 0; c2 < 2; c2++)
+				metrics_sample(b, "backstop_verify_verdicts_total",
+					       (const char *[]){ "source", s->verdicts[i].source, "verdict", names[k], "cached",
+								 c2 ? "yes" : "no", NULL },
+					       s->verdicts[i].n[k][c2]);
+	}
 	if (!c->configured)
 		return;
 	metrics_family(b, "backstop_verdict_cache_up", "gauge", "1 if the verdict cache is usable.");

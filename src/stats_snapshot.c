@@ -330,6 +330,16 @@ static void engine_row(void *arg, const struct engine_stats_row *row)
 		out->engine[out->nengine++] = *row;
 }
 
+static void verdict_row(void *arg, const struct engine_verdict_row *row)
+{
+	struct stats_snapshot *out = arg;
+	if (out->nverdicts > ENGINE_VERDICT_SOURCES)
+		return;
+	struct stats_verdicts *v = &out->verdicts[out->nverdicts++];
+	snprintf(v->source, sizeof v->source, "%s", row->source);
+	memcpy(v->n, row->n, sizeof v->n);
+}
+
 uint64_t stats_decisions(const struct stats_snapshot *s, enum engine_stage stage, enum check_result r)
 {
 	for (size_t i = 0; i < s->nengine; i++)
@@ -355,6 +365,7 @@ void stats_snapshot_fill(const struct stats_view *v, struct stats_snapshot *out)
 	}
 	stats_sum(v->workers, v->nworkers, &out->smtp);
 	engine_stats_each(v->engine, engine_row, out);
+	engine_stats_each_verdict(v->engine, verdict_row, out);
 	snapshot_cache(out, v->cache);
 	struct bs_runtime *rt = v->runtime ? v->runtime(v->runtime_arg) : NULL;
 	if (rt == NULL) {

@@ -59,6 +59,11 @@ struct stats_verify {
 	uint64_t lookups, cache_hits, cache_misses, timeouts, refreshes, background;
 };
 
+struct stats_verdicts {
+	char source[STATS_NAME_MAX];   /* the spec that answered, "none", or "other" */
+	uint64_t n[ENGINE_VERDICTS][2]; /* [valid, invalid, unavailable][from the cache] */
+};
+
 struct stats_snapshot {
 	uint64_t now;                  /* wall clock, seconds */
 	const char *version;
@@ -75,6 +80,8 @@ struct stats_snapshot {
 	size_t nsources;
 	struct stats_cache cache;
 	struct stats_verify verify;
+	struct stats_verdicts verdicts[ENGINE_VERDICT_SOURCES + 1];
+	size_t nverdicts;
 };
 
 struct bs_runtime;

@@ -214,6 +214,9 @@ def test_metrics_count_traffic_exactly(backstop_factory, backend, tmp_path):
     assert v("backstop_source_answers_total", verdict="valid", **src) == N
     assert v("backstop_source_answers_total", verdict="invalid", **src) == M
     assert v("backstop_source_up", **src) == 1
+    assert v("backstop_verify_verdicts_total", source=src["source"], verdict="valid", cached="no") == N
+    assert v("backstop_verify_verdicts_total", source=src["source"], verdict="invalid", cached="no") == M
+    assert v("backstop_verify_verdicts_total", source=src["source"], verdict="valid", cached="yes") == 0
     assert v("backstop_map_entries", **src) == len(VALID)
     assert v("backstop_backend_up", target=backend.addr) == 1
     assert len(backend.messages) == S
