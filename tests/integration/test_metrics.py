@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from callout_fixtures import FakeValidator
 from peers import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,6 +256,39 @@ def test_metrics_reload_and_404(backstop_factory, backend, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as e:
         http_get(addr, "/nothing")
     assert e.value.code == 404
+
+
+def test_metrics_cache_and_validation_server(backstop_factory, backend, tmp_path):
+    """verify = callout: the first RCPT of an address asks the validation server (a cache miss),
+    the second is answered by the cache (a hit); the figures say exactly that."""
+    fv = FakeValidator(known=["alice@example.test"])
+    try:
+        b = backstop_factory(
+            gateway={"metrics_listen": "127.0.0.1:0", "positive_ttl": "1h", "negative_ttl": "1h"},
+            domains={"example.test": {"deliver": backend.addr, "verify": f"callout:{fv.addr}"}})
+        addr = metrics_addr(b)
+        for _ in range(2):
+            assert session(b, ["alice@example.test", "bob@example.test"], data=False) == [250, 550]
+        s = parse(http_get(addr)[2])
+        src = {"source": f"callout:{fv.addr}", "type": "callout"}
+        assert value(s, "backstop_verdict_cache_hits_total", store="memory") == 2
+        assert value(s, "backstop_verdict_cache_misses_total", store="memory") == 2
+        assert value(s, "backstop_verdict_cache_entries", store="memory") == 2
+        assert value(s, "backstop_verdict_cache_up", store="memory") == 1
+        assert value(s, "backstop_source_answers_total", verdict="valid", **src) == 1
+        assert value(s, "backstop_source_answers_total", verdict="invalid", **src) == 1
+        assert value(s, "backstop_callout_probes_total", **src) == 2
+        assert value(s, "backstop_callout_connections_opened_total", **src) >= 1
+        assert value(s, "backstop_source_up", **src) == 1
+        for verdict in ("valid", "invalid"):
+            for cached in ("no", "yes"):
+                assert value(s, "backstop_verify_verdicts_total", source=src["source"], verdict=verdict,
+                             cached=cached) == 1, (verdict, cached)
+        assert fv.rcpts["alice@example.test"] == 1 and fv.rcpts["bob@example.test"] == 1
+        if PROMTOOL:
+            promtool_check(http_get(addr)[2])
+    finally:
+        fv.close()
 
 
 # ---------------------------------------------------------------------------------------------
