@@ -384,3 +384,32 @@ void stats_snapshot_fill(const struct stats_view *v, struct stats_snapshot *out)
 	}
 	runtime_unref(rt);
 }
+
+void stats_snapshot_print(const struct stats_snapshot *s, FILE *out)
+{
+	static const char *const states[] = { "up", "down", "probing" };
+	fprintf(out, "version=%s\nuptime_s=%llu\ngeneration=%llu\nlast_reload=%s\nlast_reload_time=%llu\nworkers=%u\n",
+		s->version, (unsigned long long)(s->now > s->start_time ? s->now - s->start_time : 0),
+		(unsigned long long)s->generation, s->last_reload_time == 0 ? "none" : s->last_reload_ok ? "applied" : "refused",
+		(unsigned long long)s->last_reload_time, s->workers);
+	fprintf(out, "sessions_open=%llu\nsessions_total=%llu\nsessions_refused=%llu\n", (unsigned long long)s->smtp.open,
+		(unsigned long long)s->smtp.accepted, (unsigned long long)s->smtp.refused);
+	fprintf(out, "rcpt_passed=%llu\nrcpt_rejected=%llu\nrcpt_deferred=%llu\n",
+		(unsigned long long)(stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_NEUTRAL) +
+				     stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_ACCEPT)),
+		(unsigned long long)stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_REJECT),
+		(unsigned long long)stats_decisions(s, ENGINE_STAGE_RCPT, CHECK_DEFER));
+	for (size_t i = 0; i < s->nbackends; i++)
+		fprintf(out, "backend=%s state=%s connections=%u waiting=%u trips=%lu\n", s->backends[i].target,
+			states[s->backends[i].state <= BACKEND_HALF_OPEN ? s->backends[i].state : 1], s->backends[i].connections,
+			s->backends[i].waiting, s->backends[i].trips);
+	for (size_t i = 0; i < s->nsources; i++)
+		fprintf(out, "source=%s state=%s lookups=%llu valid=%llu invalid=%llu unavailable=%llu\n", s->sources[i].spec,
+			s->sources[i].up ? "up" : "down", (unsigned long long)s->sources[i].lookups,
+			(unsigned long long)s->sources[i].valid, (unsigned long long)s->sources[i].invalid,
+			(unsigned long long)s->sources[i].unavailable);
+	if (s->cache.configured)
+		fprintf(out, "cache=%s state=%s entries=%llu hits=%llu misses=%llu\n", s->cache.store,
+			s->cache.up ? "up" : "down", (unsigned long long)s->cache.entries, (unsigned long long)s->cache.hits,
+			(unsigned long long)s->cache.misses);
+}

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "backend_health.h"
 #include "check.h"
@@ -107,6 +108,9 @@ void stats_snapshot_fill(const struct stats_view *v, struct stats_snapshot *out)
 /* Parse "key=value" tokens (space or newline separated, values optionally in double quotes) as
  * the stats() functions of sources and stores write them: fn(arg, key, value) per token. */
 void stats_kv_parse(const char *text, void (*fn)(void *arg, const char *key, const char *value), void *arg);
+
+/* The main figures as "key=value" lines, one backend or source per line (backstop status). */
+void stats_snapshot_print(const struct stats_snapshot *s, FILE *out);
 
 /* Derived figures for readers. */
 uint64_t stats_decisions(const struct stats_snapshot *s, enum engine_stage stage, enum check_result r);

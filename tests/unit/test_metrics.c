@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,6 +216,15 @@ static void test_render_escapes_names(void **state)
 	assert_non_null(strstr(b.buf, "<meta http-equiv=\"refresh\""));
 	assert_non_null(strstr(b.buf, ">down<"));
 	mbuf_free(&b);
+
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	stats_snapshot_print(s, f);
+	fclose(f);
+	assert_non_null(strstr(text, "uptime_s=3700\n"));
+	assert_non_null(strstr(text, "state=down"));
+	free(text);
 	free(s);
 }
 
