@@ -28,4 +28,16 @@ void backend_health_report(struct backend_health *h, const char *key, bool ok);
 
 enum backend_state backend_health_state(struct backend_health *h, const char *key);
 
+/* What the table knows of one target (valid only during the callback). */
+struct backend_health_info {
+	const char *key;
+	enum backend_state state;
+	unsigned failures;             /* in a row */
+	unsigned long trips;           /* times the breaker opened */
+};
+/* Call fn for every target that has failed at least once (under the table's mutex: fn only
+ * copies). */
+void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_info *info),
+			 void *arg);
+
 #endif

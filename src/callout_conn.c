@@ -302,6 +302,7 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 
 	if (r->code == 250) {
 		backend_health_report(p->health, p->key, true);
+		callout_pool_note_health(p);
 		log_debug("%s: connected%s", p->spec, smtp_client_has_ext(c->client, "PIPELINING") ? " (pipelining)" : "");
 		c->st = CC_IDLE;
 		callout_pool_kick(p);
@@ -316,6 +317,7 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 	}
 	atomic_fetch_add(&p->o.counters->connect_failures, 1);
 	backend_health_report(p->health, p->key, false);
+	callout_pool_note_health(p);
 	if (r->code)
 		callout_pool_reason(why, sizeof why, "refused the session: %d %s", r->code, r->text);
 	else
@@ -353,6 +355,7 @@ static void conn_resolved(void *arg, const struct dns_addrs *res)
 		callout_pool_reason(why, sizeof why, "cannot resolve %s: %s", p->host,
 				    res->error ? res->error : "no address");
 		backend_health_report(p->health, p->key, false);
+		callout_pool_note_health(p);
 		log_warn("%s: %s", p->spec, why);
 		conn_fail(c, why);
 		return;

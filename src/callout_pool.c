@@ -221,3 +221,10 @@ void callout_pool_free(struct callout_pool *p)
 	free(p->key);
 	free(p);
 }
+
+void callout_pool_note_health(struct callout_pool *p)
+{
+	if (p->o.counters != NULL)
+		atomic_store_explicit(&p->o.counters->down, backend_health_state(p->health, p->key) != BACKEND_HEALTHY,
+				      memory_order_relaxed);
+}

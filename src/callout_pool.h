@@ -32,6 +32,7 @@ struct callout_counters {
 	atomic_ulong catchall_domains; /* domains found to be catch-all (currently) */
 	atomic_ulong queued;       /* addresses waiting for a connection */
 	atomic_ulong waiting;      /* lookups waiting for an answer (cancelled ones are gone at once) */
+	atomic_ulong down;         /* 1 while the circuit breaker skips the server */
 };
 
 struct callout_domain_ttl {

@@ -37,6 +37,9 @@ struct callout_pool {
 	bool closing;
 };
 
+/* The breaker's state into the counters (after each report). */
+void callout_pool_note_health(struct callout_pool *p);
+
 /* Schedule from the loop (never re-enter from inside a callback chain). */
 void callout_pool_kick(struct callout_pool *p);
 

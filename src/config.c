@@ -295,6 +295,13 @@ const struct cfg_key config_keys[] = {
 	  "address,...",
 	  "The site's public mail addresses that backstop blcheck checks when none are given on "
 	  "its command line." },
+	/* [gateway]: operations */
+	{ G, "metrics_listen", CFG_T_HOSTPORTS, "", NULL, 0, 0, NULL, GW(metrics_listen), NULL,
+	  "host:port,...",
+	  "Addresses of the HTTP endpoint that serves Prometheus metrics at /metrics and the status "
+	  "page at / (for example 127.0.0.1:9325), separated by commas or spaces; IPv6 in brackets, "
+	  "port 0 picks a free port, which is logged. It has no authentication: keep it on loopback "
+	  "or a management network. Empty: off. Changed at the next restart, not on reload." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -453,6 +460,7 @@ void config_free(struct bs_config *cfg)
 		config_ldap_free(&cfg->ldaps[i]);
 	free(cfg->ldaps);
 	cfgval_hostport_list_free(&cfg->listen);
+	cfgval_hostport_list_free(&cfg->metrics_listen);
 	cfgval_listener_list_free(&cfg->policy_listen);
 	free(cfg->policy_socket_mode);
 	free(cfg->policy_socket_owner);

@@ -186,6 +186,8 @@ struct bs_config {
 	uint64_t dnsbl_timeout_ms;      /* all lists' answers, then the missing ones score 0 */
 	char *blcheck_sites;            /* NULL: the built-in list (dnsbl_cli.c) */
 	char *blcheck_addresses;        /* NULL: none (give them on the command line) */
+	/* operations */
+	struct bs_hostport_list metrics_listen; /* empty: no metrics endpoint or status page */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */

@@ -325,12 +325,12 @@ static void callout_stats(void *state, FILE *out)
 
 	fprintf(out, "source=%s lookups=%lu probes=%lu shared=%lu valid=%lu invalid=%lu unavailable=%lu "
 		     "connections_opened=%lu connect_failures=%lu connections_open=%lu queued=%lu "
-		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu rate_limited=%lu\n",
+		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu rate_limited=%lu down=%lu\n",
 		s->spec, atomic_load(&s->lookups), atomic_load(&k->probes), atomic_load(&k->shared),
 		atomic_load(&k->valid), atomic_load(&k->invalid), atomic_load(&k->unavailable),
 		atomic_load(&k->connections), atomic_load(&k->connect_failures), atomic_load(&k->open_now),
 		atomic_load(&k->queued), atomic_load(&k->waiting), atomic_load(&k->catchall_checks), atomic_load(&k->catchall_domains),
-		atomic_load(&k->rate_limited));
+		atomic_load(&k->rate_limited), atomic_load(&k->down));
 }
 
 static void callout_close(void *state)

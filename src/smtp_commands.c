@@ -67,6 +67,7 @@ static void helo_accept(struct smtp_session *s, const struct helo_ctx *h)
 			 cfg->hostname, s->helo, s->client_ip, (unsigned long long)cfg->max_message_size,
 			 s->rt->tls_server != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
 	session_write(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+	stats_reply(s->env->stats, STATS_STAGE_HELO, 250);
 }
 
 /* A refused greeting changes nothing: the session keeps its earlier name and transaction. */
@@ -245,6 +246,7 @@ void session_data_pipelined(struct smtp_session *s, size_t n)
 {
 	log_notice("session=%s client=%s improper command pipelining after DATA: %zu octets sent "
 		   "before the reply to DATA discarded, disconnecting", s->id, s->client_ip, n);
+	session_end_reason(s, STATS_END_PROTOCOL);
 	session_reply(s, 554, "5.5.0", "Error: improper command pipelining after DATA");
 	session_close(s);
 }
@@ -308,6 +310,7 @@ static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd)
 static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	(void)cmd;
+	session_end_reason(s, STATS_END_QUIT);
 	session_reply(s, 221, "2.0.0", "Bye");
 	session_close(s);
 }
@@ -393,7 +396,10 @@ void session_command(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_command cmd;
 
+	s->reply_stage = STATS_STAGE_OTHER;
 	if (command_is_foreign_protocol(line, len)) {
+		stats_command(s->env->stats, STATS_VERB_INVALID);
+		session_end_reason(s, STATS_END_PROTOCOL);
 		session_reply(s, 521, "5.5.1", "%s Protocol error", s->cfg->hostname);
 		log_notice("session=%s client=%s non-SMTP command, disconnecting", s->id, s->client_ip);
 		session_close(s);
@@ -401,16 +407,20 @@ void session_command(struct smtp_session *s, const char *line, size_t len)
 	}
 	if (smtp_command_parse(line, len, &cmd) != 0) {
 		s->last_verb = "invalid command";
+		stats_command(s->env->stats, STATS_VERB_INVALID);
 		session_reply(s, 500, "5.5.2", "Error: invalid characters in command");
 		return;
 	}
 	if (cmd.verb == SMTP_VERB_UNKNOWN || cmd.verb >= ARRAY_SIZE(handlers) || handlers[cmd.verb] == NULL) {
 		s->last_verb = "unknown command";
+		stats_command(s->env->stats, SMTP_VERB_UNKNOWN);
 		s->junk++;
 		session_reply(s, 500, "5.5.1", "Error: command not recognized");
 		return;
 	}
 	s->last_verb = smtp_verb_name(cmd.verb);
+	s->reply_stage = stats_stage_of_verb(cmd.verb);
+	stats_command(s->env->stats, cmd.verb);
 	size_t max = s->cfg->max_command_line - 2;
 	if (len > max && cmd.verb != SMTP_VERB_MAIL && cmd.verb != SMTP_VERB_RCPT) {
 		session_reply(s, 500, "5.5.2", "Line too long");

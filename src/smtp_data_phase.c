@@ -176,6 +176,7 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	char detail[SMTP_REPLY_TEXT_MAX + 128];
 	unsigned bare = s->tx->dec.bare;
 
+	s->reply_stage = STATS_STAGE_EOD;
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
 		 (unsigned long long)s->tx->dec.octets, backend ? backend : "-");
@@ -217,6 +218,7 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 	if (ans->unknown) {
 		data_final_unknown(s, ans);
 	} else {
+		stats_backend_final(s->env->stats, ans->code);
 		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend, NULL);
 		if (s->close_after_final) /* shutdown: the reply relayed, the session ends */
 			session_close(s);

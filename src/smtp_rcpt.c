@@ -129,6 +129,8 @@ static void rcpt_pump(struct smtp_session *s)
 			s->n_rcpt_ok++;
 		}
 		session_reply_text(s, p->code, p->enhanced[0] ? p->enhanced : NULL, p->text);
+		if (!p->reply_only)
+			stats_reply(s->env->stats, STATS_STAGE_RCPT, p->code);
 		if (!p->counted && rcpt_is_error(p->code, p->enhanced))
 			s->errors++;
 		s->rq_head = p->next;
@@ -192,6 +194,7 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 {
 	if (s->rq_head == NULL) {
 		session_reply_text(s, code, enhanced, text);
+		stats_reply(s->env->stats, STATS_STAGE_RCPT, code);
 		if (rcpt_is_error(code, enhanced))
 			s->errors++;
 		session_log_decision(s, "rcpt", to, code, enhanced, text, extra);

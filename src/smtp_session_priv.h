@@ -18,6 +18,7 @@
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "smtp_session.h"
+#include "stats.h"
 
 enum smtp_state {
 	SMTP_STATE_GREETING, /* banner not sent yet (greet_delay running) */
@@ -122,6 +123,9 @@ struct smtp_session {
 	uint64_t start_ms;
 	const char *last_verb;           /* for "lost connection after X" */
 	unsigned n_mail, n_rcpt, n_rcpt_ok, n_data, n_data_ok;
+	enum stats_stage reply_stage;    /* the command the next reply answers (counters) */
+	enum stats_end end_reason;       /* why the session ends, once end_set */
+	bool end_set;
 };
 
 /* smtp_session.c */
@@ -135,6 +139,8 @@ void session_reply_text(struct smtp_session *s, int code, const char *enhanced, 
 void session_arm_command_deadline(struct smtp_session *s);
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
+/* Why the session ends (counters); the first reason given sticks. */
+void session_end_reason(struct smtp_session *s, enum stats_end why);
 /* Octets the client has sent that the session has not processed (read or still in the kernel). */
 size_t session_input_pending(struct smtp_session *s);
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);

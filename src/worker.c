@@ -15,6 +15,7 @@
 #include "relay_pool.h"
 #include "runtime.h"
 #include "smtp_session.h"
+#include "stats.h"
 #include "util.h"
 
 /* After the shutdown deadline, sessions get this long to take their 421 before the loop ends
@@ -177,7 +178,10 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 		.slots = shared->slots, .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,
 		.scratch = w->scratch, .id_time = shared->start_time, .id_owner = id, .id_seq = &w->seq,
 		.list = &w->sessions, .ended = worker_session_ended, .ended_arg = w,
+		.stats = shared->stats ? &shared->stats[id] : NULL,
 	};
+	if (w->env.stats != NULL)
+		relay_pool_set_gauge(w->pool, &w->env.stats->pooled);
 	return 0;
 }
 

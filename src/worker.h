@@ -21,6 +21,7 @@ struct bs_runtime;
 struct connlimit;
 struct backend_health;
 struct backend_slots;
+struct stats_worker;
 
 /* What the workers share, owned by their owner (the server) and passed in: the worker never
  * reaches up into it. */
@@ -33,6 +34,7 @@ struct worker_shared {
 	struct backend_slots *slots;       /* connections per backend */
 	uint64_t start_time;               /* for session ids */
 	struct dns_cache *dns_cache;       /* typed DNS answers, all workers (NULL: none) */
+	struct stats_worker *stats;        /* counters, one block per worker id (NULL: none) */
 };
 
 struct worker {
