@@ -104,3 +104,18 @@ enum backend_state backend_health_state(struct backend_health *h, const char *ke
 	pthread_mutex_unlock(&h->lock);
 	return st;
 }
+
+void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_view *v),
+			 void *arg)
+{
+	uint64_t now = now_ms();
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n; i++) {
+		const struct health_entry *e = &h->entries[i];
+		struct backend_health_view v = { .key = e->key, .state = e->state, .failures = e->failures,
+						 .since_ms = e->state == BACKEND_HEALTHY ? 0 : now - e->failed_at_ms };
+		fn(arg, &v);
+	}
+	pthread_mutex_unlock(&h->lock);
+}

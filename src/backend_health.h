@@ -28,4 +28,15 @@ void backend_health_report(struct backend_health *h, const char *key, bool ok);
 
 enum backend_state backend_health_state(struct backend_health *h, const char *key);
 
+/* One target as the table knows it (targets never failed may be absent: healthy). */
+struct backend_health_view {
+	const char *key;
+	enum backend_state state;
+	unsigned failures;   /* in a row */
+	uint64_t since_ms;   /* failing or half-open: time since the last failure */
+};
+/* Call fn for every target in the table, under its lock (fn must not call back into h). */
+void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_view *v),
+			 void *arg);
+
 #endif
