@@ -211,3 +211,8 @@ void callout_pool_free(struct callout_pool *p)
 	free(p->key);
 	free(p);
 }
+
+void callout_pool_forget(struct callout_pool *p)
+{
+	callout_flight_forget(p);
+}

@@ -36,6 +36,7 @@ struct control_conn {
 	struct control_conn *next;
 	struct vcache_query *pending;  /* cache show waiting for the store */
 	bool in_get, answered, closing;
+	bool denied;                   /* refused: the answer said so; wait for the client to hang up */
 	char key[CACHE_OPS_KEY_MAX];
 };
 
@@ -149,6 +150,15 @@ static void control_on_show(void *arg, int found, const struct vcache_entry *e)
 	}
 }
 
+/* After a purge: the sources' own short memories go too, so the next answer is asked for. */
+static void control_forget(struct control *c)
+{
+	struct bs_runtime *rt = c->deps.runtime(c->deps.arg);
+	if (rt->reg)
+		rcpt_registry_forget(rt->reg);
+	runtime_unref(rt);
+}
+
 /* cache OP [ARG] on the daemon's cache, with the running configuration's domain rules. */
 static void control_cache(struct control_conn *cc, const char *op, const char *arg)
 {
@@ -193,9 +203,11 @@ static void control_cache(struct control_conn *cc, const char *op, const char *a
 		runtime_unref(now);
 	} else if (strcmp(op, "purge") == 0) {
 		rc = cache_ops_purge(c->deps.cache, cc->key, delims, out);
+		control_forget(c);
 		log_notice("control: cache purge %s: %s", cc->key, rc == CACHE_OPS_OK ? "done" : "failed");
 	} else {
 		rc = cache_ops_flush(c->deps.cache, out);
+		control_forget(c);
 		log_notice("control: cache flush: %s", rc == CACHE_OPS_OK ? "done" : "failed");
 	}
 	control_text_send(cc, &t, rc);
@@ -238,6 +250,10 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	struct control_conn *cc = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
+	if (cc->denied) { /* what it sends is not read, only drained */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
 	while (!cc->closing && cc->pending == NULL) {
 		size_t len;
 		char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
@@ -258,7 +274,11 @@ static void control_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct control_conn *cc = arg;
 
-	if (cc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (cc->denied) /* closing at once could reset the connection before the client reads why */
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
+	else if (cc->closing)
 		control_conn_free(cc);
 }
 
@@ -323,8 +343,8 @@ static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd, stru
 		snprintf(msg, sizeof msg, "access denied: only root, the daemon's user and members of group %s\n",
 			 gr ? gr->gr_name : "?");
 		control_reply(cc, msg, strlen(msg), CONTROL_UNREACHABLE);
-		cc->closing = true;
-		bufferevent_enable(cc->bev, EV_WRITE);
+		cc->denied = true;
+		bufferevent_enable(cc->bev, EV_READ | EV_WRITE);
 		return;
 	}
 	bufferevent_enable(cc->bev, EV_READ | EV_WRITE);

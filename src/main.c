@@ -68,7 +68,7 @@ static const struct command commands[] = {
 	  "reload the running daemon's configuration (as SIGHUP) and print the result; exit 0 applied, "
 	  "1 refused (FILE:LINE errors printed, the running configuration kept), 2 usage, 4 daemon unreachable",
 	  "  -s, --socket PATH   the daemon's control socket (default: control_socket from FILE)\n" },
-	{ "config", cmd_config, "config [-c FILE] [-n]",
+	{ "config", cmd_config, "config [-c FILE] [-n|--non-default]",
 	  "print the effective configuration, every default filled in; exit 0, 1 the file has errors",
 	  "  -n, --non-default   only what differs from the defaults (as postconf -n)\n" },
 	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
