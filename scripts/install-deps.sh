@@ -10,6 +10,7 @@ PACKAGES=(
 	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libinih-dev
 	libcmocka-dev python3-pytest python3-pytest-timeout swaks libnet-ssleay-perl postfix slapd ldap-utils
 	lmdb-utils openssl nsd prometheus chromium
+	debhelper dpkg-dev lintian adduser groff-base
 )
 
 if [ "${1:-}" = "--if-missing" ]; then

@@ -228,3 +228,8 @@ void callout_pool_note_health(struct callout_pool *p)
 		atomic_store_explicit(&p->o.counters->down, backend_health_state(p->health, p->key) != BACKEND_HEALTHY,
 				      memory_order_relaxed);
 }
+
+void callout_pool_forget(struct callout_pool *p)
+{
+	callout_flight_forget(p);
+}

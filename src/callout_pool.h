@@ -78,6 +78,9 @@ struct callout_waiter *callout_pool_lookup(struct callout_pool *p, const char *a
 /* The caller no longer wants w's answer: w is unlinked and freed now (cb is never called), and
  * a probe still queued that nobody waits for is dropped. */
 void callout_pool_cancel(struct callout_pool *p, struct callout_waiter *w);
+/* Forget the answers kept for late lookups (POOL_MEMO_MS): after `backstop cache purge`, the
+ * next lookup of any address probes again. On the pool's loop. */
+void callout_pool_forget(struct callout_pool *p);
 
 /* Close every connection; lookups still waiting get UNAVAILABLE ("shutting down") before this
  * returns. */

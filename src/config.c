@@ -302,6 +302,22 @@ const struct cfg_key config_keys[] = {
 	  "page at / (for example 127.0.0.1:9325), separated by commas or spaces; IPv6 in brackets, "
 	  "port 0 picks a free port, which is logged. It has no authentication: keep it on loopback "
 	  "or a management network. Empty: off. Changed at the next restart, not on reload." },
+	/* [gateway]: the control socket (control.c) */
+	{ G, "control_socket", CFG_T_STR, "/run/backstop/control", NULL, 0, 0, NULL, GW(control_socket),
+	  config_check_socket_path, "path",
+	  "Unix socket of the running daemon for backstop status, reload and cache, made as root "
+	  "before privileges are dropped (a stale socket file is replaced, one another backstop "
+	  "answers on is left alone). Its directory must exist (systemd's RuntimeDirectory=backstop "
+	  "makes /run/backstop). Only root, the user backstop runs as and members of "
+	  "control_socket_group may use it (checked with the peer's credentials as well as the file "
+	  "mode). A socket that cannot be made is a warning, never a reason not to start. Empty: no "
+	  "control socket." },
+	{ G, "control_socket_mode", CFG_T_STR, "0660", NULL, 0, 0, NULL, GW(control_socket_mode),
+	  config_check_mode, "octal mode", "Permissions of the control socket." },
+	{ G, "control_socket_group", CFG_T_STR, NULL, "the group of the user backstop runs as", 0, 0,
+	  NULL, GW(control_socket_group), config_check_word, "group",
+	  "Group of the control socket: its members may run backstop status, reload and cache "
+	  "against the daemon." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -465,6 +481,9 @@ void config_free(struct bs_config *cfg)
 	free(cfg->policy_socket_mode);
 	free(cfg->policy_socket_owner);
 	free(cfg->policy_socket_group);
+	free(cfg->control_socket);
+	free(cfg->control_socket_mode);
+	free(cfg->control_socket_group);
 	free(cfg->path);
 	free(cfg->hostname);
 	free(cfg->tls_cert);

@@ -188,6 +188,10 @@ struct bs_config {
 	char *blcheck_addresses;        /* NULL: none (give them on the command line) */
 	/* operations */
 	struct bs_hostport_list metrics_listen; /* empty: no metrics endpoint or status page */
+	/* the control socket (control.c) */
+	char *control_socket;           /* unix socket path; "" = none */
+	char *control_socket_mode;      /* octal ("0660") */
+	char *control_socket_group;     /* NULL: the group of `user` (or of the process) */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */
@@ -214,6 +218,11 @@ struct bs_config *config_load(const char *path, struct config_errors *errs);
  * For tests, fuzzing and configs that do not come from a file. */
 struct bs_config *config_load_buffer(const char *name, const char *buf, size_t len,
 				     struct config_errors *errs);
+
+/* The value of one [gateway] key as written in path (or its default when it is not set), read
+ * without validating the rest of the file: how the CLI finds control_socket in a file that may
+ * have errors (backstop reload). 1 set in the file, 0 default, -1 the file cannot be read. */
+int config_peek_gateway(const char *path, const char *name, char *out, size_t outsz);
 
 struct bs_config *config_ref(struct bs_config *cfg);
 void config_unref(struct bs_config *cfg);

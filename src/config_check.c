@@ -28,6 +28,19 @@ int config_check_mode(const char *value, const char **why)
 	return 0;
 }
 
+int config_check_socket_path(const char *value, const char **why)
+{
+	size_t n = strlen(value);
+
+	if (n == 0)
+		return 0; /* none */
+	if (value[0] != '/' || n >= BS_UNIX_PATH_MAX) {
+		*why = "expected an absolute path of at most 107 characters, or nothing";
+		return -1;
+	}
+	return 0;
+}
+
 int config_check_deliver(const char *value, const char **why)
 {
 	struct bs_hostport_list l = { NULL, 0 };

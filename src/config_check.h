@@ -7,6 +7,7 @@
 
 int config_check_listen(const char *value, const char **why);
 int config_check_mode(const char *value, const char **why);
+int config_check_socket_path(const char *value, const char **why); /* absolute unix socket path or "" */
 /* host:port,... of backends: a host (not *) and a port other than 0 each */
 int config_check_deliver(const char *value, const char **why);
 int config_check_hostname(const char *value, const char **why);

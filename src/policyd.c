@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "log.h"
 #include "policyd_proto.h"
+#include "unix_listen.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -445,53 +446,7 @@ void policyd_free(struct policyd *pd)
 /* ---- the unix socket ---- */
 
 /* Is a server answering on path? (Then it is not ours to remove.) */
-static bool policy_unix_in_use(const struct sockaddr_un *sun)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool used = fd >= 0 && connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0;
-
-	if (fd >= 0)
-		close(fd);
-	return used;
-}
-
 int policyd_unix_listen(const char *path, unsigned mode, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd;
-
-	if (strbuf_copy(sun.sun_path, sizeof sun.sun_path, path, strlen(path)) < 0) {
-		snprintf(err, errlen, "path too long");
-		return -1;
-	}
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "exists and is not a socket");
-			return -1;
-		}
-		if (policy_unix_in_use(&sun)) {
-			snprintf(err, errlen, "another server is listening on it");
-			return -1;
-		}
-		unlink(path); /* stale, from a previous run */
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (bind(fd, (const struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, 1024) != 0) {
-		snprintf(err, errlen, "bind: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (chmod(path, (mode_t)mode) != 0 ||
-	    ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) != 0)) {
-		snprintf(err, errlen, "chmod/chown: %s", strerror(errno));
-		close(fd);
-		unlink(path);
-		return -1;
-	}
-	return fd;
+	return unix_listen(path, mode, uid, gid, err, errlen);
 }

@@ -266,6 +266,13 @@ void rcpt_registry_stats(struct rcpt_registry *reg, FILE *out)
 	}
 }
 
+void rcpt_registry_forget(struct rcpt_registry *reg)
+{
+	for (size_t i = 0; i < reg->nsources; i++)
+		if (reg->sources[i]->type->forget)
+			reg->sources[i]->type->forget(reg->sources[i]->state);
+}
+
 int rcpt_registry_chain(const struct rcpt_registry *reg, const char *domain, struct rcpt_chain *out)
 {
 	size_t lo = 0, hi = reg->nchains;

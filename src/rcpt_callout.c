@@ -37,6 +37,7 @@ struct rcpt_callout {
 	struct rcpt_query *inbox, *inbox_tail;
 	struct rcpt_query *cancels;  /* cancelled while waiting: the callout thread frees them */
 	atomic_bool stop;            /* read by the callout thread without the lock */
+	atomic_bool forget;          /* a verdict was purged: drop the pool's remembered answers */
 	atomic_ulong lookups;
 	atomic_ulong live, live_peak; /* queries allocated and not yet freed; most since the last trim */
 	struct event *trim;          /* on the callout thread: callout_trim() */
@@ -190,6 +191,8 @@ static void callout_wake(evutil_socket_t fd, short what, void *arg)
 	s->cancels = NULL;
 	stop = s->stop;
 	pthread_mutex_unlock(&s->lock);
+	if (atomic_exchange(&s->forget, false) && s->pool)
+		callout_pool_forget(s->pool); /* before the lookups posted after the purge */
 	for (struct rcpt_query *n; q; q = n) {
 		n = q->next;
 		q->w = callout_pool_lookup(s->pool, q->addr.full, query_on_answer, q);
@@ -318,6 +321,15 @@ static void *callout_open(const char *arg, const struct bs_config *cfg, char *wh
 	return s;
 }
 
+/* Main thread (the control socket's purge): the callout thread forgets before its next lookup. */
+static void callout_forget(void *state)
+{
+	struct rcpt_callout *s = state;
+
+	atomic_store(&s->forget, true);
+	event_active(s->wake, EV_READ, 0);
+}
+
 static void callout_stats(void *state, FILE *out)
 {
 	struct rcpt_callout *s = state;
@@ -354,5 +366,6 @@ const struct rcpt_source_type rcpt_callout_type = {
 	.cancel = callout_cancel,
 	.reload = NULL,
 	.stats = callout_stats,
+	.forget = callout_forget,
 	.close = callout_close,
 };
