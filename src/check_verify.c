@@ -60,7 +60,7 @@ static struct check_query *verify_check_start(void *state, struct event_base *ba
 	struct check_query *q = xcalloc(1, sizeof *q);
 	q->cb = cb;
 	q->arg = arg;
-	q->vq = verify_start(state, base, req->domain, &req->rcpt, verify_check_done, q);
+	q->vq = verify_start(state, base, req->domain, req->rcpt, verify_check_done, q);
 	return q;
 }
 
