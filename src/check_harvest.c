@@ -218,7 +218,7 @@ static struct check_query *harvest_start(void *state, struct event_base *base, c
 		memcpy(q->keys[which[i]], keys[i], BUDGET_KEY_MAX);
 		q->which[i] = which[i];
 	}
-	if (req->has_rcpt && smtp_address_format(&req->rcpt, q->rcpt, sizeof q->rcpt) == 0)
+	if (req->has_rcpt && smtp_address_format(req->rcpt, q->rcpt, sizeof q->rcpt) == 0)
 		q->rcpt[0] = '\0';
 	q->in_start = true;
 	struct budget_query *bq = budget_store_get(h->store, base, ptrs, rules, n, now_ms(), harvest_on_state, q);

@@ -371,9 +371,9 @@ static struct check_query *spf_evaluate(struct spf_state *st, struct event_base 
 	q->client = req->client;
 	snprintf(q->client_ip, sizeof q->client_ip, "%s", req->client_ip);
 	snprintf(q->helo, sizeof q->helo, "%s", req->helo);
-	if (!req->sender.is_null)
-		snprintf(q->sender, sizeof q->sender, "%.*s@%.*s", (int)req->sender.local_len, req->sender.local,
-			 (int)req->sender.domain_len, req->sender.domain);
+	if (req->has_sender && !req->sender->is_null)
+		snprintf(q->sender, sizeof q->sender, "%.*s@%.*s", (int)req->sender->local_len, req->sender->local,
+			 (int)req->sender->domain_len, req->sender->domain);
 	if (r == NULL) { /* a loop without a resolver: cannot check */
 		q->found.result = SPF_TEMPERROR;
 		snprintf(q->found.text, sizeof q->found.text, "no DNS resolver");

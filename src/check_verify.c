@@ -81,7 +81,7 @@ static struct check_query *verify_check_start(void *state, struct event_base *ba
 	q->cb = cb;
 	q->arg = arg;
 	q->stats = vc->stats;
-	q->vq = verify_start(vc->verifier, base, req->domain, &req->rcpt, verify_check_done, q);
+	q->vq = verify_start(vc->verifier, base, req->domain, req->rcpt, verify_check_done, q);
 	return q;
 }
 

@@ -56,7 +56,10 @@ enum check_result {
 
 /* One decision request: plain data, no pointer into a session. Fill it with
  * engine_request_init() and the setters below; a front end keeps it between stages and updates
- * what changed. */
+ * what changed. It is small (a few hundred octets) because the engine copies it for every
+ * query: the sender, the recipient and the HELO name are not copied but pointed to. What they
+ * point to is the front end's, and stays unchanged until the decision's callback or
+ * engine_cancel (the SMTP session: its transaction, its RCPT queue entry, its HELO name). */
 struct engine_request {
 	enum engine_stage stage;
 	enum engine_frontend frontend;
@@ -77,10 +80,9 @@ struct engine_request {
 	char tls_version[16];             /* "" without TLS */
 	char tls_cipher[64];
 	struct sockaddr_storage client;   /* client address (for CIDR matching) */
-	char helo[SMTP_DOMAIN_MAX + 1];   /* safe name, "" before HELO */
-	/* last, and not cleared by engine_request_init: valid only when has_sender / has_rcpt */
-	struct smtp_address sender;
-	struct smtp_address rcpt;
+	const char *helo;                 /* safe name (at most SMTP_DOMAIN_MAX), "" before HELO: never NULL */
+	const struct smtp_address *sender; /* valid when has_sender (NULL otherwise) */
+	const struct smtp_address *rcpt;   /* valid when has_rcpt (NULL otherwise) */
 };
 
 void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
@@ -89,19 +91,24 @@ void engine_request_init(struct engine_request *req, enum engine_frontend fe, co
 void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe, const char *session_id,
 			    const struct sockaddr *client, socklen_t len, const char *client_ip);
 /* The recipient, and its [domain] section looked up in cfg (postmaster without a domain means
- * cfg->postmaster_domain, RFC 5321 4.5.1). */
-void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
-			     const struct smtp_address *rcpt);
+ * cfg->postmaster_domain, RFC 5321 4.5.1: rcpt's domain is then filled in, in place). req points
+ * to rcpt: the caller keeps it until the decision's callback or engine_cancel. */
+void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg, struct smtp_address *rcpt);
+/* The sender (NULL: none, as before MAIL); pointed to like the recipient. */
+void engine_request_set_sender(struct engine_request *req, const struct smtp_address *sender);
 
-/* A stage's decision, as the front end gets it. Valid only during the callback. */
+/* A stage's decision, as the front end gets it. Valid only during the callback, the strings it
+ * points to included (they may be the deciding check's own answer: nothing is copied per query
+ * that the callback does not need). */
 struct engine_decision {
 	enum engine_stage stage;
 	enum check_result result;      /* NEUTRAL when no check decided */
 	const char *check;             /* the check that decided (static), or NULL */
 	int code;                      /* reply for REJECT / DEFER (and ACCEPT when a check gives one) */
 	char enhanced[8];
-	char text[ENGINE_TEXT_MAX];    /* sanitised, for the client */
-	char log[ENGINE_LOG_MAX];      /* every check's key=value fields, in order */
+	const char *text;              /* sanitised, for the client (at most ENGINE_TEXT_MAX - 1; "") */
+	const char *log;               /* every check's key=value fields, in order (at most
+					* ENGINE_LOG_MAX - 1; "") */
 	const char *headers;           /* header fields to add on delivery, each ending in CRLF ("") */
 	const char *facts;             /* the checks' findings for later stages ("": none) */
 	bool timed_out;                /* the stage deadline answered (DEFER) */
@@ -153,8 +160,8 @@ void engine_free(struct engine *e);
 /* Does any check run at this stage? A front end may skip asking when none does. */
 bool engine_stage_has_checks(const struct engine *e, enum engine_stage stage);
 
-/* Decide req (copied) at req->stage. The callback comes later from base's loop; returns the
- * handle for engine_cancel. */
+/* Decide req at req->stage: req is copied, what its pointers point to is not (see above). The
+ * callback comes later from base's loop; returns the handle for engine_cancel. */
 struct engine_query *engine_start(struct engine *e, struct event_base *base, const struct engine_request *req,
 				  engine_cb cb, void *arg);
 /* The front end no longer wants the answer: the running check is cancelled, no callback. */

@@ -104,7 +104,7 @@ static void policy_conn_finish(struct policy_conn *c)
 static void policy_log_decision(struct policy_conn *c, const struct engine_decision *d, const char *action)
 {
 	const struct engine_request *r = &c->ereq;
-	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof r->helo * 4];
+	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[(SMTP_DOMAIN_MAX + 1) * 4];
 	char raw[SMTP_PATH_MAX + 8], why[ENGINE_TEXT_MAX * 4], code[8] = "-", extra[ENGINE_LOG_MAX + 256] = "";
 	/* the action's verb: DUNNO, PREPEND, DEFER_IF_PERMIT, or REJECT for the numeric form */
 	bool numeric = action[7] >= '0' && action[7] <= '9';
@@ -112,11 +112,11 @@ static void policy_log_decision(struct policy_conn *c, const struct engine_decis
 	int verb_len = numeric ? 6 : (int)strcspn(action + 7, " \n");
 
 	if (r->has_sender) {
-		size_t n = smtp_address_format(&r->sender, raw, sizeof raw);
+		size_t n = smtp_address_format(r->sender, raw, sizeof raw);
 		log_sanitize(from, sizeof from, raw, n);
 	}
 	if (r->has_rcpt) {
-		size_t n = smtp_address_format(&r->rcpt, raw, sizeof raw);
+		size_t n = smtp_address_format(r->rcpt, raw, sizeof raw);
 		strcpy(rcpt, " rcpt=<");
 		log_sanitize(rcpt + 7, sizeof rcpt - 9, raw, n);
 		strcat(rcpt, ">");

@@ -100,12 +100,13 @@ static void cmd_helo_ehlo(struct smtp_session *s, const struct smtp_command *cmd
 		helo_accept(s, &h);
 		return;
 	}
+	const struct helo_ctx *hc = session_decide_begin(s, helo_decided, &h, sizeof h);
 	session_request(s, ENGINE_STAGE_HELO, &req);
-	memcpy(req.helo, h.name, sizeof req.helo);
-	req.has_sender = false; /* a greeting ends any transaction */
+	req.helo = hc->name;
+	engine_request_set_sender(&req, NULL); /* a greeting ends any transaction */
 	req.size_known = false;
 	req.nrcpts = 0;
-	session_decide(s, &req, helo_decided, &h, sizeof h);
+	session_decide_ask(s, &req);
 }
 
 static bool session_need_greeting(struct smtp_session *s)
@@ -185,12 +186,12 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 		return;
 	}
 	struct engine_request req;
+	const struct smtp_mail_cmd *mc = session_decide_begin(s, mail_decided, &mail, sizeof mail);
 	session_request(s, ENGINE_STAGE_MAIL, &req);
-	req.has_sender = true;
-	req.sender = mail.from;
+	engine_request_set_sender(&req, &mc->from);
 	req.size_known = mail.params.has_size;
 	req.size = mail.params.size;
-	session_decide(s, &req, mail_decided, &mail, sizeof mail);
+	session_decide_ask(s, &req);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)

@@ -74,8 +74,7 @@ static void decide_done(void *arg, const struct engine_decision *d)
 	session_resume(s, SESSION_WAIT_DECISION); /* nothing if done paused for another step */
 }
 
-void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
-		    const void *ctx, size_t ctxlen)
+void *session_decide_begin(struct smtp_session *s, session_decided_fn done, const void *ctx, size_t ctxlen)
 {
 	struct session_decision *sd = xcalloc(1, sizeof *sd);
 
@@ -85,8 +84,20 @@ void session_decide(struct smtp_session *s, const struct engine_request *req, se
 		memcpy(sd->ctx, ctx, ctxlen);
 	}
 	s->decision = sd;
+	return sd->ctx;
+}
+
+void session_decide_ask(struct smtp_session *s, const struct engine_request *req)
+{
 	session_pause(s, SESSION_WAIT_DECISION);
-	sd->eq = engine_start(s->rt->engine, s->env->base, req, decide_done, s);
+	s->decision->eq = engine_start(s->rt->engine, s->env->base, req, decide_done, s);
+}
+
+void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
+		    const void *ctx, size_t ctxlen)
+{
+	session_decide_begin(s, done, ctx, ctxlen);
+	session_decide_ask(s, req);
 }
 
 static char *headers_dup(const char *h)

@@ -372,12 +372,11 @@ void session_request(const struct smtp_session *s, enum engine_stage stage, stru
 	engine_request_init_ip(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer,
 			       s->client_ip);
 	req->stage = stage;
-	memcpy(req->helo, s->helo, sizeof req->helo);
+	req->helo = s->helo;
 	memcpy(req->tls_version, s->tls_version, sizeof req->tls_version);
 	memcpy(req->tls_cipher, s->tls_cipher, sizeof req->tls_cipher);
 	if (s->tx != NULL) {
-		req->has_sender = true;
-		req->sender = s->tx->from;
+		engine_request_set_sender(req, &s->tx->from);
 		req->size_known = s->tx->params.has_size;
 		req->size = s->tx->params.size;
 		req->nrcpts = (unsigned)s->tx->nrcpts;

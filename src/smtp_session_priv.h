@@ -189,6 +189,10 @@ bool session_asks(const struct smtp_session *s, enum engine_stage stage);
  * ctx) answers the command, then the session resumes unless done paused it for another step. */
 void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
 		    const void *ctx, size_t ctxlen);
+/* The same in two steps, for a request that points into ctx (the HELO name, the sender): begin
+ * returns the copy of ctx that done will get (owned by the pending decision), ask starts it. */
+void *session_decide_begin(struct smtp_session *s, session_decided_fn done, const void *ctx, size_t ctxlen);
+void session_decide_ask(struct smtp_session *s, const struct engine_request *req);
 /* A refusal (REJECT or DEFER): answer the command with the decision's code and text, and log
  * it (what, addr: as session_log_decision). */
 bool session_decision_refuses(const struct engine_decision *d);
