@@ -9,6 +9,7 @@
 #include "config.h"
 #include "config_keys.h"
 #include "config_value.h"
+#include "cidr.h"    /* cidr_list_check */
 #include "rcpt.h"   /* rcpt_spec_check */
 #include "vcache.h" /* vcache_spec_check, VCACHE_DEFAULT */
 
@@ -81,6 +82,16 @@ const struct cfg_key config_keys[] = {
 	  "duration", "Wait this long before the banner, to catch clients that talk first." },
 	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
 	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	{ G, "proxy_protocol_from", CFG_T_STR, "", NULL, 0, 0, NULL, GW(proxy_protocol_from),
+	  cidr_list_check, "CIDR,...",
+	  "Load balancers (address blocks, commas or spaces between them) whose SMTP connections start "
+	  "with a PROXY protocol header, version 1 or 2 (HAProxy send-proxy, send-proxy-v2): the "
+	  "client address in the header is used for everything (logs, connection limits, budgets, "
+	  "DNSBL, SPF, Received:); a connection from them without a valid header is closed. Others "
+	  "must not send one (it would be a bad command). Empty: no PROXY protocol." },
+	{ G, "proxy_protocol_timeout", CFG_T_DURATION, "5s", NULL, 100, MINUTES(5), NULL,
+	  GW(proxy_protocol_timeout_ms), NULL, "duration",
+	  "How long a connection from proxy_protocol_from has to send its whole PROXY header." },
 	{ G, "tls_cert", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_cert), config_check_file,
 	  "file", "PEM certificate chain; STARTTLS is offered when tls_cert and tls_key are set." },
 	{ G, "tls_key", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_key), config_check_file, "file",
@@ -345,6 +356,7 @@ void config_free(struct bs_config *cfg)
 	free(cfg->tls_key);
 	free(cfg->user);
 	free(cfg->cache);
+	free(cfg->proxy_protocol_from);
 	free(cfg->callout_sender);
 	free(cfg->gateway_lines);
 	free(cfg);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cidr.h"
 #include "smtp_address.h"
 #include "version.h" /* BACKSTOP_SYSCONFDIR */
 
@@ -112,6 +113,9 @@ struct bs_config {
 	uint64_t max_junk_commands;     /* NOOP/RSET/VRFY/HELP/unknown beyond this: 421 */
 	uint64_t greet_delay_ms;        /* wait before the banner, to catch pregreeting clients */
 	enum pregreet_action pregreet;
+	char *proxy_protocol_from;      /* "" = none; parsed into proxy_from */
+	uint64_t proxy_protocol_timeout_ms;
+	struct cidr_list proxy_from;    /* computed from proxy_protocol_from (config_validate.c) */
 	char *tls_cert;                 /* NULL if unset */
 	char *tls_key;
 	char *user;                     /* NULL: do not change user */
