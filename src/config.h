@@ -136,6 +136,12 @@ struct bs_config {
 	/* recipient verification (issue 4) */
 	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
 	uint64_t cache_max_size;        /* octets (LMDB map size) */
+	char *cache_redis_prefix;       /* "" or a word: keys backstop:PREFIX:... */
+	char *cache_redis_password_file; /* NULL: no AUTH */
+	char *cache_redis_tls_ca;       /* NULL: the system's CAs */
+	uint64_t cache_redis_timeout_ms;
+	uint64_t cache_redis_local_ttl_ms;
+	uint64_t cache_redis_local_size;
 	uint64_t positive_ttl_ms;       /* 24h */
 	uint64_t negative_ttl_ms;       /* 5m */
 	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */
