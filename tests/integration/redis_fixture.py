@@ -16,16 +16,22 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 class RedisServer:
-    def __init__(self, root, name="redis", port=None, extra=(), replicaof=None):
+    def __init__(self, root, name="redis", port=None, extra=(), replicaof=None, tls=None):
+        """tls: (cert, key): TLS only, on self.port (the plain port is off)."""
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.extra, self.replicaof = list(extra), replicaof
+        self.extra, self.replicaof, self.tls = list(extra), replicaof, tls
         self.proc = None
         self.start()
 
     def start(self):
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0]),
+                     "--tls-key-file", str(self.tls[1]), "--tls-ca-cert-file", str(self.tls[0]),
+                     "--tls-auth-clients", "no"]
+        args = [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "log"),
                 "--protected-mode", "no", *self.extra]
         if self.replicaof:
@@ -49,7 +55,11 @@ class RedisServer:
                 self.kill()
 
     def cli(self, *args):
-        r = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), "--raw", *map(str, args)],
+        tls = ["--tls", "--cacert", str(self.tls[0])] if self.tls else []
+        auth = ["--no-auth-warning", "-a", self.extra[self.extra.index("--requirepass") + 1]] \
+            if "--requirepass" in self.extra else []
+        r = subprocess.run([REDIS_CLI, "-h", "localhost" if self.tls else "127.0.0.1", "-p", str(self.port),
+                            "--raw", *tls, *auth, *map(str, args)],
                            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
         return r.stdout.rstrip("\n")
 

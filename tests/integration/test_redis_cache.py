@@ -3,8 +3,9 @@ loopback port (and Sentinel failover over a master, a replica and three sentinel
 validator shows what reaches it: a verdict learned on one gateway answers on the other without a
 probe; purge on one is heard by the other; two gateways asked at once send one probe; Redis killed
 under load never causes a 5xx, and the gateways recover when it returns."""
-import signal
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -106,7 +107,6 @@ def test_redis_killed_mid_load_then_back(backstop_factory, sink, fake, redis):
     redis.kill()
     a.wait_log(r"Redis unreachable", start=mark_a)
     n_before = len(codes)
-    import time
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and len(codes) < n_before + 40:
         time.sleep(0.05)  # let the load run while Redis is away
@@ -148,7 +148,6 @@ def test_sentinel_failover_moves_the_gateways(backstop_factory, sink, fake, redi
     master.wait_cli(lambda o: o.startswith("V"), "GET", "backstop:v:dave@example.test")
     replica.wait_cli(lambda o: o.startswith("V"), "GET", "backstop:v:dave@example.test")
     master.kill()
-    import time
     deadline = time.monotonic() + 30
     while sentinels[0].master_port() != replica.port:
         assert time.monotonic() < deadline, "no failover within 30 s"
@@ -170,6 +169,43 @@ def test_sentinel_failover_moves_the_gateways(backstop_factory, sink, fake, redi
                 break
             assert time.monotonic() < deadline, f"{g.conf.name} does not read {addr} from the new master"
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def redis_tls_files(tmp_path_factory):
+    """A self-signed certificate for localhost (and 127.0.0.1) and its key."""
+    d = tmp_path_factory.mktemp("redis-tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def test_rediss_with_password(backstop_factory, sink, fake, redis_factory, redis_tls_files, tmp_path):
+    pw = tmp_path / "redis.pw"
+    pw.write_text("s3cret-pw\n")
+    r = redis_factory(name="tls", tls=redis_tls_files, extra=["--requirepass", "s3cret-pw"])
+    v = fake(known=["frank@example.test"])
+    a, b = two_gateways(backstop_factory, sink, v, f"rediss://localhost:{r.port}/2",
+                        cache_redis_tls_ca=str(redis_tls_files[0]), cache_redis_password_file=str(pw))
+    assert rcpt(a, "frank@example.test").code == 250
+    r.wait_cli(lambda o: o.startswith("V"), "-n", 2, "GET", "backstop:v:frank@example.test")
+    assert rcpt(b, "frank@example.test").code == 250
+    assert v.total_rcpts("frank") == 1
+    b.wait_log(r"rcpt=<frank@example.test> code=250 .*cached=yes")
+
+
+def test_rediss_wrong_ca_never_refuses_mail(backstop_factory, sink, fake, redis_factory, redis_tls_files, tls_files):
+    r = redis_factory(name="tls", tls=redis_tls_files)
+    v = fake(known=["gina@example.test"])
+    b = backstop_factory(gateway=gw(cache=f"rediss://localhost:{r.port}/0", cache_redis_tls_ca=str(tls_files[0])),
+                         domains=dom(sink, v))
+    assert rcpt(b, "gina@example.test").code == 250  # the source answers
+    assert rcpt(b, "nobody@example.test").code == 550
+    b.wait_log(r"Redis unreachable")
+    assert r.cli("DBSIZE") == "0"
 
 
 def test_check_config_and_stats(backstop_factory, redis, tmp_path):
