@@ -152,6 +152,12 @@ struct callout_pool *callout_pool_new(struct event_base *base, const struct call
 		free(p);
 		return NULL;
 	}
+	if (dns_resolver_set_servers(p->dns, opts->dns_servers) < 0) {
+		snprintf(why, whysz, "dns_servers = %s: not usable", opts->dns_servers);
+		dns_resolver_free(p->dns);
+		free(p);
+		return NULL;
+	}
 	p->base = base;
 	p->o = *opts;
 	p->o.max_conns = opts->max_conns ? opts->max_conns : 1;

@@ -43,6 +43,7 @@ struct callout_pool_opts {
 	const char *host, *port;
 	const char *sender;        /* MAIL FROM:<sender>; "" = null sender */
 	const char *helo;          /* our EHLO name */
+	const char *dns_servers;   /* the dns_servers key (NULL: resolv.conf) */
 	uint64_t timeout_ms;       /* connect + banner, and each reply */
 	unsigned max_conns;        /* at least 1 */
 	uint64_t retry_after_ms;   /* circuit breaker: a server that failed is not tried for this long */

@@ -10,6 +10,7 @@
 #include "config_keys.h"
 #include "config_value.h"
 #include "cidr.h"    /* cidr_list_check */
+#include "dns.h"     /* dns_servers_check */
 #include "rcpt.h"   /* rcpt_spec_check */
 #include "vcache.h" /* vcache_spec_check, VCACHE_DEFAULT */
 
@@ -37,6 +38,10 @@ static const char *const e_deliver_tls[] = { "may", "must", "none", NULL };
 static const char *const e_on_unavailable[] = { "defer", "accept", NULL };
 static const char *const e_on_catchall[] = { "accept", "unavailable", NULL };
 static const char *const e_preset[] = { "active-directory", "openldap", "none", NULL };
+static const char *const e_spf_fail[] = { "reject", "tag", "off", NULL };
+static const char *const e_spf_softfail[] = { "tag", "reject", NULL };
+static const char *const e_spf_temperror[] = { "defer", "tag", NULL };
+static const char *const e_spf_permerror[] = { "tag", "reject", NULL };
 
 /* Field names follow the key names; the order here is the order of the documentation. */
 const struct cfg_key config_keys[] = {
@@ -225,6 +230,37 @@ const struct cfg_key config_keys[] = {
 	  "Simultaneous policy connections, all listeners together (Postfix opens one per smtpd "
 	  "process: keep it above the smtpd process limit); more are closed at once. SMTP's "
 	  "max_connections does not count them." },
+	/* [gateway]: DNS and SPF */
+	{ G, "dns_servers", CFG_T_STR, NULL, "the servers of /etc/resolv.conf", 0, 0, NULL, GW(dns_servers),
+	  dns_servers_check, "address[:port],...",
+	  "DNS servers for every lookup backstop makes (SPF, backends' and callout servers' names, "
+	  "the commands), separated by commas or spaces: 127.0.0.1:5353, [::1]:53 (port 53 when "
+	  "none). Best a local caching resolver (unbound). A reload applies a new list." },
+	{ G, "spf", CFG_T_BOOL, "off", NULL, 0, 0, NULL, GW(spf), NULL, NULL,
+	  "Check SPF (RFC 7208) at MAIL FROM: the sender's domain, for the null sender the HELO name. "
+	  "The results' actions are spf_fail, spf_softfail, spf_temperror and spf_permerror, applied "
+	  "per recipient domain at RCPT (or at MAIL when every domain would refuse alike); mail "
+	  "delivered in-line gets Received-SPF: and Authentication-Results:." },
+	{ G, "spf_helo", CFG_T_BOOL, "off", NULL, 0, 0, NULL, GW(spf_helo), NULL, NULL,
+	  "Also check the HELO name on its own (RFC 7208 2.3), before the sender: a HELO fail decides "
+	  "(identity helo); any other HELO result lets the sender's result decide." },
+	{ G, "spf_fail", CFG_T_ENUM, "reject", NULL, 0, 0, e_spf_fail, GW(spf_actions.fail), NULL, NULL,
+	  "SPF fail: refuse (550 5.7.23 with the domain's explanation, RFC 7372), tag (deliver with "
+	  "the headers), or off (as if no SPF)." },
+	{ G, "spf_softfail", CFG_T_ENUM, "tag", NULL, 0, 0, e_spf_softfail, GW(spf_actions.softfail), NULL,
+	  NULL, "SPF softfail: tag, or refuse (550 5.7.23)." },
+	{ G, "spf_temperror", CFG_T_ENUM, "defer", NULL, 0, 0, e_spf_temperror, GW(spf_actions.temperror),
+	  NULL, NULL,
+	  "SPF temperror (a DNS timeout or server failure, never a fail): defer (451 4.7.24), or tag." },
+	{ G, "spf_permerror", CFG_T_ENUM, "tag", NULL, 0, 0, e_spf_permerror, GW(spf_actions.permerror),
+	  NULL, NULL, "SPF permerror (a broken record): tag, or refuse (550 5.7.24)." },
+	{ G, "spf_skip", CFG_T_STR, "", NULL, 0, 0, NULL, GW(spf_actions.skip), cidr_list_check, "CIDR,...",
+	  "Clients whose mail is not judged by SPF: the site's own relays, backup MX hosts, "
+	  "forwarders (192.0.2.0/24, 2001:db8::/32, single addresses; commas or spaces)." },
+	{ G, "authserv_id", CFG_T_STR, NULL, "hostname", 0, 0, NULL, GW(authserv_id), config_check_word,
+	  "name",
+	  "authserv-id of the Authentication-Results: header fields backstop adds (RFC 8601); "
+	  "incoming ones that claim it are removed." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -267,6 +303,16 @@ const struct cfg_key config_keys[] = {
 	{ D, "reject_text", CFG_T_STR, "Recipient address rejected: User unknown", NULL, 0, 0, NULL,
 	  DOM(reject_text), config_check_reply_text, "text",
 	  "Reply text for a recipient that does not exist." },
+	{ D, "spf_fail", CFG_T_ENUM, NULL, "[gateway] spf_fail", 0, 0, e_spf_fail, DOM(spf.fail), NULL, NULL,
+	  "SPF fail for recipients of this domain: reject, tag or off." },
+	{ D, "spf_softfail", CFG_T_ENUM, NULL, "[gateway] spf_softfail", 0, 0, e_spf_softfail,
+	  DOM(spf.softfail), NULL, NULL, "SPF softfail for recipients of this domain: tag or reject." },
+	{ D, "spf_temperror", CFG_T_ENUM, NULL, "[gateway] spf_temperror", 0, 0, e_spf_temperror,
+	  DOM(spf.temperror), NULL, NULL, "SPF temperror for recipients of this domain: defer or tag." },
+	{ D, "spf_permerror", CFG_T_ENUM, NULL, "[gateway] spf_permerror", 0, 0, e_spf_permerror,
+	  DOM(spf.permerror), NULL, NULL, "SPF permerror for recipients of this domain: tag or reject." },
+	{ D, "spf_skip", CFG_T_STR, NULL, "[gateway] spf_skip", 0, 0, NULL, DOM(spf.skip), cidr_list_check,
+	  "CIDR,...", "Clients not judged by SPF for recipients of this domain (replaces [gateway]'s list)." },
 
 	/* [ldap NAME] */
 	{ L, "uri", CFG_T_STRLIST, NULL, "none (required)", 0, 0, NULL, LD(uri), config_check_ldap_uri,
@@ -348,6 +394,7 @@ static void config_domain_free(struct bs_domain *d)
 	free(d->deliver_tls_ca);
 	config_strlist_free(&d->verify);
 	free(d->reject_text);
+	free(d->spf.skip);
 }
 
 static void config_ldap_free(struct bs_ldap *l)
@@ -386,7 +433,11 @@ void config_free(struct bs_config *cfg)
 	free(cfg->cache_redis_password_file);
 	free(cfg->cache_redis_tls_ca);
 	free(cfg->proxy_protocol_from);
+	cidr_list_free(&cfg->proxy_from);
 	free(cfg->callout_sender);
+	free(cfg->dns_servers);
+	free(cfg->spf_actions.skip);
+	free(cfg->authserv_id);
 	free(cfg->gateway_lines);
 	free(cfg);
 }

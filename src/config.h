@@ -50,6 +50,20 @@ enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
 enum on_unavailable { ON_UNAVAILABLE_DEFER = 0, ON_UNAVAILABLE_ACCEPT };
 enum on_catchall { ON_CATCHALL_ACCEPT = 0, ON_CATCHALL_UNAVAILABLE };
 enum ldap_preset { LDAP_PRESET_ACTIVE_DIRECTORY = 0, LDAP_PRESET_OPENLDAP, LDAP_PRESET_NONE };
+/* What SPF results do (issue 11): in [gateway], overridable per [domain] of the recipient. */
+enum spf_fail_action { SPF_FAIL_REJECT = 0, SPF_FAIL_TAG, SPF_FAIL_OFF };
+enum spf_softfail_action { SPF_SOFTFAIL_TAG = 0, SPF_SOFTFAIL_REJECT };
+enum spf_temperror_action { SPF_TEMPERROR_DEFER = 0, SPF_TEMPERROR_TAG };
+enum spf_permerror_action { SPF_PERMERROR_TAG = 0, SPF_PERMERROR_REJECT };
+
+/* The SPF actions of [gateway] or of one [domain] (which inherits what it does not set). */
+struct bs_spf_actions {
+	enum spf_fail_action fail;
+	enum spf_softfail_action softfail;
+	enum spf_temperror_action temperror;
+	enum spf_permerror_action permerror;
+	char *skip;                     /* CIDR list as written ("" none) */
+};
 
 struct bs_strlist {
 	char **items;
@@ -74,6 +88,7 @@ struct bs_domain {
 	uint64_t negative_ttl_ms;       /* defaults to [gateway] negative_ttl */
 	int reject_code;                /* reply for INVALID (550) */
 	char *reject_text;              /* default "Recipient address rejected: User unknown" */
+	struct bs_spf_actions spf;      /* spf_fail ... spf_skip, [gateway]'s unless set here */
 };
 
 /* One [ldap NAME] section (issue 5), referenced as verify = ldap:NAME. */
@@ -156,6 +171,12 @@ struct bs_config {
 	char *policy_socket_group;      /* NULL: that user's group */
 	uint64_t policy_timeout_ms;     /* idle time before a policy connection is closed */
 	uint64_t policy_max_connections; /* policy connections, all workers together */
+	/* DNS and SPF (issue 11) */
+	char *dns_servers;              /* "127.0.0.1:5353, [::1]:53"; NULL: /etc/resolv.conf */
+	bool spf;                       /* SPF checks on */
+	bool spf_helo;                  /* also the HELO identity on its own */
+	struct bs_spf_actions spf_actions; /* spf_fail ... spf_skip of [gateway] */
+	char *authserv_id;              /* Authentication-Results: authserv-id; default hostname */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */

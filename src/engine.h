@@ -104,12 +104,19 @@ struct engine;
 struct engine_query;
 struct engine_stats;
 struct verifier;
+struct dns_resolver;
+
+/* The DNS resolver of the loop base (each worker's loop has one, kept across reloads), or NULL
+ * when base has none. Called on base's thread. */
+typedef struct dns_resolver *(*engine_dns_fn)(void *arg, struct event_base *base);
 
 /* What the checks of one generation may use (borrowed: kept alive by the runtime generation). */
 struct engine_env {
 	const struct bs_config *cfg;
 	struct verifier *verifier;   /* recipient verification; NULL: the verify check is off */
 	struct engine_stats *stats;  /* process-wide counters (kept across reloads); NULL: none */
+	engine_dns_fn dns;           /* the loops' resolvers; NULL: checks that need DNS are off */
+	void *dns_arg;
 };
 
 /* Build the engine of a generation: opens every registered check that this configuration uses.

@@ -260,6 +260,7 @@ static void callout_opts(struct callout_pool_opts *o, const struct bs_config *cf
 		.spec = s->spec, .host = hp->host, .port = hp->port[0] ? hp->port : "25",
 		.sender = cfg->callout_sender ? cfg->callout_sender : "",
 		.helo = cfg->hostname ? cfg->hostname : "localhost",
+		.dns_servers = cfg->dns_servers,
 		.timeout_ms = cfg->callout_timeout_ms ? cfg->callout_timeout_ms : 10000,
 		.max_conns = (unsigned)(cfg->callout_max_connections ? cfg->callout_max_connections : 2),
 		.retry_after_ms = cfg->backend_retry_after_ms ? cfg->backend_retry_after_ms : 30000,

@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "engine.h" /* engine_dns_fn */
 
 struct rcpt_registry;
 struct vcache;
@@ -39,6 +40,8 @@ struct runtime_opts {
 	struct vcache *cache;            /* process-wide verdict cache (borrowed), or NULL */
 	struct engine_stats *stats;      /* process-wide decision counters (borrowed), or NULL */
 	struct runtime_graveyard *grave;
+	engine_dns_fn dns;               /* the loops' resolvers (engine.h), or NULL */
+	void *dns_arg;
 };
 
 /* Build a generation from a loaded config (takes over the caller's config reference, also on

@@ -32,6 +32,7 @@
 #include "policyd.h"
 #include "runtime.h"
 #include "vcache.h"
+#include "dns_cache.h"
 #include "verify.h"
 #include "util.h"
 #include "worker.h"
@@ -48,6 +49,7 @@ struct server {
 	struct backend_health *health;
 	struct backend_slots *slots;     /* deliver_max_connections, across workers */
 	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
+	struct dns_cache *dns_cache;     /* process-wide: typed DNS answers, shared by the workers */
 	struct runtime_graveyard *grave;
 	struct bs_config *running;       /* the config the process started with: restart-only values */
 	bool workers_freed;
@@ -336,10 +338,21 @@ static bool server_restart_keys(const struct server *srv, const struct bs_config
 	return out[0] != '\0';
 }
 
+/* The resolver of a worker's loop, for the engine's checks (engine_dns_fn). */
+static struct dns_resolver *server_dns_cb(void *arg, struct event_base *base)
+{
+	struct server *srv = arg;
+
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+		if (srv->workers[i].base == base)
+			return srv->workers[i].dns;
+	return NULL;
+}
+
 static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
 {
 	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave,
-				  .stats = srv->stats };
+				  .stats = srv->stats, .dns = server_dns_cb, .dns_arg = srv };
 	return runtime_new(cfg, &o, why, whysz);
 }
 
@@ -399,7 +412,8 @@ static int server_start_workers(struct server *srv, int **fds, size_t nfds, int 
 	struct policyd_deps deps = { .runtime = server_runtime_cb, .runtime_arg = srv, .limit = srv->policy_limit,
 				     .start_time = srv->start_time };
 	struct worker_shared shared = { .runtime = server_runtime_cb, .runtime_arg = srv, .connlimit = srv->connlimit,
-					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time };
+					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time,
+					.dns_cache = srv->dns_cache };
 
 	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
@@ -459,6 +473,7 @@ static void server_teardown(struct server *srv)
 	}
 	vcache_close(srv->cache);
 	engine_stats_free(srv->stats);
+	dns_cache_free(srv->dns_cache);
 }
 
 /* At exit: the policy service's unix sockets go (when the directory still lets us). */
@@ -505,6 +520,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		return 1;
 	}
 	srv.connlimit = connlimit_new();
+	srv.dns_cache = dns_cache_new(DNS_CACHE_DEFAULT_ENTRIES);
 	srv.health = backend_health_new();
 	srv.slots = backend_slots_new();
 	srv.nworkers = server_worker_count(cfg);
@@ -557,6 +573,7 @@ out:
 		runtime_unref(srv.rt);
 		runtime_graveyard_free(srv.grave);
 		vcache_close(srv.cache);
+		dns_cache_free(srv.dns_cache);
 	}
 	free(srv.workers);
 	/* Freeing the signal events puts the default actions back: a second TERM while the process

@@ -186,6 +186,14 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 		log_err("worker %u: DNS resolver: %s", id, why ? why : "unknown error");
 		return -1;
 	}
+	dns_resolver_set_cache(w->dns, shared->dns_cache);
+	struct bs_runtime *rt = shared->runtime(shared->runtime_arg);
+	int bad = dns_resolver_set_servers(w->dns, rt->cfg->dns_servers);
+	runtime_unref(rt);
+	if (bad) {
+		log_err("worker %u: dns_servers not usable", id);
+		return -1;
+	}
 	w->env = (struct session_env){
 		.base = w->base, .connlimit = shared->connlimit, .health = shared->health,
 		.slots = shared->slots, .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,

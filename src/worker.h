@@ -33,6 +33,7 @@ struct worker_shared {
 	struct backend_health *health;     /* circuit breaker per backend */
 	struct backend_slots *slots;       /* connections per backend */
 	uint64_t start_time;               /* for session ids */
+	struct dns_cache *dns_cache;       /* typed DNS answers, all workers (NULL: none) */
 };
 
 struct worker {

@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(size < PROXY_HEADER_MAX);
 	}
 	struct cidr c;
-	if (cidr_parse((const char *)data, size, &c) == 0)
+	const char *why;
+	if (cidr_parse((const char *)data, size, &c, &why) == 0)
 		CHECK((c.family == AF_INET && c.bits <= 32) || (c.family == AF_INET6 && c.bits <= 128));
 	return 0;
 }
