@@ -430,6 +430,11 @@ bool redis_conn_failed(const struct redis_conn *c)
 	return c->state == RC_DOWN;
 }
 
+void redis_conn_retry_now(struct redis_conn *c)
+{
+	c->next_attempt_ms = 0;
+}
+
 void redis_conn_kick(struct redis_conn *c)
 {
 	if (c->state != RC_DOWN || now_ms() < c->next_attempt_ms)

@@ -55,6 +55,8 @@ bool redis_conn_ready(const struct redis_conn *c);
 bool redis_conn_failed(const struct redis_conn *c);
 /* Start connecting if down and the backoff has passed. */
 void redis_conn_kick(struct redis_conn *c);
+/* Forget the backoff (another connection to the same Redis just succeeded). */
+void redis_conn_retry_now(struct redis_conn *c);
 /* Send a command (argv/argvlen as for redisCommandArgv); while connecting, once connected. NULL,
  * and no callback, when the connection is down (a reconnection is started if due, and the
  * command waits for it) or too many are waiting. */

@@ -34,6 +34,7 @@ struct redis_loop {
 	struct redis_store *s;
 	struct event_base *base;
 	struct redis_conn *conn;
+	unsigned long up_seen;          /* the store's up_epoch when this loop last looked */
 };
 
 struct redis_store {
@@ -52,6 +53,7 @@ struct redis_store {
 	struct event *sub_stop;
 	bool sub_was_up;
 	atomic_int down;                /* unreachable was logged */
+	atomic_ulong up_epoch;          /* a connection came up: the others need not wait their backoff */
 	atomic_ulong gets, hits, misses, fallbacks, timeouts, puts, puts_dropped, locks_won, locks_waited,
 		lock_waits_answered, purges_heard;
 };
@@ -164,6 +166,8 @@ static void redis_store_state(void *arg, bool up)
 {
 	struct redis_store *s = arg;
 
+	if (up)
+		atomic_fetch_add(&s->up_epoch, 1);
 	if (!up && atomic_exchange(&s->down, 1) == 0)
 		log_warn("cache %s: Redis unreachable: verdicts from this gateway's local layer until it is back "
 			 "(reconnecting with backoff)", s->name);
@@ -173,10 +177,24 @@ static void redis_store_state(void *arg, bool up)
 
 /* ---- per-loop connections ---- */
 
+/* This loop's connection is down but another one (the subscriber's, another worker's) is up
+ * again: try now rather than at the end of the backoff. */
+static struct redis_loop *redis_loop_fresh(struct redis_loop *lp)
+{
+	unsigned long epoch = atomic_load(&lp->s->up_epoch);
+
+	if (epoch != lp->up_seen) {
+		lp->up_seen = epoch;
+		if (redis_conn_failed(lp->conn))
+			redis_conn_retry_now(lp->conn);
+	}
+	return lp;
+}
+
 static struct redis_loop *redis_loop_for(struct redis_store *s, struct event_base *base)
 {
 	if (tl_loop && tl_loop->s == s && tl_loop->base == base)
-		return tl_loop;
+		return redis_loop_fresh(tl_loop);
 	pthread_mutex_lock(&s->loops_lock);
 	struct redis_loop *lp = s->loops;
 	while (lp && lp->base != base)
@@ -192,7 +210,7 @@ static struct redis_loop *redis_loop_for(struct redis_store *s, struct event_bas
 	}
 	pthread_mutex_unlock(&s->loops_lock);
 	tl_loop = lp;
-	return lp;
+	return redis_loop_fresh(lp);
 }
 
 static void vcache_redis_forget_base(void *state, struct event_base *base)
@@ -487,7 +505,7 @@ static void vcache_redis_put(void *state, const char *key, const struct vcache_e
 		return;
 	redis_key(s, 'l', key, lock, sizeof lock);
 	const char *del[2] = { "DEL", lock };
-	struct redis_loop *lp = tl_loop && tl_loop->s == s ? tl_loop : NULL;
+	struct redis_loop *lp = tl_loop && tl_loop->s == s ? redis_loop_fresh(tl_loop) : NULL;
 	if (lp) { /* a worker loop: pipelined on its connection, never waited for */
 		if (redis_conn_commandv(lp->conn, redis_put_done, s, 5, argv) == NULL)
 			atomic_fetch_add(&s->puts_dropped, 1);
