@@ -46,6 +46,10 @@ def test_verdict_learned_on_one_answers_on_the_other(backstop_factory, sink, fak
     assert r1.code == 250 and r2.code == 550, (r1, r2)
     assert v.total_rcpts() == probes  # no probe from b
     b.wait_log(r"rcpt=<nobody@example.test> code=550 .*cached=yes")
+    r = run_cli("cache", "-c", a.conf, "show", "alice@example.test")
+    assert r.returncode == 0 and "alice@example.test: valid source=callout:" in r.stdout, r
+    r = run_cli("cache", "-c", a.conf, "show", "zed@example.test")
+    assert r.returncode == 0 and "not cached" in r.stdout, r
 
 
 def test_purge_on_one_is_seen_on_the_other(backstop_factory, sink, fake, redis):
