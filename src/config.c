@@ -89,6 +89,16 @@ const struct cfg_key config_keys[] = {
 	  "duration", "Wait this long before the banner, to catch clients that talk first." },
 	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
 	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	{ G, "proxy_protocol_from", CFG_T_STR, "", NULL, 0, 0, NULL, GW(proxy_protocol_from),
+	  cidr_list_check, "CIDR,...",
+	  "Load balancers (address blocks, commas or spaces between them) whose SMTP connections start "
+	  "with a PROXY protocol header, version 1 or 2 (HAProxy send-proxy, send-proxy-v2): the "
+	  "client address in the header is used for everything (logs, connection limits, budgets, "
+	  "DNSBL, SPF, Received:); a connection from them without a valid header is closed. Others "
+	  "must not send one (it would be a bad command). Empty: no PROXY protocol." },
+	{ G, "proxy_protocol_timeout", CFG_T_DURATION, "5s", NULL, 100, MINUTES(5), NULL,
+	  GW(proxy_protocol_timeout_ms), NULL, "duration",
+	  "How long a connection from proxy_protocol_from has to send its whole PROXY header." },
 	{ G, "tls_cert", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_cert), config_check_file,
 	  "file", "PEM certificate chain; STARTTLS is offered when tls_cert and tls_key are set." },
 	{ G, "tls_key", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_key), config_check_file, "file",
@@ -143,9 +153,35 @@ const struct cfg_key config_keys[] = {
 	/* [gateway]: recipient verification */
 	{ G, "cache", CFG_T_STR, VCACHE_DEFAULT, NULL, 0, 0, NULL, GW(cache),
 	  vcache_spec_check, "store",
-	  "Where verification verdicts are cached: lmdb:DIRECTORY, or memory: (lost on restart)." },
+	  "Where verification verdicts are cached: lmdb:DIRECTORY, memory: (lost on restart), or Redis "
+	  "shared by several gateways: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
+	  "redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
 	  NULL, "size", "Largest size of the verdict cache." },
+	{ G, "cache_redis_prefix", CFG_T_STR, "", NULL, 0, 0, NULL, GW(cache_redis_prefix),
+	  config_check_redis_prefix, "word",
+	  "With a Redis cache: keys are backstop:PREFIX:v:ADDRESS (verdicts), backstop:PREFIX:l:ADDRESS "
+	  "(probe locks) and the purge channel backstop:PREFIX:purge; empty: backstop:v:ADDRESS. "
+	  "Gateways that share verdicts use the same prefix." },
+	{ G, "cache_redis_password_file", CFG_T_STR, NULL, "unset", 0, 0, NULL,
+	  GW(cache_redis_password_file), config_check_file, "file",
+	  "With a Redis cache: file whose first line is the password (AUTH) of Redis." },
+	{ G, "cache_redis_tls_ca", CFG_T_STR, NULL, "the system's CAs", 0, 0, NULL, GW(cache_redis_tls_ca),
+	  config_check_file, "file",
+	  "With rediss://: PEM certificates that Redis's certificate must chain to; its name must be the "
+	  "HOST of the cache key." },
+	{ G, "cache_redis_timeout", CFG_T_DURATION, "500ms", NULL, 10, 30000, NULL, GW(cache_redis_timeout_ms),
+	  NULL, "duration",
+	  "With a Redis cache: time to connect, and to wait for one reply; a slower Redis is treated as "
+	  "unreachable for that lookup (the local layer answers, or the sources are asked)." },
+	{ G, "cache_redis_local_ttl", CFG_T_DURATION, "10s", NULL, 0, HOURS(1), NULL,
+	  GW(cache_redis_local_ttl_ms), NULL, "duration",
+	  "With a Redis cache: how long a verdict read from or written to Redis answers again from this "
+	  "gateway's memory without asking Redis (0: always ask). While Redis is unreachable the local "
+	  "layer answers until the verdict's own TTL." },
+	{ G, "cache_redis_local_size", CFG_T_UINT, "100000", NULL, 64, 100000000, NULL,
+	  GW(cache_redis_local_size), NULL, "count",
+	  "With a Redis cache: verdicts the local layer holds at most (about 200 octets each)." },
 	{ G, "positive_ttl", CFG_T_DURATION, "24h", NULL, 1000, DAYS(365), NULL, GW(positive_ttl_ms),
 	  NULL, "duration", "How long a recipient found to exist is remembered." },
 	{ G, "negative_ttl", CFG_T_DURATION, "5m", NULL, 1000, DAYS(365), NULL, GW(negative_ttl_ms),
@@ -490,6 +526,11 @@ void config_free(struct bs_config *cfg)
 	free(cfg->tls_key);
 	free(cfg->user);
 	free(cfg->cache);
+	free(cfg->cache_redis_prefix);
+	free(cfg->cache_redis_password_file);
+	free(cfg->cache_redis_tls_ca);
+	free(cfg->proxy_protocol_from);
+	cidr_list_free(&cfg->proxy_from);
 	free(cfg->callout_sender);
 	free(cfg->dns_servers);
 	free(cfg->spf_actions.skip);

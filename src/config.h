@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cidr.h"
 #include "smtp_address.h"
 #include "version.h" /* BACKSTOP_SYSCONFDIR */
 
@@ -128,6 +129,9 @@ struct bs_config {
 	uint64_t max_junk_commands;     /* NOOP/RSET/VRFY/HELP/unknown beyond this: 421 */
 	uint64_t greet_delay_ms;        /* wait before the banner, to catch pregreeting clients */
 	enum pregreet_action pregreet;
+	char *proxy_protocol_from;      /* "" = none; parsed into proxy_from */
+	uint64_t proxy_protocol_timeout_ms;
+	struct cidr_list proxy_from;    /* computed from proxy_protocol_from (config_validate.c) */
 	char *tls_cert;                 /* NULL if unset */
 	char *tls_key;
 	char *user;                     /* NULL: do not change user */
@@ -148,6 +152,12 @@ struct bs_config {
 	/* recipient verification (issue 4) */
 	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
 	uint64_t cache_max_size;        /* octets (LMDB map size) */
+	char *cache_redis_prefix;       /* "" or a word: keys backstop:PREFIX:... */
+	char *cache_redis_password_file; /* NULL: no AUTH */
+	char *cache_redis_tls_ca;       /* NULL: the system's CAs */
+	uint64_t cache_redis_timeout_ms;
+	uint64_t cache_redis_local_ttl_ms;
+	uint64_t cache_redis_local_size;
 	uint64_t positive_ttl_ms;       /* 24h */
 	uint64_t negative_ttl_ms;       /* 5m */
 	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */

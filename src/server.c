@@ -616,8 +616,10 @@ static void server_teardown(struct server *srv)
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
 		runtime_graveyard_shutdown_base(srv->grave, srv->workers[i].base);
 	runtime_graveyard_free(srv->grave);
-	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
+		vcache_forget_base(srv->cache, srv->workers[i].base); /* a Redis cache's connection */
 		worker_free(&srv->workers[i]);
+	}
 	vcache_close(srv->cache);
 	engine_stats_free(srv->stats);
 	dns_cache_free(srv->dns_cache);

@@ -235,6 +235,10 @@ static void verify_on_event(evutil_socket_t fd, short what, void *arg)
 
 	if (!q->ready) { /* the budget ran out */
 		atomic_fetch_add(&q->v->timeouts, 1);
+		if (q->cacheq) { /* still in the cache (Redis waiting for another gateway's verdict) */
+			vcache_cancel(q->v->cache, q->cacheq);
+			q->cacheq = NULL;
+		}
 		snprintf(why, sizeof why, "verification timed out after %llu ms", (unsigned long long)q->v->timeout_ms);
 		verify_decide(q, RCPT_UNAVAILABLE, q->chain.n ? q->chain.sources[0]->spec : "none", why);
 		q->timed_out = true;
@@ -266,17 +270,24 @@ static void verify_on_chain(void *arg, const struct rcpt_answer *ans)
 	verify_schedule(q);
 }
 
-static void verify_run_chain(struct verify_query *q)
+/* Start the verify_timeout budget (once: a cache that answers later, such as Redis waiting for
+ * another gateway's probe, spends from the same budget as the chain). */
+static void verify_arm_budget(struct verify_query *q)
 {
 	struct timeval tv = { .tv_sec = (time_t)(q->v->timeout_ms / 1000),
 			      .tv_usec = (suseconds_t)(q->v->timeout_ms % 1000) * 1000 };
 
+	if (!q->background && !q->ready && !evtimer_pending(&q->ev, NULL))
+		evtimer_add(&q->ev, &tv);
+}
+
+static void verify_run_chain(struct verify_query *q)
+{
 	struct rcpt_chain_query *cq = rcpt_chain_lookup(&q->chain, q->base, &q->addr, verify_on_chain, q);
 	if (cq == NULL) /* answered (and maybe freed, in the background) already: no budget needed */
 		return;
 	q->cq = cq;
-	if (!q->background)
-		evtimer_add(&q->ev, &tv);
+	verify_arm_budget(q);
 }
 
 /* ---- the cache ---- */
@@ -342,8 +353,10 @@ static void verify_on_cache(void *arg, int found, const struct vcache_entry *e)
 static void verify_ask_cache(struct verify_query *q)
 {
 	struct vcache_query *cq = vcache_get(q->v->cache, q->base, q->addr.full, verify_on_cache, q);
-	if (cq)
+	if (cq) {
 		q->cacheq = cq;
+		verify_arm_budget(q);
+	}
 }
 
 /* The chain's local sources answered (synchronously, by their contract): a VALID or INVALID is

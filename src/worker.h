@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "proxy_accept.h"
 #include "smtp_session.h"
 
 struct policyd;
@@ -49,6 +50,7 @@ struct worker {
 	struct event *deadline_ev;   /* shutdown deadline: close what is left */
 	bool stopping;
 	struct session_list sessions; /* live sessions */
+	struct proxy_waits proxy_waits; /* connections from proxy_protocol_from before their header */
 	uint64_t seq;                /* sessions accepted, for session ids */
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
 	char *scratch;               /* SESSION_SCRATCH_SIZE bytes for synchronous decoding */
