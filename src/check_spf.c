@@ -282,8 +282,6 @@ static void spf_finish(struct check_query *q)
 		decisive = &q->helo_found; /* RFC 7208 2.3: a conclusive HELO result */
 	else if (q->helo_done)
 		other = &q->helo_found;
-	spf_headers(q, decisive, other, &a);
-	spf_fact_format(decisive, a.facts, sizeof a.facts);
 	if (q->stage == ENGINE_STAGE_RCPT) {
 		spf_apply(q, q->domain, decisive, &a);
 	} else {
@@ -292,6 +290,9 @@ static void spf_finish(struct check_query *q)
 			spf_refuse(&a, &x, decisive);
 		spf_log_found(&a, decisive, x.name);
 	}
+	/* after the refusal, which starts the answer afresh */
+	spf_headers(q, decisive, other, &a);
+	spf_fact_format(decisive, a.facts, sizeof a.facts);
 	/* the evaluation's details once, at the stage that evaluated */
 	size_t n = strlen(a.log);
 	char mech[sizeof decisive->mechanism * 4];

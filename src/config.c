@@ -272,8 +272,9 @@ const struct cfg_key config_keys[] = {
 	{ G, "dns_servers", CFG_T_STR, NULL, "the servers of /etc/resolv.conf", 0, 0, NULL, GW(dns_servers),
 	  dns_servers_check, "address[:port],...",
 	  "DNS servers for every lookup backstop makes (SPF, backends' and callout servers' names, "
-	  "the commands), separated by commas or spaces: 127.0.0.1:5353, [::1]:53 (port 53 when "
-	  "none). Best a local caching resolver (unbound). A reload applies a new list." },
+	  "the commands; LDAP servers' names are libldap's, through the system's resolver), "
+	  "separated by commas or spaces: 127.0.0.1:5353, [::1]:53 (port 53 when none). Best a local "
+	  "caching resolver (unbound). A reload applies a new list." },
 	{ G, "spf", CFG_T_BOOL, "off", NULL, 0, 0, NULL, GW(spf), NULL, NULL,
 	  "Check SPF (RFC 7208) at MAIL FROM: the sender's domain, for the null sender the HELO name. "
 	  "The results' actions are spf_fail, spf_softfail, spf_temperror and spf_permerror, applied "
