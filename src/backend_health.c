@@ -111,11 +111,14 @@ enum backend_state backend_health_state(struct backend_health *h, const char *ke
 void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_info *info),
 			 void *arg)
 {
+	uint64_t now = now_ms();
+
 	pthread_mutex_lock(&h->lock);
 	for (size_t i = 0; i < h->n; i++) {
 		const struct health_entry *e = &h->entries[i];
 		struct backend_health_info info = { .key = e->key, .state = e->state, .failures = e->failures,
-						    .trips = e->trips };
+						    .trips = e->trips,
+						    .since_ms = e->state == BACKEND_HEALTHY ? 0 : now - e->failed_at_ms };
 		fn(arg, &info);
 	}
 	pthread_mutex_unlock(&h->lock);

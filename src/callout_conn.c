@@ -9,6 +9,7 @@
 
 #include "backend_health.h"
 #include "callout_pool_priv.h"
+#include "callout_rate.h"
 #include "log.h"
 #include "util.h"
 
@@ -245,23 +246,39 @@ void callout_conn_start_batch(struct cconn *c)
 	unsigned room = POOL_CONN_MAX_REJECTS - c->rejects, n = 0;
 	char line[600];
 
+	struct flight *batch[POOL_BATCH_MAX];
+	size_t nb = 0;
+
 	if (room > POOL_BATCH_MAX)
 		room = POOL_BATCH_MAX;
-	evtimer_del(c->idle);
-	c->st = CC_BUSY;
-	c->used = true;
-	memset(&c->mail, 0, sizeof c->mail);
-	snprintf(line, sizeof line, "MAIL FROM:<%s>", p->sender);
-	smtp_client_command(c->client, line, conn_mail_cb, c);
-	while (n < room) {
+	while (nb < room) { /* what this batch carries: what may be probed now */
 		struct flight *f = callout_flight_dequeue(p);
 		if (f == NULL)
 			break;
 		if (callout_rcpt_line(f->addr, line, sizeof line) != 0) {
 			callout_pool_answer(p, &f->ans, RCPT_INVALID, "not a possible mailbox (control characters)");
 			callout_flight_finish(p, f);
-			continue;
+		} else if (!f->check && !callout_rate_take(p->rate, now_ms())) {
+			callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s:%s: not probed: callout_max_rate (%u/s) reached",
+					    p->host, p->port, callout_rate_limit(p->rate));
+			f->ans.rate_limited = true;
+			atomic_fetch_add(&p->o.counters->rate_limited, 1);
+			callout_flight_finish(p, f);
+		} else {
+			batch[nb++] = f;
 		}
+	}
+	if (nb == 0)
+		return; /* the connection stays idle, its idle timer running */
+	evtimer_del(c->idle);
+	c->st = CC_BUSY;
+	c->used = true;
+	memset(&c->mail, 0, sizeof c->mail);
+	snprintf(line, sizeof line, "MAIL FROM:<%s>", p->sender);
+	smtp_client_command(c->client, line, conn_mail_cb, c);
+	for (size_t i = 0; i < nb; i++) {
+		struct flight *f = batch[i];
+		callout_rcpt_line(f->addr, line, sizeof line);
 		f->state = FL_SENT;
 		f->conn = c;
 		TAILQ_INSERT_TAIL(&c->batch, f, link);

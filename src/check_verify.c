@@ -55,10 +55,11 @@ static void verify_check_done(void *arg, const struct verify_result *res)
 	check_answer_neutral(&a);
 	if (res->action != VERIFY_ACCEPT)
 		check_answer_set_text(&a, result[res->action], res->code, res->enhanced, res->text);
+	a.rcpt_invalid = res->verdict == RCPT_INVALID && res->action != VERIFY_ACCEPT;
 	log_sanitize(detail, sizeof detail, res->reason, strlen(res->reason));
-	snprintf(a.log, sizeof a.log, "verdict=%s source=%s cached=%s%s detail=\"%s\"",
+	snprintf(a.log, sizeof a.log, "verdict=%s source=%s cached=%s%s%s detail=\"%s\"",
 		 rcpt_verdict_name(res->verdict), res->source, res->cached ? "yes" : "no",
-		 res->timed_out ? " timed_out=yes" : "", detail);
+		 res->timed_out ? " timed_out=yes" : "", res->rate_limited ? " rate_limited=yes" : "", detail);
 	engine_stats_verdict(q->stats, res->source, (unsigned)res->verdict, res->cached);
 	check_cb cb = q->cb;
 	void *cbarg = q->arg;
@@ -80,7 +81,7 @@ static struct check_query *verify_check_start(void *state, struct event_base *ba
 	q->cb = cb;
 	q->arg = arg;
 	q->stats = vc->stats;
-	q->vq = verify_start(vc->verifier, base, req->domain, &req->rcpt, verify_check_done, q);
+	q->vq = verify_start(vc->verifier, base, req->domain, req->rcpt, verify_check_done, q);
 	return q;
 }
 

@@ -100,12 +100,13 @@ static void cmd_helo_ehlo(struct smtp_session *s, const struct smtp_command *cmd
 		helo_accept(s, &h);
 		return;
 	}
+	const struct helo_ctx *hc = session_decide_begin(s, helo_decided, &h, sizeof h);
 	session_request(s, ENGINE_STAGE_HELO, &req);
-	memcpy(req.helo, h.name, sizeof req.helo);
-	req.has_sender = false; /* a greeting ends any transaction */
+	req.helo = hc->name;
+	engine_request_set_sender(&req, NULL); /* a greeting ends any transaction */
 	req.size_known = false;
 	req.nrcpts = 0;
-	session_decide(s, &req, helo_decided, &h, sizeof h);
+	session_decide_ask(s, &req);
 }
 
 static bool session_need_greeting(struct smtp_session *s)
@@ -125,9 +126,10 @@ static bool mail_params_given(const struct smtp_mail_params *p)
 
 /* The transaction starts: 250 only now, after every check said yes. */
 static void mail_accept(struct smtp_session *s, const struct smtp_mail_cmd *mail, const char *headers,
-			const char *extra)
+			const char *facts, const char *extra)
 {
 	s->tx = xcalloc(1, sizeof *s->tx);
+	s->tx->facts = facts && facts[0] ? xstrdup(facts) : NULL;
 	s->tx->from = mail->from;
 	s->tx->params = mail->params;
 	s->tx->started_ms = now_ms();
@@ -147,7 +149,7 @@ static void mail_decided(struct smtp_session *s, const struct engine_decision *d
 
 	session_decision_extra(d, extra, sizeof extra);
 	if (!session_decision_refuses(d)) {
-		mail_accept(s, mail, d->headers, extra);
+		mail_accept(s, mail, d->headers, d->facts, extra);
 		return;
 	}
 	session_decision_refuse(s, "mail", &mail->from, d, extra);
@@ -180,16 +182,16 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 		return;
 	}
 	if (!session_asks(s, ENGINE_STAGE_MAIL)) {
-		mail_accept(s, &mail, NULL, NULL);
+		mail_accept(s, &mail, NULL, NULL, NULL);
 		return;
 	}
 	struct engine_request req;
+	const struct smtp_mail_cmd *mc = session_decide_begin(s, mail_decided, &mail, sizeof mail);
 	session_request(s, ENGINE_STAGE_MAIL, &req);
-	req.has_sender = true;
-	req.sender = mail.from;
+	engine_request_set_sender(&req, &mc->from);
 	req.size_known = mail.params.has_size;
 	req.size = mail.params.size;
-	session_decide(s, &req, mail_decided, &mail, sizeof mail);
+	session_decide_ask(s, &req);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)

@@ -43,6 +43,7 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_free(struct smtp_session *s);
 static void session_settle(struct smtp_session *s);
+static void session_process(struct smtp_session *s);
 
 static void session_peer_text(struct smtp_session *s)
 {
@@ -213,13 +214,27 @@ void smtp_session_accept(const struct session_env *env, struct bs_runtime *rt, e
 	log_info("session=%s connect client=%s", s->id, s->client_ip);
 	session_set_read_timeout(s, cfg->command_timeout_ms);
 	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE only while the kernel holds writes back */
+	if (session_asks(s, ENGINE_STAGE_BANNER))
+		session_decide_banner(s); /* then session_greet(), unless it refuses */
+	else
+		session_greet(s);
+}
+
+void session_greet(struct smtp_session *s)
+{
+	const struct bs_config *cfg = s->cfg;
+
 	if (cfg->greet_delay_ms > 0) {
 		struct timeval tv = { (time_t)(cfg->greet_delay_ms / 1000),
 				      (suseconds_t)(cfg->greet_delay_ms % 1000) * 1000 };
-		s->greet_timer = evtimer_new(env->base, session_greet_timer_cb, s);
+		s->greet_timer = evtimer_new(s->env->base, session_greet_timer_cb, s);
 		evtimer_add(s->greet_timer, &tv);
 	} else {
+		bool early = s->pregreet; /* talked while the banner stage was decided */
+		s->pregreet = false;      /* without greet_delay that is not judged */
 		session_banner(s);
+		if (early)
+			session_process(s);
 	}
 	session_decide_connect(s); /* the banner is not held: a refusal applies at RCPT */
 }
@@ -358,15 +373,15 @@ void session_request(const struct smtp_session *s, enum engine_stage stage, stru
 	engine_request_init_ip(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer,
 			       s->client_ip);
 	req->stage = stage;
-	memcpy(req->helo, s->helo, sizeof req->helo);
+	req->helo = s->helo;
 	memcpy(req->tls_version, s->tls_version, sizeof req->tls_version);
 	memcpy(req->tls_cipher, s->tls_cipher, sizeof req->tls_cipher);
 	if (s->tx != NULL) {
-		req->has_sender = true;
-		req->sender = s->tx->from;
+		engine_request_set_sender(req, &s->tx->from);
 		req->size_known = s->tx->params.has_size;
 		req->size = s->tx->params.size;
 		req->nrcpts = (unsigned)s->tx->nrcpts;
+		req->facts = s->tx->facts;
 	}
 	req->errors = s->errors;
 }
@@ -379,6 +394,8 @@ void session_tx_reset(struct smtp_session *s)
 		relay_tx_reset(s->relay);
 	free(s->tx->rcpts);
 	free(s->tx->headers);
+	free(s->tx->facts);
+	free(s->tx->hf);
 	free(s->tx);
 	s->tx = NULL;
 }
