@@ -110,7 +110,9 @@ def start(backstop_factory, backend, tmp_path, **gw):
     rcpt_map = tmp_path / "relay_recipients"
     rcpt_map.write_text("".join(f"{a} OK\n" for a in VALID))
     b = backstop_factory(
-        gateway={"metrics_listen": "127.0.0.1:0", "log_level": "info", "backend_retry_after": "30s", **gw},
+        # no harvest budget: the counts below are those of relay control and verification alone
+        gateway={"metrics_listen": "127.0.0.1:0", "log_level": "info", "backend_retry_after": "30s",
+                 "harvest_limit": 0, "harvest_network_limit": 0, **gw},
         domains={"example.test": {"deliver": backend.addr, "verify": f"map:{rcpt_map}"}})
     return b, metrics_addr(b)
 
@@ -325,6 +327,21 @@ def test_metrics_tls_and_end_reasons(backstop_factory, tls_files):
     assert value(s, "backstop_smtp_commands_total", command="starttls") == 2
     assert value(s, "backstop_smtp_commands_total", command="invalid") == 1
     assert value(s, "backstop_smtp_replies_total", stage="other", **{"class": "4xx"}) == 1  # the 421
+
+
+def test_metrics_count_harvest_budget(backstop_factory, backend, tmp_path):
+    """A check added later (the harvest budget) shows in the decisions by its name, with no change
+    to the metrics: each 450 the client got is one defer of check="harvest"."""
+    b, addr = start(backstop_factory, backend, tmp_path, harvest_limit="3/1h", harvest_tarpit="0s",
+                    harvest_penalty="0s")
+    codes = session(b, [f"nobody{i}@example.test" for i in range(6)] + [VALID[0]], data=False)
+    assert codes[:3] == [550, 550, 550] and 450 in codes, codes
+    s = parse(http_get(addr)[2])
+    deferred = codes.count(450)
+    assert value(s, "backstop_check_answers_total", check="harvest", stage="rcpt", result="defer") == deferred
+    assert value(s, "backstop_decisions_total", stage="rcpt", result="defer") == deferred
+    assert value(s, "backstop_decisions_total", stage="rcpt", result="reject") == codes.count(550)
+    assert value(s, "backstop_smtp_replies_total", stage="rcpt", **{"class": "4xx"}) == deferred
 
 
 # ---------------------------------------------------------------------------------------------
