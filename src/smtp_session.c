@@ -354,6 +354,7 @@ void session_end_reason(struct smtp_session *s, enum stats_end why)
 	if (!s->end_set) {
 		s->end_set = true;
 		s->end_reason = why;
+		s->reply_stage = STATS_STAGE_OTHER; /* the 421 (or 221, 554) that ends it answers no command */
 	}
 }
 

@@ -32,7 +32,7 @@ enum stats_stage {
 	STATS_STAGE_RCPT,
 	STATS_STAGE_DATA,        /* the DATA command */
 	STATS_STAGE_EOD,         /* the final dot */
-	STATS_STAGE_OTHER,       /* RSET, NOOP, QUIT, VRFY, STARTTLS, unknown ... */
+	STATS_STAGE_OTHER,       /* RSET, NOOP, QUIT, VRFY, STARTTLS, unknown ..., and the reply that ends a session */
 	STATS_STAGE_COUNT
 };
 

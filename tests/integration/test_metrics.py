@@ -110,7 +110,9 @@ def start(backstop_factory, backend, tmp_path, **gw):
     rcpt_map = tmp_path / "relay_recipients"
     rcpt_map.write_text("".join(f"{a} OK\n" for a in VALID))
     b = backstop_factory(
-        gateway={"metrics_listen": "127.0.0.1:0", "log_level": "info", "backend_retry_after": "30s", **gw},
+        # no harvest budget: the counts below are those of relay control and verification alone
+        gateway={"metrics_listen": "127.0.0.1:0", "log_level": "info", "backend_retry_after": "30s",
+                 "harvest_limit": 0, "harvest_network_limit": 0, **gw},
         domains={"example.test": {"deliver": backend.addr, "verify": f"map:{rcpt_map}"}})
     return b, metrics_addr(b)
 
@@ -289,6 +291,57 @@ def test_metrics_cache_and_validation_server(backstop_factory, backend, tmp_path
             promtool_check(http_get(addr)[2])
     finally:
         fv.close()
+
+
+def test_metrics_tls_and_end_reasons(backstop_factory, tls_files):
+    """A STARTTLS that succeeds, one whose handshake is garbage, a session that times out, one
+    that says too much before the banner... each counted once, under its own reason."""
+    cert, key = tls_files
+    b = backstop_factory(gateway={"metrics_listen": "127.0.0.1:0", "tls_cert": cert, "tls_key": key,
+                                  "command_timeout": "1s"})
+    addr = metrics_addr(b)
+    with b.connect() as c:                       # TLS, then QUIT
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        c.starttls()
+        c.ehlo()
+        assert c.cmd("QUIT").code == 221
+    with b.connect() as c:                       # a handshake that is not TLS
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        c.send(b"\x16\x03\x01\x00\x05garbage-not-tls\r\n")
+        assert c.closed(10)
+    with b.connect() as c:                       # silence: command_timeout
+        c.ehlo()
+        assert c.closed(10)
+    with b.connect() as c:                       # a web client
+        c.send(b"GET / HTTP/1.0\r\n\r\n")
+        assert c.closed(10)
+    s = wait_metric(addr, lambda s: value(s, "backstop_sessions_open") == 0
+                    and value(s, "backstop_sessions_total") == 4)
+    assert value(s, "backstop_tls_handshakes_total", result="success") == 1
+    assert value(s, "backstop_tls_handshakes_total", result="failure") == 1
+    ended = {r: value(s, "backstop_sessions_ended_total", reason=r) for r in
+             ("quit", "tls_error", "timeout", "protocol_error", "lost", "other")}
+    assert ended == {"quit": 1, "tls_error": 1, "timeout": 1, "protocol_error": 1, "lost": 0, "other": 0}
+    assert value(s, "backstop_smtp_commands_total", command="starttls") == 2
+    assert value(s, "backstop_smtp_commands_total", command="invalid") == 1
+    assert value(s, "backstop_smtp_replies_total", stage="other", **{"class": "4xx"}) == 1  # the 421
+
+
+def test_metrics_count_harvest_budget(backstop_factory, backend, tmp_path):
+    """A check added later (the harvest budget) shows in the decisions by its name, with no change
+    to the metrics: each 450 the client got is one defer of check="harvest"."""
+    b, addr = start(backstop_factory, backend, tmp_path, harvest_limit="3/1h", harvest_tarpit="0s",
+                    harvest_penalty="0s")
+    codes = session(b, [f"nobody{i}@example.test" for i in range(6)] + [VALID[0]], data=False)
+    assert codes[:3] == [550, 550, 550] and 450 in codes, codes
+    s = parse(http_get(addr)[2])
+    deferred = codes.count(450)
+    assert value(s, "backstop_check_answers_total", check="harvest", stage="rcpt", result="defer") == deferred
+    assert value(s, "backstop_decisions_total", stage="rcpt", result="defer") == deferred
+    assert value(s, "backstop_decisions_total", stage="rcpt", result="reject") == codes.count(550)
+    assert value(s, "backstop_smtp_replies_total", stage="rcpt", **{"class": "4xx"}) == deferred
 
 
 # ---------------------------------------------------------------------------------------------
