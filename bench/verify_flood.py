@@ -22,6 +22,11 @@ Needs root (Postfix instances under a temp dir; the system's Postfix is not touc
 postfix package, smtp-sink, the backstop binary ($BACKSTOP_BIN, default build/backstop) and
 bench/smtp_flood built beside it ($SMTP_FLOOD, default build/bench/smtp_flood).
 Usage: sudo bench/verify_flood.py [--sessions 5000] [--fresh 1000] [--flood 100000] [--phases abc]
+
+With --compare OLD_BINARY [--rounds K] it measures only the two 50-RCPT rows of (a) (smtp-source
+and smtp_flood pipelined), for OLD_BINARY and $BACKSTOP_BIN side by side (the same validator,
+no Postfix gateway), K rounds (default 5) taking the two binaries in turn, and prints each run
+and the medians: what a change costs a harvest-style session.
 """
 import argparse
 import asyncio
@@ -106,7 +111,10 @@ async def pool(jobs, parallel, fn):
 # ---- the peers ----
 
 class Backstop:
-    def __init__(self, validator, sink, tmp):
+    def __init__(self, validator, sink, tmp, binary=None):
+        binary = binary or BACKSTOP_BIN
+        tmp = Path(tmp) / f"bs{id(self)}"
+        tmp.mkdir()
         self.conf = Path(tmp) / "backstop.conf"
         self.conf.write_text(f"""[gateway]
 listen = 127.0.0.1:0
@@ -120,9 +128,9 @@ max_recipients = 100
 max_errors = 100000
 verify_timeout = 20s
 # smtp-sink takes any number of connections: measure the verifying, not the cap of 16
-{gateway_key_line(BACKSTOP_BIN, "deliver_max_connections", 100000)}
+{gateway_key_line(binary, "deliver_max_connections", 100000)}
 # one client sends every unknown address: no harvest budget, no probe rate (bench/harvest_attack.py)
-{gateway_key_line(BACKSTOP_BIN, "harvest_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "harvest_network_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "callout_max_rate", 0)}
+{gateway_key_line(binary, "harvest_limit", 0)}{gateway_key_line(binary, "harvest_network_limit", 0)}{gateway_key_line(binary, "callout_max_rate", 0)}
 [domain example.test]
 deliver = {sink.addr}
 verify = callout:{validator.addr}
@@ -130,7 +138,7 @@ verify = callout:{validator.addr}
 negative_ttl = 1h
 """)
         self.err = open(Path(tmp) / "backstop.log", "w+")
-        self.proc = subprocess.Popen([BACKSTOP_BIN, "run", "-c", str(self.conf)], stderr=self.err,
+        self.proc = subprocess.Popen([binary, "run", "-c", str(self.conf)], stderr=self.err,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -339,7 +347,12 @@ def main():
     ap.add_argument("--flood", type=int, default=100000)
     ap.add_argument("--names", type=int, default=20000)
     ap.add_argument("--phases", default="abc", help="which of the phases a, b, c to run (default abc)")
+    ap.add_argument("--compare", metavar="OLD_BINARY", help="only the 50-RCPT rows of (a), this binary against"
+                    " $BACKSTOP_BIN, taken in turn")
+    ap.add_argument("--rounds", type=int, default=5, help="with --compare: rounds (default 5)")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     if os.geteuid() != 0:
         raise SystemExit("needs root (private Postfix instances)")
     random.seed(4)
@@ -400,6 +413,54 @@ def phase_a_all(gws, unknown, sessions, null_smtp):
                  for name, port in targets.items()},
                 f"smtp_flood, {per_session} RCPT{'s' if per_session > 1 else ''} per session"
                 f"{', pipelined' if pipelined else ', one command at a time'}")
+
+
+def compare(args):
+    """The 50-RCPT rows of (a) for two binaries, in turn, rounds times; each run and the medians."""
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (private Postfix instances)")
+    global BACKSTOP_PID
+    tmp = tempfile.mkdtemp(prefix="bs-bench-")
+    validator = sink = None
+    gws = {}
+    try:
+        validator = Postfix(users=KNOWN, name="validator", procs=50)
+        sink = SmtpSink()
+        gws = {"old": Backstop(validator, sink, tmp, args.compare), "new": Backstop(validator, sink, tmp)}
+        harvest = "nobody@example.test"
+        for name, bs in gws.items():
+            if not warm_numbered(bs.port, harvest, 50):
+                print(f"    {name}: the 50 harvest addresses were NOT all verified within 60 s")
+        n = args.sessions * 20 // 50
+        print(f"verify_flood --compare: old={args.compare} new={BACKSTOP_BIN}; {os.cpu_count()} cores; per run"
+              f" {args.sessions // 5} smtp-source sessions and {n} smtp_flood -P sessions of 50 cached unknown"
+              " RCPTs, 20 in parallel")
+        rows = {"smtp-source": lambda port: phase_a_smtp_source(port, harvest, args.sessions // 5, 50),
+                "smtp_flood -P": lambda port: phase_a_flood(port, n, 50, True)}
+        runs = {(row, name): [] for row in rows for name in gws}
+        for k in range(args.rounds):
+            order = list(gws) if k % 2 == 0 else list(reversed(gws))
+            for row, fn in rows.items():
+                for name in order:
+                    BACKSTOP_PID = gws[name].proc.pid
+                    rej, dt, cpu, own = fn(gws[name].port)
+                    runs[(row, name)].append((rej / dt, own / max(rej, 1) * 1e6, cpu / max(rej, 1) * 1e6))
+                    print(f"    round {k + 1} {row:13s} {name}: {rej:6d} rejected, {rej / dt:7.0f} rejections/s;"
+                          f" backstop's own CPU {own / max(rej, 1) * 1e6:5.2f} us, gateway CPU"
+                          f" {cpu / max(rej, 1) * 1e6:5.2f} us per rejection")
+        print("medians:")
+        for row in rows:
+            med = {name: [statistics.median(x[i] for x in runs[(row, name)]) for i in range(3)] for name in gws}
+            for name in gws:
+                print(f"    {row:13s} {name}: {med[name][0]:7.0f} rejections/s, own CPU {med[name][1]:5.2f} us,"
+                      f" gateway CPU {med[name][2]:5.2f} us per rejection")
+            o, w = med["old"], med["new"]
+            print(f"    {row:13s} new/old: rate {w[0] / o[0] * 100 - 100:+.1f} %, own CPU per rejection"
+                  f" {w[1] / o[1] * 100 - 100:+.1f} %, gateway CPU {w[2] / o[2] * 100 - 100:+.1f} %")
+    finally:
+        for peer in list(gws.values()) + [sink, validator]:
+            if peer is not None:
+                peer.stop()
 
 
 def print_b(gws, count):

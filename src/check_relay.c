@@ -32,7 +32,7 @@ static struct check_query *relay_start(void *state, struct event_base *base, con
 		cb(arg, &a);
 		return NULL;
 	}
-	relay_control_check(cfg, req->rcpt, &rd);
+	relay_control_check_in(cfg, req->rcpt, req->domain, &rd); /* found by engine_request_set_rcpt */
 	if (rd.verdict != RELAY_ACCEPT) {
 		smtp_address_format(req->rcpt, addr, sizeof addr);
 		check_answer_set(&a, CHECK_REJECT, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);

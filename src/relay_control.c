@@ -56,11 +56,14 @@ const struct bs_domain *relay_control_domain(const struct bs_config *cfg, const 
 void relay_control_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out)
 {
-	char domain[SMTP_DOMAIN_MAX + 1];
+	relay_control_check_in(cfg, rcpt, relay_control_domain(cfg, rcpt), out);
+}
 
+void relay_control_check_in(const struct bs_config *cfg, const struct smtp_address *rcpt,
+			    const struct bs_domain *dom, struct relay_decision *out)
+{
 	memset(out, 0, sizeof(*out));
-	if (!rcpt_domain(cfg, rcpt, domain, sizeof(domain)) ||
-	    (out->domain = config_find_domain(cfg, domain)) == NULL) {
+	if ((out->domain = dom) == NULL) {
 		if (rcpt->ip_literal)
 			decide(out, RELAY_IP_LITERAL, 554, "5.7.1", relay_denied);
 		else

@@ -28,6 +28,10 @@ struct relay_decision {
 void relay_control_check(const struct bs_config *cfg, const struct smtp_address *rcpt,
 			struct relay_decision *out);
 
+/* The same with rcpt's [domain] section already found by relay_control_domain() (NULL: none). */
+void relay_control_check_in(const struct bs_config *cfg, const struct smtp_address *rcpt,
+			    const struct bs_domain *dom, struct relay_decision *out);
+
 /* The [domain] section rcpt belongs to (postmaster without a domain: cfg->postmaster_domain's),
  * or NULL. */
 const struct bs_domain *relay_control_domain(const struct bs_config *cfg, const struct smtp_address *rcpt);

@@ -23,8 +23,9 @@ enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
 
 /* One per RCPT in flight, so kept small: the reply text is copied only when it cannot be written
  * at once (an earlier RCPT is still being decided), and the decision's log fields only for a
- * recipient that goes on to the backend (a refusal logs its line when decided). rcpt_new()
- * clears it up to rc, which is set before it is read. */
+ * recipient that goes on to the backend (a refusal logs its line when decided), the RCPT's
+ * parameters only when it has some. rcpt_new() clears it up to to, which is set before it is
+ * read. */
 struct rcpt_pending {
 	struct rcpt_pending *next;
 	struct smtp_session *s;
@@ -43,13 +44,21 @@ struct rcpt_pending {
 	const char *text;               /* the reply text once known: text_copy, or the decision's
 					 * own while it is written at once */
 	char *text_copy;                /* (owned) or NULL */
-	struct smtp_rcpt_cmd rc;
+	struct smtp_rcpt_params *params; /* NOTIFY=, ORCPT= (owned), or NULL: none given */
+	struct smtp_address to;
 };
+
+static const struct smtp_rcpt_params rcpt_no_params;
+
+static const struct smtp_rcpt_params *rcpt_params(const struct rcpt_pending *p)
+{
+	return p->params ? p->params : &rcpt_no_params;
+}
 
 static struct rcpt_pending *rcpt_new(void)
 {
 	struct rcpt_pending *p = xmalloc(sizeof *p);
-	memset(p, 0, offsetof(struct rcpt_pending, rc));
+	memset(p, 0, offsetof(struct rcpt_pending, to));
 	return p;
 }
 
@@ -58,19 +67,20 @@ static void rcpt_free(struct rcpt_pending *p)
 	free(p->headers);
 	free(p->verdict);
 	free(p->text_copy);
+	free(p->params);
 	free(p);
 }
 
-static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
+static void rcpt_add(struct smtp_tx *tx, const struct rcpt_pending *p)
 {
 	if (tx->nrcpts == tx->rcpts_cap) {
 		tx->rcpts_cap = tx->rcpts_cap ? tx->rcpts_cap * 2 : 4;
 		tx->rcpts = xrealloc(tx->rcpts, tx->rcpts_cap * sizeof *tx->rcpts);
 	}
 	struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
-	r->addr = rc->to;
-	r->params = rc->params;
-	r->domain = dom;
+	r->addr = p->to;
+	r->params = *rcpt_params(p);
+	r->domain = p->dom;
 }
 
 /* A refusal that counts against max_errors. 452 4.5.3 (too many recipients, RFC 5321
@@ -102,7 +112,7 @@ static void rcpt_log(struct rcpt_pending *p, const char *verdict, const char *ba
 	snprintf(extra, sizeof extra, "%s%sbackend=%s latency_ms=%llu", verdict ? verdict : "",
 		 verdict && verdict[0] ? " " : "", backend ? backend : "-",
 		 (unsigned long long)(now_ms() - p->started_ms));
-	session_log_decision(p->s, "rcpt", p->has_rcpt ? &p->rc.to : NULL, p->code, p->enhanced, p->text, extra);
+	session_log_decision(p->s, "rcpt", p->has_rcpt ? &p->to : NULL, p->code, p->enhanced, p->text, extra);
 }
 
 static void rcpt_push(struct smtp_session *s, struct rcpt_pending *p)
@@ -138,14 +148,14 @@ static void rcpt_pump(struct smtp_session *s)
 	while (!s->rq_abandoned && (p = s->rq_head) != NULL) {
 		if (p->step == RCPT_VERIFIED) {
 			p->step = RCPT_AT_BACKEND;
-			relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->rc.to,
-				   &p->rc.params, rcpt_backend_answer, p);
+			relay_rcpt(session_relay(s), p->dom, &s->tx->from, &s->tx->params, &p->to,
+				   rcpt_params(p), rcpt_backend_answer, p);
 			break;
 		}
 		if (p->step != RCPT_DONE)
 			break;
 		if (!p->reply_only && p->code >= 200 && p->code < 300) {
-			rcpt_add(s->tx, &p->rc, p->dom);
+			rcpt_add(s->tx, p);
 			session_tx_add_headers(s, p->headers);
 			s->n_rcpt_ok++;
 		}
@@ -195,9 +205,13 @@ void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 	struct engine_request req;
 
 	p->has_rcpt = true;
-	p->rc = *rc;
+	p->to = rc->to;
+	if (rc->params.notify || rc->params.orcpt[0] != '\0') {
+		p->params = xmalloc(sizeof *p->params);
+		*p->params = rc->params;
+	}
 	session_request(s, ENGINE_STAGE_RCPT, &req);
-	engine_request_set_rcpt(&req, s->cfg, &p->rc.to); /* <postmaster> now names our domain */
+	engine_request_set_rcpt(&req, s->cfg, &p->to); /* <postmaster> now names our domain */
 	p->dom = req.domain;
 	p->step = RCPT_VERIFYING;
 	rcpt_push(s, p);
@@ -220,7 +234,7 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 	rcpt_push(s, p);
 	if (to != NULL) {
 		p->has_rcpt = true;
-		p->rc.to = *to;
+		p->to = *to;
 	}
 	rcpt_set_reply(p, code, enhanced, text);
 	rcpt_log(p, extra ? extra : "", NULL);
