@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install every Debian 12 package that building and testing backstop needs (one list, used by
 # .ci/run and by `make test`). With --if-missing, nothing is done when all are installed.
-# System postfix/slapd are installed for their programs only and never started: the tests
+# System postfix/slapd/nsd are installed for their programs only and never started: the tests
 # start their own instances on 127.0.0.1 with their own configuration under a temp dir.
 set -euo pipefail
 
@@ -9,7 +9,7 @@ PACKAGES=(
 	build-essential meson ninja-build pkg-config clang-14 libclang-rt-14-dev
 	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libinih-dev
 	libcmocka-dev python3-pytest python3-pytest-timeout swaks libnet-ssleay-perl postfix slapd ldap-utils
-	lmdb-utils openssl
+	lmdb-utils openssl nsd prometheus chromium haproxy libhiredis-dev redis-server redis-sentinel
 	debhelper dpkg-dev lintian adduser groff-base
 )
 

@@ -208,3 +208,17 @@ int config_check_ldap_query(const char *value, const char **why)
 	}
 	return 0;
 }
+
+int config_check_redis_prefix(const char *value, const char **why)
+{
+	for (const char *p = value; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.", *p))) {
+			*why = "expected letters, digits, '-', '_' or '.'";
+			return -1;
+		}
+	if (strlen(value) > 64) {
+		*why = "at most 64 characters";
+		return -1;
+	}
+	return 0;
+}

@@ -11,6 +11,7 @@
 #include "callout_probe.h"
 #include "config.h"
 #include "config_audit.h"
+#include "dnsbl_cli.h"
 #include "config_dump.h"
 #include "control_cli.h"
 #include "ldap_sync.h"
@@ -19,6 +20,7 @@
 #include "rcpt_map.h"
 #include "runtime.h"
 #include "server.h"
+#include "spf_cli.h"
 #include "verify_cli.h"
 #include "version.h"
 
@@ -60,6 +62,12 @@ static const struct command commands[] = {
 	  "  purge ADDR|@DOMAIN  remove one verdict, or every verdict of a domain; the daemon's next\n"
 	  "                      answer for it asks the sources again\n"
 	  "  flush               remove everything\n" },
+	{ "spf", spf_cli_main, "spf [-c FILE] IP SENDER [HELO]",
+	  "evaluate SPF for a client IP and a sender (<> for the null sender: give HELO) with FILE's dns_servers;\n"
+	  "      prints the result word alone, then the identity, the records used, what decided, the DNS\n"
+	  "      lookups and the explanation; exit 0 for any result, 1 for an error in the command",
+	  "  SENDER              user@domain, <user@domain>, a domain (postmaster@domain), or <>\n"
+	  "  HELO                the client's HELO name (needed for <>; checked first with spf_helo = on)\n" },
 	{ "status", status_cli_main, "status [-c FILE] [--socket PATH]",
 	  "the running daemon's figures: version, uptime, configuration generation, workers, sessions, "
 	  "backends and sources with their health, cache, decisions; exit 0, 2 usage, 4 daemon unreachable",
@@ -77,6 +85,11 @@ static const struct command commands[] = {
 	  "  -n, --dry-run       print the difference and what would be written; write nothing\n"
 	  "  -s, --max-shrink PCT  refuse to remove more than PCT % of the addresses (default 10)\n"
 	  "  -f, --force         write even when more than --max-shrink % would go\n" },
+	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [IP ...]",
+	  "is each address on the DNS blocklists of blcheck_sites? exit 0 listed nowhere, 1 listed somewhere, "
+	  "2 lookups failed, 3 usage or configuration error",
+	  "  IP ...              the addresses to check (default: blcheck_addresses in FILE)\n"
+	  "Without -c, FILE is read when it exists; without it the built-in list and the system's resolver are used.\n" },
 };
 
 static void usage(FILE *out)

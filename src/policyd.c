@@ -48,6 +48,9 @@ struct policy_conn {
 	struct bs_runtime *rt;        /* held while a decision runs */
 	struct engine_query *eq;
 	uint64_t t0;
+	/* the facts of the Postfix transaction (instance) being decided (engine.h, "Facts") */
+	char instance[64];
+	char *facts;
 };
 
 struct policyd {
@@ -69,6 +72,7 @@ static void policy_conn_free(struct policy_conn *c)
 	struct policyd *pd = c->pd;
 
 	engine_cancel(c->eq);
+	free(c->facts);
 	runtime_unref(c->rt);
 	if (c->counted)
 		connlimit_release(pd->deps.limit, (const struct sockaddr *)&c->peer);
@@ -100,7 +104,7 @@ static void policy_conn_finish(struct policy_conn *c)
 static void policy_log_decision(struct policy_conn *c, const struct engine_decision *d, const char *action)
 {
 	const struct engine_request *r = &c->ereq;
-	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof r->helo * 4];
+	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[(SMTP_DOMAIN_MAX + 1) * 4];
 	char raw[SMTP_PATH_MAX + 8], why[ENGINE_TEXT_MAX * 4], code[8] = "-", extra[ENGINE_LOG_MAX + 256] = "";
 	/* the action's verb: DUNNO, PREPEND, DEFER_IF_PERMIT, or REJECT for the numeric form */
 	bool numeric = action[7] >= '0' && action[7] <= '9';
@@ -108,11 +112,11 @@ static void policy_log_decision(struct policy_conn *c, const struct engine_decis
 	int verb_len = numeric ? 6 : (int)strcspn(action + 7, " \n");
 
 	if (r->has_sender) {
-		size_t n = smtp_address_format(&r->sender, raw, sizeof raw);
+		size_t n = smtp_address_format(r->sender, raw, sizeof raw);
 		log_sanitize(from, sizeof from, raw, n);
 	}
 	if (r->has_rcpt) {
-		size_t n = smtp_address_format(&r->rcpt, raw, sizeof raw);
+		size_t n = smtp_address_format(r->rcpt, raw, sizeof raw);
 		strcpy(rcpt, " rcpt=<");
 		log_sanitize(rcpt + 7, sizeof rcpt - 9, raw, n);
 		strcat(rcpt, ">");
@@ -156,11 +160,34 @@ static void policy_conn_answer(struct policy_conn *c, const struct engine_decisi
 	policy_request_reset(&c->req);
 }
 
+/* Facts are kept for the instance once a decision let the transaction go on: the later
+ * requests of the instance pass them back (one evaluation, header fields added once). */
+static void policy_conn_keep_facts(struct policy_conn *c, const struct engine_decision *d)
+{
+	if (c->q.instance[0] == '\0' || d->facts[0] == '\0' || d->result == CHECK_REJECT || d->result == CHECK_DEFER)
+		return;
+	if (strcmp(c->instance, c->q.instance) != 0) {
+		free(c->facts);
+		c->facts = NULL;
+		snprintf(c->instance, sizeof c->instance, "%s", c->q.instance);
+	}
+	if (c->facts == NULL) {
+		c->facts = xstrdup(d->facts);
+	} else if (strstr(c->facts, d->facts) == NULL) {
+		size_t a = strlen(c->facts), b = strlen(d->facts);
+		if (a + b < ENGINE_FACTS_MAX) {
+			c->facts = xrealloc(c->facts, a + b + 1);
+			memcpy(c->facts + a, d->facts, b + 1);
+		}
+	}
+}
+
 static void policy_conn_decided(void *arg, const struct engine_decision *d)
 {
 	struct policy_conn *c = arg;
 
 	c->eq = NULL;
+	policy_conn_keep_facts(c, d);
 	policy_conn_answer(c, d);
 	if (c->pd->stopping)
 		policy_conn_finish(c);
@@ -179,6 +206,8 @@ static bool policy_conn_ask(struct policy_conn *c)
 		policy_conn_answer(c, NULL);
 		return false;
 	}
+	if (c->facts != NULL && strcmp(c->instance, c->q.instance) == 0)
+		c->ereq.facts = c->facts; /* the same Postfix transaction */
 	bufferevent_disable(c->bev, EV_READ); /* the next request waits for this answer */
 	c->eq = engine_start(c->rt->engine, c->pd->deps.base, &c->ereq, policy_conn_decided, c);
 	return true;

@@ -34,6 +34,8 @@ struct rcpt_answer {
 				 * entry, callout that accepted a random address): the chain
 				 * applies the domain's on_catchall */
 	bool local;             /* set by rcpt_chain_lookup(): the deciding source is `local` (never cache) */
+	bool rate_limited;      /* UNAVAILABLE because a probe would exceed callout_max_rate: the
+				 * recipient is deferred whatever on_unavailable says */
 	char reason[RCPT_REASON_MAX]; /* for the log, never for the client: "no such entry",
 				 * "ldap://dc1: timeout", "map: file unreadable: ..." */
 };

@@ -263,10 +263,12 @@ static void callout_opts(struct callout_pool_opts *o, const struct bs_config *cf
 		.spec = s->spec, .host = hp->host, .port = hp->port[0] ? hp->port : "25",
 		.sender = cfg->callout_sender ? cfg->callout_sender : "",
 		.helo = cfg->hostname ? cfg->hostname : "localhost",
+		.dns_servers = cfg->dns_servers,
 		.timeout_ms = cfg->callout_timeout_ms ? cfg->callout_timeout_ms : 10000,
 		.max_conns = (unsigned)(cfg->callout_max_connections ? cfg->callout_max_connections : 2),
 		.retry_after_ms = cfg->backend_retry_after_ms ? cfg->backend_retry_after_ms : 30000,
 		.ttls = ttls, .nttls = cfg->ndomains, .default_ttl_ms = cfg->positive_ttl_ms,
+		.max_rate = (unsigned)cfg->callout_max_rate,
 		.counters = &s->counters,
 	};
 }
@@ -335,11 +337,12 @@ static void callout_stats(void *state, FILE *out)
 
 	fprintf(out, "source=%s lookups=%lu probes=%lu shared=%lu valid=%lu invalid=%lu unavailable=%lu "
 		     "connections_opened=%lu connect_failures=%lu connections_open=%lu queued=%lu "
-		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu\n",
+		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu rate_limited=%lu down=%lu\n",
 		s->spec, atomic_load(&s->lookups), atomic_load(&k->probes), atomic_load(&k->shared),
 		atomic_load(&k->valid), atomic_load(&k->invalid), atomic_load(&k->unavailable),
 		atomic_load(&k->connections), atomic_load(&k->connect_failures), atomic_load(&k->open_now),
-		atomic_load(&k->queued), atomic_load(&k->waiting), atomic_load(&k->catchall_checks), atomic_load(&k->catchall_domains));
+		atomic_load(&k->queued), atomic_load(&k->waiting), atomic_load(&k->catchall_checks), atomic_load(&k->catchall_domains),
+		atomic_load(&k->rate_limited), atomic_load(&k->down));
 }
 
 static void callout_close(void *state)

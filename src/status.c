@@ -29,11 +29,11 @@ void status_time(uint64_t t, char *buf, size_t bufsz)
 /* What the circuit breaker says about one delivery target (absent: never failed). */
 struct status_backend {
 	const char *key;
-	const struct backend_health_view *found;
-	struct backend_health_view copy;
+	const struct backend_health_info *found;
+	struct backend_health_info copy;
 };
 
-static void status_backend_cb(void *arg, const struct backend_health_view *v)
+static void status_backend_cb(void *arg, const struct backend_health_info *v)
 {
 	struct status_backend *b = arg;
 

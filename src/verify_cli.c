@@ -154,6 +154,7 @@ int verify_cli_main(int argc, char **argv)
 	 * stop them before base goes away */
 	rcpt_registry_close(reg);
 	verifier_free(v);
+	vcache_forget_base(cache, base);
 	event_base_free(base);
 	vcache_close(cache);
 	config_unref(cfg);
@@ -183,6 +184,7 @@ static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const cha
 	struct event_base *base = event_base_new();
 	vcache_get(c, base, key, cli_on_show, key);
 	event_base_dispatch(base); /* for a store that answers later */
+	vcache_forget_base(c, base);
 	event_base_free(base);
 	return CACHE_OPS_OK;
 }
