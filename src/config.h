@@ -229,9 +229,10 @@ struct bs_config *config_load(const char *path, struct config_errors *errs);
 struct bs_config *config_load_buffer(const char *name, const char *buf, size_t len,
 				     struct config_errors *errs);
 
-/* The value of one [gateway] key as written in path (or its default when it is not set), read
- * without validating the rest of the file: how the CLI finds control_socket in a file that may
- * have errors (backstop reload). 1 set in the file, 0 default, -1 the file cannot be read. */
+/* The value of one [gateway] key as written in path (or its default when it is not set, or the
+ * file cannot be read), read without validating the rest of the file: how the CLI finds
+ * control_socket in a file that may have errors (backstop reload). 1 set in the file, 0 the
+ * default, -1 the file cannot be read (the default too). */
 int config_peek_gateway(const char *path, const char *name, char *out, size_t outsz);
 
 struct bs_config *config_ref(struct bs_config *cfg);

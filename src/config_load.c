@@ -579,11 +579,11 @@ int config_peek_gateway(const char *path, const char *name, char *out, size_t ou
 	size_t idx;
 	const struct cfg_key *k = cfg_key_find(CFG_SEC_GATEWAY, name, &idx);
 
-	if (ini_parse(path, cfg_peek_handler, &p) < 0)
-		return -1;
-	if (!p.found && k != NULL && k->def != NULL)
-		snprintf(out, outsz, "%s", k->def);
-	return p.found;
+	int rc = ini_parse(path, cfg_peek_handler, &p);
+
+	if (rc < 0 || !p.found)
+		snprintf(out, outsz, "%s", k != NULL && k->def != NULL ? k->def : "");
+	return rc < 0 ? -1 : p.found;
 }
 
 void config_section_defaults(enum cfg_section sec, void *obj)

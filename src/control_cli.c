@@ -24,8 +24,7 @@ void control_cli_socket(const char *conf, const char *opt, char *path, size_t pa
 		snprintf(path, pathsz, "%s", opt);
 		return;
 	}
-	if (config_peek_gateway(conf, "control_socket", path, pathsz) < 0)
-		config_peek_gateway("/dev/null", "control_socket", path, pathsz); /* the default */
+	config_peek_gateway(conf, "control_socket", path, pathsz); /* unreadable (not in the group): the default */
 }
 
 static int control_cli_connect(const char *path, int timeout_s, char *why, size_t whysz)

@@ -473,22 +473,35 @@ static struct bs_runtime *server_runtime_cb(void *arg)
 	return server_runtime(arg);
 }
 
+/* What a stats snapshot is read from (the metrics thread and backstop status). */
+static void server_stats_view(struct server *srv, struct stats_view *view)
+{
+	*view = (struct stats_view){ .workers = srv->wstats_list, .nworkers = srv->nworkers, .process = &srv->process,
+				     .engine = srv->stats, .health = srv->health, .slots = srv->slots,
+				     .cache = srv->cache, .runtime = server_runtime_cb, .runtime_arg = srv };
+}
+
+/* backstop status: the snapshot the metrics render, and what only the server knows. */
 static void server_status_cb(void *arg, FILE *out)
 {
 	struct server *srv = arg;
+	struct stats_view view;
+	struct stats_snapshot *snap = xmalloc(sizeof *snap);
 	char last[sizeof srv->last_reload];
 
+	server_stats_view(srv, &view);
+	stats_snapshot_fill(&view, snap);
 	pthread_mutex_lock(&srv->rt_lock);
-	struct status_view v = { .start_time = srv->start_time, .workers = srv->nworkers,
-				 .generation = srv->generation, .loaded_at = srv->loaded_at,
-				 .rt = runtime_ref(srv->rt), .connlimit = srv->connlimit,
-				 .policy_limit = srv->policy_limit, .health = srv->health, .cache = srv->cache,
-				 .stats = srv->stats };
+	struct bs_runtime *rt = runtime_ref(srv->rt);
+	uint64_t loaded_at = srv->loaded_at;
 	memcpy(last, srv->last_reload, sizeof last);
 	pthread_mutex_unlock(&srv->rt_lock);
-	v.last_reload = last[0] ? last : NULL;
+	struct status_view v = { .snap = snap, .config_path = rt->cfg->path, .ndomains = rt->cfg->ndomains,
+				 .loaded_at = loaded_at, .last_reload = last[0] ? last : NULL,
+				 .policy_limit = srv->policy_limit };
 	status_print(&v, out);
-	runtime_unref(v.rt);
+	runtime_unref(rt);
+	free(snap);
 }
 
 static int server_reload_cb(void *arg, FILE *report)
@@ -681,9 +694,8 @@ static int server_start_metrics(struct server *srv)
 	char why[256];
 	if (srv->nmetrics_fds == 0)
 		return 0;
-	struct stats_view view = { .workers = srv->wstats_list, .nworkers = srv->nworkers, .process = &srv->process,
-				   .engine = srv->stats, .health = srv->health, .slots = srv->slots, .cache = srv->cache,
-				   .runtime = server_runtime_cb, .runtime_arg = srv };
+	struct stats_view view;
+	server_stats_view(srv, &view);
 	srv->metrics = metrics_http_start(&view, srv->metrics_fds, srv->nmetrics_fds, why, sizeof why);
 	srv->nmetrics_fds = 0; /* taken over */
 	if (srv->metrics == NULL) {

@@ -1,31 +1,24 @@
 /* status.h - `backstop status`: the running daemon's figures as text (version, uptime,
  * configuration generation and last reload, workers, sessions, backends and sources with their
- * health, verdict cache, decisions). The server fills a status_view with what it owns and the
- * control socket sends what status_print writes. */
+ * health, verdict cache, decisions). The figures come from the same stats snapshot as the metrics
+ * endpoint and the status page (stats_snapshot.h), so the three always agree; the server adds
+ * what only it knows (the file, the last reload's error). The control socket sends the text. */
 #ifndef BACKSTOP_STATUS_H
 #define BACKSTOP_STATUS_H
 
 #include <stdint.h>
 #include <stdio.h>
 
-struct bs_runtime;
+struct stats_snapshot;
 struct connlimit;
-struct backend_health;
-struct vcache;
-struct engine_stats;
 
 struct status_view {
-	uint64_t start_time;              /* s since the epoch */
-	unsigned workers;
-	unsigned generation;              /* 1 at start, +1 per applied reload */
-	uint64_t loaded_at;               /* when the current generation was made, s */
-	const char *last_reload;          /* "applied at ...", "refused at ...: why", or NULL */
-	struct bs_runtime *rt;            /* the current generation (borrowed) */
-	struct connlimit *connlimit;      /* SMTP sessions */
-	struct connlimit *policy_limit;   /* policy service connections */
-	struct backend_health *health;    /* delivery backends */
-	struct vcache *cache;             /* or NULL */
-	struct engine_stats *stats;       /* decisions */
+	const struct stats_snapshot *snap; /* the figures */
+	const char *config_path;           /* of the running generation */
+	size_t ndomains;
+	uint64_t loaded_at;                /* when the running generation was made, s */
+	const char *last_reload;           /* "applied at ...", "refused at ...: why", or NULL */
+	struct connlimit *policy_limit;    /* policy service connections */
 };
 
 void status_print(const struct status_view *v, FILE *out);

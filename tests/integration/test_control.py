@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -43,10 +44,21 @@ def control(tmp_path):
     return str(tmp_path / "control")
 
 
-def test_status_figures_follow_the_traffic(backstop_factory, backend, tmp_path, control):
+def kv(line):
+    """{key: value} of a "  key=value key=value" line."""
+    return dict(t.split("=", 1) for t in line.split())
+
+
+def line_of(text, prefix):
+    m = re.search(rf"^  {re.escape(prefix)}.*$", text, re.M)
+    assert m, (prefix, text)
+    return kv(m.group(0))
+
+
+def test_status_figures_follow_the_traffic_and_match_the_metrics(backstop_factory, backend, tmp_path, control):
     users = tmp_path / "users"
     users.write_text("alice@example.test OK\nbob@example.test OK\n")
-    b = backstop_factory(gateway={"control_socket": control},
+    b = backstop_factory(gateway={"control_socket": control, "metrics_listen": "127.0.0.1:0"},
                          domains={"example.test": {"deliver": backend.addr, "verify": f"map:{users}"}})
     b.wait_log(r"ready control=unix:" + re.escape(control))
     assert oct(os.stat(control).st_mode & 0o777) == "0o660"
@@ -54,19 +66,37 @@ def test_status_figures_follow_the_traffic(backstop_factory, backend, tmp_path, 
     assert figure(before, "version") and figure(before, "workers") == "2"
     assert figure(before, "generation").startswith("1 ")
     assert figure(before, "last reload") == "none"
-    assert re.search(rf"^  backend={re.escape(backend.addr)} domain=example.test state=up$", before, re.M), before
-    assert f"source=map:{users}" in before and figure(before, "map_entries") == "2"
+    assert line_of(before, f"backend={backend.addr}")["state"] == "up"
+    src = line_of(before, f"source=map:{users}")
+    assert src["state"] == "up" and src["entries"] == "2" and src["lookups"] == "0", before
     sessions = 3
     for i in range(sessions):
         assert rcpt_codes(b, ["alice@example.test", f"nobody{i}@example.test"]) == [250, 550]
     after = status(b)
-    assert figure(after, "sessions").startswith("0 open, 3 accepted"), after
-    assert figure(after, "map_lookups") == str(2 * sessions)
-    assert figure(after, "map_found") == str(sessions)
-    assert figure(after, "engine_verify_rcpt_reject") == str(sessions)    # nobody@: refused by verify
-    assert figure(after, "engine_decision_rcpt_reject") == str(sessions)
-    assert figure(after, "engine_decision_rcpt_neutral") == str(sessions)  # alice@: the backend decides
-    assert figure(after, "verify_lookups") == str(2 * sessions) and "  cache=memory:" in after
+    assert figure(after, "sessions").startswith(f"0 open, {sessions} accepted"), after
+    src = line_of(after, f"source=map:{users}")
+    assert (src["lookups"], src["valid"], src["invalid"]) == (str(2 * sessions), str(sessions), str(sessions)), after
+    verify = line_of(after, "check=verify stage=rcpt")
+    assert (verify["reject"], verify["neutral"]) == (str(sessions), str(sessions)), after  # nobody@ refused
+    rcpt = line_of(after, "decision=stage stage=rcpt")
+    assert (rcpt["reject"], rcpt["neutral"]) == (str(sessions), str(sessions)), after  # alice@: the backend decides
+    assert line_of(after, "store=memory")["state"] == "up"
+    assert line_of(after, "verify_lookups=")["verify_lookups"] == str(2 * sessions)
+    # the same figures as /metrics (one snapshot renders both)
+    addr = re.search(r"ready metrics_listen=([0-9.]+:\d+)", b.wait_log(r"ready metrics_listen=").string).group(1)
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+
+    def metric(name, **labels):
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        m = re.search(rf"^{name}(?:{{{re.escape(want)}}})? (\S+)$", metrics, re.M)
+        assert m, (name, labels)
+        return int(float(m.group(1)))
+    assert metric("backstop_sessions_total") == sessions
+    assert metric("backstop_config_generation") == 1
+    assert metric("backstop_source_lookups_total", source=f"map:{users}", type="map") == 2 * sessions
+    assert metric("backstop_decisions_total", stage="rcpt", result="reject") == sessions
+    assert metric("backstop_check_answers_total", check="verify", stage="rcpt", result="reject") == sessions
 
 
 def test_purge_through_the_socket_changes_the_next_answer(backstop_factory, backend, control):
@@ -153,7 +183,7 @@ def test_a_stale_socket_is_replaced_and_a_live_one_left_alone(backstop_factory, 
     stale.close()  # the file stays, nobody listens: a crashed daemon's
     b = backstop_factory(gateway={"control_socket": control})
     b.wait_log("ready control=unix:")
-    assert "generation: 1" in status(b)
+    assert figure(status(b), "generation").startswith("1 ")
     other = backstop_factory(gateway={"control_socket": control}, name="other.conf")
     other.wait_log(r"control_socket .*another server is listening on it")
     assert figure(status(b), "pid") == str(b.pid)  # still the first daemon's socket

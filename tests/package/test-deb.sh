@@ -99,7 +99,9 @@ start_daemon() {
 		systemctl start backstop.service || { journalctl -u backstop --no-pager | tail -20; fail "systemctl start"; }
 	else
 		install -d -o backstop -g backstop -m 0750 /run/backstop
-		runuser -u backstop -- /usr/sbin/backstop run -c /etc/backstop/backstop.conf >> "$work/daemon.log" 2>&1 &
+		# setpriv execs the daemon itself (runuser would stay as its parent and turn TERM into 143)
+		setpriv --reuid=backstop --regid=backstop --init-groups \
+			/usr/sbin/backstop run -c /etc/backstop/backstop.conf >> "$work/daemon.log" 2>&1 &
 		daemon_pid=$!
 	fi
 	for _ in $(seq 100); do
