@@ -15,7 +15,7 @@ export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 .PHONY: deps all build asan fuzz-build test unit unit-asan integration integration-asan fuzz demo \
-	install clean
+	install clean deb deb-test deb-lint
 
 all: build
 
@@ -77,6 +77,26 @@ demo:
 
 install: build
 	meson install -C $(BUILD)
+
+# The Debian package (debian/): dpkg-buildpackage leaves backstop_VERSION_ARCH.deb (with its
+# -dbgsym package, .buildinfo and .changes) in the parent directory; they are moved to the top
+# of this tree. lintian checks them: make deb-lint.
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+DEB_ARCH    = $(shell dpkg-architecture -qDEB_HOST_ARCH)
+DEB         = backstop_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb:
+	dpkg-buildpackage -us -uc -b
+	mv ../backstop_$(DEB_VERSION)_$(DEB_ARCH).deb ../backstop-dbgsym_$(DEB_VERSION)_$(DEB_ARCH).deb \
+		../backstop_$(DEB_VERSION)_$(DEB_ARCH).buildinfo ../backstop_$(DEB_VERSION)_$(DEB_ARCH).changes .
+	@echo "make deb: $(DEB)"
+
+# Build the package, install it, run it, upgrade it over itself, purge it (needs root; touches
+# the system: for CI's fresh machine, or a throwaway one).
+deb-test:
+	tests/package/test-deb.sh
+
+deb-lint:
+	lintian --pedantic --display-info backstop_$(DEB_VERSION)_$(DEB_ARCH).changes
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -73,6 +73,8 @@ max_connections = 5000
 max_connections_per_ip = 5000
 verify_timeout = 20s
 {gateway_key_line(BACKSTOP_BIN, "deliver_max_connections", 100000)}
+# one client sends every unknown address: no harvest budget, no probe rate (bench/harvest_attack.py)
+{gateway_key_line(BACKSTOP_BIN, "harvest_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "harvest_network_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "callout_max_rate", 0)}
 [domain example.test]
 deliver = {sink.addr}
 verify = callout:{validator.addr}

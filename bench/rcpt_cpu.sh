@@ -16,6 +16,11 @@ flood=${SMTP_FLOOD:-build/bench/smtp_flood}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "alice@example.test OK" > "$tmp/users.map"
+# a key the binary knows (an older build refuses keys it lacks): "key = value", else nothing
+key_line() {
+	printf '[gateway]\nlisten = 127.0.0.1:0\ncache = memory:\n%s = %s\n[domain example.test]\ndeliver = 127.0.0.1:1\n' "$2" "$3" > "$tmp/probe.conf"
+	"$1" check-config -c "$tmp/probe.conf" > /dev/null 2>&1 && echo "$2 = $3" || true
+}
 free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 run_one() {
 	local bin=$1 port
@@ -30,6 +35,8 @@ workers = 1
 max_connections = 1000
 max_connections_per_ip = 1000
 max_errors = 100000
+$(key_line "$bin" harvest_limit 0)
+$(key_line "$bin" harvest_network_limit 0)
 [domain example.test]
 deliver = 127.0.0.1:9
 verify = map:$tmp/users.map

@@ -41,7 +41,7 @@ SMTP_FLOOD = os.environ.get("SMTP_FLOOD", str(Path(BACKSTOP_BIN).parent / "bench
 
 
 class Backstop:
-    def __init__(self, sink_addr, tmp):
+    def __init__(self, sink_addr, tmp, extra_gateway=""):
         conf = Path(tmp) / "backstop.conf"
         conf.write_text(f"""[gateway]
 listen = 127.0.0.1:0
@@ -56,6 +56,7 @@ backend_data_timeout = 60s
 # smtp-sink takes any number of connections; the cap (16 by default) would make sessions past
 # the 16th wait, and the 200 sessions mid-DATA could not all be in DATA at once
 {gateway_key_line(BACKSTOP_BIN, "deliver_max_connections", 100000)}
+{extra_gateway}
 [domain example.test]
 deliver = {sink_addr}
 """)

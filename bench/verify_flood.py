@@ -121,6 +121,8 @@ max_errors = 100000
 verify_timeout = 20s
 # smtp-sink takes any number of connections: measure the verifying, not the cap of 16
 {gateway_key_line(BACKSTOP_BIN, "deliver_max_connections", 100000)}
+# one client sends every unknown address: no harvest budget, no probe rate (bench/harvest_attack.py)
+{gateway_key_line(BACKSTOP_BIN, "harvest_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "harvest_network_limit", 0)}{gateway_key_line(BACKSTOP_BIN, "callout_max_rate", 0)}
 [domain example.test]
 deliver = {sink.addr}
 verify = callout:{validator.addr}

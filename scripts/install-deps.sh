@@ -9,7 +9,8 @@ PACKAGES=(
 	build-essential meson ninja-build pkg-config clang-14 libclang-rt-14-dev
 	libevent-dev libssl-dev liblmdb-dev libc-ares-dev libldap2-dev libinih-dev
 	libcmocka-dev python3-pytest python3-pytest-timeout swaks libnet-ssleay-perl postfix slapd ldap-utils
-	lmdb-utils openssl nsd
+	lmdb-utils openssl nsd prometheus chromium haproxy libhiredis-dev redis-server redis-sentinel
+	debhelper dpkg-dev lintian adduser groff-base
 )
 
 if [ "${1:-}" = "--if-missing" ]; then

@@ -16,6 +16,7 @@ struct health_entry {
 	enum backend_state state;
 	uint64_t failed_at_ms;
 	unsigned failures;
+	unsigned long trips;           /* times the breaker opened */
 };
 
 struct backend_health {
@@ -87,6 +88,8 @@ void backend_health_report(struct backend_health *h, const char *key, bool ok)
 			e->state = BACKEND_HEALTHY;
 			e->failures = 0;
 		} else if (++e->failures >= BACKEND_TRIP_FAILURES || e->state == BACKEND_HALF_OPEN) {
+			if (e->state != BACKEND_FAILING)
+				e->trips++;
 			e->state = BACKEND_FAILING;
 			e->failed_at_ms = now_ms();
 		}
@@ -103,4 +106,20 @@ enum backend_state backend_health_state(struct backend_health *h, const char *ke
 	enum backend_state st = e ? e->state : BACKEND_HEALTHY;
 	pthread_mutex_unlock(&h->lock);
 	return st;
+}
+
+void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_info *info),
+			 void *arg)
+{
+	uint64_t now = now_ms();
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n; i++) {
+		const struct health_entry *e = &h->entries[i];
+		struct backend_health_info info = { .key = e->key, .state = e->state, .failures = e->failures,
+						    .trips = e->trips,
+						    .since_ms = e->state == BACKEND_HEALTHY ? 0 : now - e->failed_at_ms };
+		fn(arg, &info);
+	}
+	pthread_mutex_unlock(&h->lock);
 }

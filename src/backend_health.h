@@ -28,4 +28,18 @@ void backend_health_report(struct backend_health *h, const char *key, bool ok);
 
 enum backend_state backend_health_state(struct backend_health *h, const char *key);
 
+/* What the table knows of one target (valid only during the callback; targets that never
+ * failed may be absent: healthy). */
+struct backend_health_info {
+	const char *key;
+	enum backend_state state;
+	unsigned failures;             /* in a row */
+	unsigned long trips;           /* times the breaker opened */
+	uint64_t since_ms;             /* failing or half-open: time since the last failure; 0 healthy */
+};
+/* Call fn for every target in the table, under its mutex (fn only copies, never calls back
+ * into h). */
+void backend_health_each(struct backend_health *h, void (*fn)(void *arg, const struct backend_health_info *info),
+			 void *arg);
+
 #endif

@@ -159,3 +159,16 @@ unsigned backend_slots_in_use(struct backend_slots *s, const char *key)
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }
+
+void backend_slots_each(struct backend_slots *s, void (*fn)(void *arg, const char *key, unsigned in_use, unsigned waiting),
+			void *arg)
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->n; i++) {
+		unsigned waiting = 0;
+		for (const struct backend_slot_wait *w = s->entries[i].head; w != NULL; w = w->next)
+			waiting++;
+		fn(arg, s->entries[i].key, s->entries[i].in_use, waiting);
+	}
+	pthread_mutex_unlock(&s->lock);
+}

@@ -48,5 +48,8 @@ bool backend_slots_wanted(struct backend_slots *s, const char *key);
 
 /* Slots of key taken now (for logs and tests). */
 unsigned backend_slots_in_use(struct backend_slots *s, const char *key);
+/* Call fn for every backend the table knows (under the table's mutex: fn only copies). */
+void backend_slots_each(struct backend_slots *s, void (*fn)(void *arg, const char *key, unsigned in_use, unsigned waiting),
+			void *arg);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "backend_health.h"
 #include "callout_pool_priv.h"
+#include "callout_rate.h"
 #include "log.h"
 #include "util.h"
 
@@ -245,23 +246,39 @@ void callout_conn_start_batch(struct cconn *c)
 	unsigned room = POOL_CONN_MAX_REJECTS - c->rejects, n = 0;
 	char line[600];
 
+	struct flight *batch[POOL_BATCH_MAX];
+	size_t nb = 0;
+
 	if (room > POOL_BATCH_MAX)
 		room = POOL_BATCH_MAX;
-	evtimer_del(c->idle);
-	c->st = CC_BUSY;
-	c->used = true;
-	memset(&c->mail, 0, sizeof c->mail);
-	snprintf(line, sizeof line, "MAIL FROM:<%s>", p->sender);
-	smtp_client_command(c->client, line, conn_mail_cb, c);
-	while (n < room) {
+	while (nb < room) { /* what this batch carries: what may be probed now */
 		struct flight *f = callout_flight_dequeue(p);
 		if (f == NULL)
 			break;
 		if (callout_rcpt_line(f->addr, line, sizeof line) != 0) {
 			callout_pool_answer(p, &f->ans, RCPT_INVALID, "not a possible mailbox (control characters)");
 			callout_flight_finish(p, f);
-			continue;
+		} else if (!f->check && !callout_rate_take(p->rate, now_ms())) {
+			callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s:%s: not probed: callout_max_rate (%u/s) reached",
+					    p->host, p->port, callout_rate_limit(p->rate));
+			f->ans.rate_limited = true;
+			atomic_fetch_add(&p->o.counters->rate_limited, 1);
+			callout_flight_finish(p, f);
+		} else {
+			batch[nb++] = f;
 		}
+	}
+	if (nb == 0)
+		return; /* the connection stays idle, its idle timer running */
+	evtimer_del(c->idle);
+	c->st = CC_BUSY;
+	c->used = true;
+	memset(&c->mail, 0, sizeof c->mail);
+	snprintf(line, sizeof line, "MAIL FROM:<%s>", p->sender);
+	smtp_client_command(c->client, line, conn_mail_cb, c);
+	for (size_t i = 0; i < nb; i++) {
+		struct flight *f = batch[i];
+		callout_rcpt_line(f->addr, line, sizeof line);
 		f->state = FL_SENT;
 		f->conn = c;
 		TAILQ_INSERT_TAIL(&c->batch, f, link);
@@ -285,6 +302,7 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 
 	if (r->code == 250) {
 		backend_health_report(p->health, p->key, true);
+		callout_pool_note_health(p);
 		log_debug("%s: connected%s", p->spec, smtp_client_has_ext(c->client, "PIPELINING") ? " (pipelining)" : "");
 		c->st = CC_IDLE;
 		callout_pool_kick(p);
@@ -299,6 +317,7 @@ static void conn_ready_cb(void *arg, const struct smtp_reply *r)
 	}
 	atomic_fetch_add(&p->o.counters->connect_failures, 1);
 	backend_health_report(p->health, p->key, false);
+	callout_pool_note_health(p);
 	if (r->code)
 		callout_pool_reason(why, sizeof why, "refused the session: %d %s", r->code, r->text);
 	else
@@ -336,6 +355,7 @@ static void conn_resolved(void *arg, const struct dns_addrs *res)
 		callout_pool_reason(why, sizeof why, "cannot resolve %s: %s", p->host,
 				    res->error ? res->error : "no address");
 		backend_health_report(p->health, p->key, false);
+		callout_pool_note_health(p);
 		log_warn("%s: %s", p->spec, why);
 		conn_fail(c, why);
 		return;

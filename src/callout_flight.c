@@ -81,6 +81,16 @@ void callout_flight_expire(struct callout_pool *p, uint64_t now)
 	}
 }
 
+void callout_flight_forget(struct callout_pool *p)
+{
+	struct flight *f;
+	while ((f = TAILQ_FIRST(&p->memo)) != NULL) {
+		TAILQ_REMOVE(&p->memo, f, link);
+		table_del(p, f);
+		free(f);
+	}
+}
+
 void callout_flight_free_memo(struct callout_pool *p)
 {
 	struct flight *f;

@@ -76,6 +76,9 @@ void callout_flight_unwait(struct callout_pool *p, struct callout_waiter *w);
 void callout_flight_ready(struct callout_pool *p, const struct rcpt_answer *ans, struct callout_waiter *w);
 void callout_flight_ready_drain(struct callout_pool *p);
 
+/* Forget every remembered answer (a verdict was purged: the next lookup probes). */
+void callout_flight_forget(struct callout_pool *p);
+
 /* Free the remembered answers (the pool is closing). */
 void callout_flight_free_memo(struct callout_pool *p);
 

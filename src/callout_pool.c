@@ -12,6 +12,7 @@
 #include "callout_conn.h"
 #include "callout_flight.h"
 #include "callout_pool_priv.h"
+#include "callout_rate.h"
 #include "dns.h"
 #include "util.h"
 
@@ -40,6 +41,7 @@ void callout_pool_answer(struct callout_pool *p, struct rcpt_answer *a, enum rcp
 	a->verdict = v;
 	a->source = p->spec;
 	a->catchall = false;
+	a->rate_limited = false;
 	va_start(ap, fmt);
 	vsnprintf(a->reason, sizeof a->reason, fmt, ap);
 	va_end(ap);
@@ -152,6 +154,12 @@ struct callout_pool *callout_pool_new(struct event_base *base, const struct call
 		free(p);
 		return NULL;
 	}
+	if (dns_resolver_set_servers(p->dns, opts->dns_servers) < 0) {
+		snprintf(why, whysz, "dns_servers = %s: not usable", opts->dns_servers);
+		dns_resolver_free(p->dns);
+		free(p);
+		return NULL;
+	}
 	p->base = base;
 	p->o = *opts;
 	p->o.max_conns = opts->max_conns ? opts->max_conns : 1;
@@ -167,6 +175,7 @@ struct callout_pool *callout_pool_new(struct event_base *base, const struct call
 		p->ttls[i] = (struct callout_domain_ttl){ xstrdup(opts->ttls[i].name), opts->ttls[i].positive_ttl_ms };
 	p->o.ttls = p->ttls;
 	p->health = backend_health_new();
+	p->rate = callout_rate_get(p->key, opts->max_rate);
 	p->conns = xcalloc(p->o.max_conns, sizeof *p->conns);
 	p->tsize = 256;
 	p->table = xcalloc(p->tsize, sizeof *p->table);
@@ -197,6 +206,7 @@ void callout_pool_free(struct callout_pool *p)
 	pool_drain_all(p);
 	dns_resolver_free(p->dns);
 	backend_health_free(p->health);
+	callout_rate_put(p->rate);
 	event_free(p->kick);
 	for (size_t i = 0; i < p->o.nttls; i++)
 		free((char *)(uintptr_t)p->ttls[i].name);
@@ -210,4 +220,16 @@ void callout_pool_free(struct callout_pool *p)
 	free(p->helo);
 	free(p->key);
 	free(p);
+}
+
+void callout_pool_note_health(struct callout_pool *p)
+{
+	if (p->o.counters != NULL)
+		atomic_store_explicit(&p->o.counters->down, backend_health_state(p->health, p->key) != BACKEND_HEALTHY,
+				      memory_order_relaxed);
+}
+
+void callout_pool_forget(struct callout_pool *p)
+{
+	callout_flight_forget(p);
 }

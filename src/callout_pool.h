@@ -22,6 +22,7 @@
 /* Counters, written on the pool's loop and read by stats from any thread. */
 struct callout_counters {
 	atomic_ulong probes;       /* RCPTs sent for addresses (catch-all checks not included) */
+	atomic_ulong rate_limited; /* addresses not probed: callout_max_rate reached */
 	atomic_ulong shared;       /* lookups that joined a probe in progress or a fresh answer */
 	atomic_ulong connections;  /* connections opened */
 	atomic_ulong connect_failures;
@@ -31,6 +32,7 @@ struct callout_counters {
 	atomic_ulong catchall_domains; /* domains found to be catch-all (currently) */
 	atomic_ulong queued;       /* addresses waiting for a connection */
 	atomic_ulong waiting;      /* lookups waiting for an answer (cancelled ones are gone at once) */
+	atomic_ulong down;         /* 1 while the circuit breaker skips the server */
 };
 
 struct callout_domain_ttl {
@@ -43,12 +45,15 @@ struct callout_pool_opts {
 	const char *host, *port;
 	const char *sender;        /* MAIL FROM:<sender>; "" = null sender */
 	const char *helo;          /* our EHLO name */
+	const char *dns_servers;   /* the dns_servers key (NULL: resolv.conf) */
 	uint64_t timeout_ms;       /* connect + banner, and each reply */
 	unsigned max_conns;        /* at least 1 */
 	uint64_t retry_after_ms;   /* circuit breaker: a server that failed is not tried for this long */
 	const struct callout_domain_ttl *ttls; /* per domain, copied; may be NULL */
 	size_t nttls;
 	uint64_t default_ttl_ms;   /* for domains not in ttls */
+	unsigned max_rate;         /* probes per second to this server, all pools together (0: no
+				    * limit); past it an address gets UNAVAILABLE, rate_limited */
 	struct callout_counters *counters; /* kept by the caller, outlives the pool */
 };
 
@@ -73,6 +78,9 @@ struct callout_waiter *callout_pool_lookup(struct callout_pool *p, const char *a
 /* The caller no longer wants w's answer: w is unlinked and freed now (cb is never called), and
  * a probe still queued that nobody waits for is dropped. */
 void callout_pool_cancel(struct callout_pool *p, struct callout_waiter *w);
+/* Forget the answers kept for late lookups (POOL_MEMO_MS): after `backstop cache purge`, the
+ * next lookup of any address probes again. On the pool's loop. */
+void callout_pool_forget(struct callout_pool *p);
 
 /* Close every connection; lookups still waiting get UNAVAILABLE ("shutting down") before this
  * returns. */

@@ -17,6 +17,7 @@ struct callout_pool {
 	struct event_base *base;
 	struct dns_resolver *dns;
 	struct backend_health *health;
+	struct callout_rate *rate; /* callout_max_rate, shared with the process (callout_rate.h) */
 	struct callout_pool_opts o;
 	char *spec, *host, *port, *sender, *helo, *key;
 	struct callout_domain_ttl *ttls;
@@ -35,6 +36,9 @@ struct callout_pool {
 	unsigned long desyncs;     /* since then */
 	bool closing;
 };
+
+/* The breaker's state into the counters (after each report). */
+void callout_pool_note_health(struct callout_pool *p);
 
 /* Schedule from the loop (never re-enter from inside a callback chain). */
 void callout_pool_kick(struct callout_pool *p);

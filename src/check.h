@@ -25,6 +25,8 @@ struct check_answer {
 	char text[ENGINE_TEXT_MAX];    /* for the client, already sanitised */
 	char log[ENGINE_LOG_MAX];      /* key=value pairs for the log line ("" for none) */
 	char headers[ENGINE_HEADERS_MAX]; /* header fields to add on delivery, each ending in CRLF */
+	char facts[ENGINE_FACTS_MAX];  /* the check's fact (one line, no newline: engine.h), or "" */
+	bool rcpt_invalid;             /* the recipient does not exist (engine_decision.rcpt_invalid) */
 };
 
 typedef void (*check_cb)(void *arg, const struct check_answer *ans);
@@ -49,6 +51,13 @@ struct check_type {
 				     check_cb cb, void *arg);
 	/* No callback after this; whatever the check still does is its own business. */
 	void (*cancel)(struct check_query *q);
+	/* Optional: told the final decision d of every request decided at a stage the check runs
+	 * at, whichever check decided (or none), once per decision, before the front end gets it;
+	 * not for a query cancelled before its decision. For checks that learn from outcomes (the
+	 * harvest budgets count refused unknown recipients). Runs on the deciding worker's thread
+	 * (base is its loop); must not block. NULL: not told. */
+	void (*observe)(void *state, struct event_base *base, const struct engine_request *req,
+			const struct engine_decision *d);
 };
 
 /* The registry, in order (checks.c). */
@@ -69,7 +78,9 @@ void check_answer_set_text(struct check_answer *a, enum check_result r, int code
 
 extern const struct check_type check_relay_type;
 extern const struct check_type check_verify_type;
+extern const struct check_type check_spf_type;
 extern const struct check_type check_dnsbl_type;
+extern const struct check_type check_harvest_type;
 
 /* Test hook: put a list of check types in place of the registry for the engines built after
  * this call and for engine_stats' names (NULL restores the registry). */

@@ -32,9 +32,9 @@ static struct check_query *relay_start(void *state, struct event_base *base, con
 		cb(arg, &a);
 		return NULL;
 	}
-	relay_control_check(cfg, &req->rcpt, &rd);
+	relay_control_check(cfg, req->rcpt, &rd);
 	if (rd.verdict != RELAY_ACCEPT) {
-		smtp_address_format(&req->rcpt, addr, sizeof addr);
+		smtp_address_format(req->rcpt, addr, sizeof addr);
 		check_answer_set(&a, CHECK_REJECT, rd.code, rd.enhanced, "<%s>: %s", addr, rd.reason);
 		snprintf(a.log, sizeof a.log, "source=policy");
 	}

@@ -8,10 +8,14 @@
 
 #include "util.h"
 
-/* At CONNECT: DNS blocklist scores. At RCPT: relay control first (is it ours at all?), then
- * recipient verification. */
+/* Before the banner: the harvest penalty. At CONNECT: DNS blocklist scores. At MAIL: SPF. At
+ * RCPT: relay control first (is it ours at all?), then SPF's result under the recipient domain's
+ * actions, then the harvest budgets (a client over its budget of unknown recipients is deferred
+ * without a probe), then recipient verification: no recipient lookup is paid for before. */
 const struct check_type *const check_types[] = {
 	&check_relay_type,
+	&check_spf_type,
+	&check_harvest_type,
 	&check_verify_type,
 	&check_dnsbl_type,
 };
@@ -43,7 +47,8 @@ void check_answer_neutral(struct check_answer *a)
 {
 	a->result = CHECK_NEUTRAL;
 	a->code = 0;
-	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = '\0';
+	a->enhanced[0] = a->text[0] = a->log[0] = a->headers[0] = a->facts[0] = '\0';
+	a->rcpt_invalid = false;
 }
 
 void check_answer_set(struct check_answer *a, enum check_result r, int code, const char *enhanced,

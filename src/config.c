@@ -9,6 +9,9 @@
 #include "config.h"
 #include "config_keys.h"
 #include "config_value.h"
+#include "cidr.h"    /* cidr_list_check */
+#include "dns.h"     /* dns_servers_check */
+#include "budget_store.h" /* budget_rule_check */
 #include "rcpt.h"   /* rcpt_spec_check */
 #include "vcache.h" /* vcache_spec_check, VCACHE_DEFAULT */
 
@@ -36,6 +39,10 @@ static const char *const e_deliver_tls[] = { "may", "must", "none", NULL };
 static const char *const e_on_unavailable[] = { "defer", "accept", NULL };
 static const char *const e_on_catchall[] = { "accept", "unavailable", NULL };
 static const char *const e_preset[] = { "active-directory", "openldap", "none", NULL };
+static const char *const e_spf_fail[] = { "reject", "tag", "off", NULL };
+static const char *const e_spf_softfail[] = { "tag", "reject", NULL };
+static const char *const e_spf_temperror[] = { "defer", "tag", NULL };
+static const char *const e_spf_permerror[] = { "tag", "reject", NULL };
 static const char *const e_dnsbl_action[] = { "reject", "log", NULL };
 
 /* Field names follow the key names; the order here is the order of the documentation. */
@@ -82,6 +89,16 @@ const struct cfg_key config_keys[] = {
 	  "duration", "Wait this long before the banner, to catch clients that talk first." },
 	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
 	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	{ G, "proxy_protocol_from", CFG_T_STR, "", NULL, 0, 0, NULL, GW(proxy_protocol_from),
+	  cidr_list_check, "CIDR,...",
+	  "Load balancers (address blocks, commas or spaces between them) whose SMTP connections start "
+	  "with a PROXY protocol header, version 1 or 2 (HAProxy send-proxy, send-proxy-v2): the "
+	  "client address in the header is used for everything (logs, connection limits, budgets, "
+	  "DNSBL, SPF, Received:); a connection from them without a valid header is closed. Others "
+	  "must not send one (it would be a bad command). Empty: no PROXY protocol." },
+	{ G, "proxy_protocol_timeout", CFG_T_DURATION, "5s", NULL, 100, MINUTES(5), NULL,
+	  GW(proxy_protocol_timeout_ms), NULL, "duration",
+	  "How long a connection from proxy_protocol_from has to send its whole PROXY header." },
 	{ G, "tls_cert", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_cert), config_check_file,
 	  "file", "PEM certificate chain; STARTTLS is offered when tls_cert and tls_key are set." },
 	{ G, "tls_key", CFG_T_STR, NULL, "unset", 0, 0, NULL, GW(tls_key), config_check_file, "file",
@@ -136,9 +153,35 @@ const struct cfg_key config_keys[] = {
 	/* [gateway]: recipient verification */
 	{ G, "cache", CFG_T_STR, VCACHE_DEFAULT, NULL, 0, 0, NULL, GW(cache),
 	  vcache_spec_check, "store",
-	  "Where verification verdicts are cached: lmdb:DIRECTORY, or memory: (lost on restart)." },
+	  "Where verification verdicts are cached: lmdb:DIRECTORY, memory: (lost on restart), or Redis "
+	  "shared by several gateways: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
+	  "redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
 	  NULL, "size", "Largest size of the verdict cache." },
+	{ G, "cache_redis_prefix", CFG_T_STR, "", NULL, 0, 0, NULL, GW(cache_redis_prefix),
+	  config_check_redis_prefix, "word",
+	  "With a Redis cache: keys are backstop:PREFIX:v:ADDRESS (verdicts), backstop:PREFIX:l:ADDRESS "
+	  "(probe locks) and the purge channel backstop:PREFIX:purge; empty: backstop:v:ADDRESS. "
+	  "Gateways that share verdicts use the same prefix." },
+	{ G, "cache_redis_password_file", CFG_T_STR, NULL, "unset", 0, 0, NULL,
+	  GW(cache_redis_password_file), config_check_file, "file",
+	  "With a Redis cache: file whose first line is the password (AUTH) of Redis." },
+	{ G, "cache_redis_tls_ca", CFG_T_STR, NULL, "the system's CAs", 0, 0, NULL, GW(cache_redis_tls_ca),
+	  config_check_file, "file",
+	  "With rediss://: PEM certificates that Redis's certificate must chain to; its name must be the "
+	  "HOST of the cache key." },
+	{ G, "cache_redis_timeout", CFG_T_DURATION, "500ms", NULL, 10, 30000, NULL, GW(cache_redis_timeout_ms),
+	  NULL, "duration",
+	  "With a Redis cache: time to connect, and to wait for one reply; a slower Redis is treated as "
+	  "unreachable for that lookup (the local layer answers, or the sources are asked)." },
+	{ G, "cache_redis_local_ttl", CFG_T_DURATION, "10s", NULL, 0, HOURS(1), NULL,
+	  GW(cache_redis_local_ttl_ms), NULL, "duration",
+	  "With a Redis cache: how long a verdict read from or written to Redis answers again from this "
+	  "gateway's memory without asking Redis (0: always ask). While Redis is unreachable the local "
+	  "layer answers until the verdict's own TTL." },
+	{ G, "cache_redis_local_size", CFG_T_UINT, "100000", NULL, 64, 100000000, NULL,
+	  GW(cache_redis_local_size), NULL, "count",
+	  "With a Redis cache: verdicts the local layer holds at most (about 200 octets each)." },
 	{ G, "positive_ttl", CFG_T_DURATION, "24h", NULL, 1000, DAYS(365), NULL, GW(positive_ttl_ms),
 	  NULL, "duration", "How long a recipient found to exist is remembered." },
 	{ G, "negative_ttl", CFG_T_DURATION, "5m", NULL, 1000, DAYS(365), NULL, GW(negative_ttl_ms),
@@ -162,6 +205,42 @@ const struct cfg_key config_keys[] = {
 	{ G, "callout_timeout", CFG_T_DURATION, "30s", NULL, 1, HOURS(1), NULL,
 	  GW(callout_timeout_ms), NULL, "duration",
 	  "How long to wait for each reply of a callout server." },
+	{ G, "callout_max_rate", CFG_T_UINT, "100", NULL, 0, 100000, NULL, GW(callout_max_rate), NULL,
+	  "probes/s",
+	  "Probes per second sent to one callout server, all workers together (0: no limit). In no "
+	  "second does a server get more: past it, a recipient whose verdict is not cached gets "
+	  "451 4.4.3 instead of a probe (whatever on_unavailable says), so a flood of unknown "
+	  "addresses never reaches the validation server faster." },
+	/* [gateway]: the harvest defence */
+	{ G, "harvest_limit", CFG_T_STR, "25/1h", NULL, 0, 0, NULL, GW(harvest_limit),
+	  budget_rule_check, "count/duration",
+	  "Unknown recipients (a source's verdict that the address does not exist; never an "
+	  "unavailable one) one client address may be told about within the sliding window; the "
+	  "RCPT that reaches it starts harvest_penalty. A client over it gets 450 4.7.1 for every "
+	  "RCPT, after harvest_tarpit, without any lookup. 0: no budget per address." },
+	{ G, "harvest_network_limit", CFG_T_STR, "100/1h", NULL, 0, 0, NULL, GW(harvest_network_limit),
+	  budget_rule_check, "count/duration",
+	  "The same budget for all the client addresses of one network together (harvest_ipv4_prefix, "
+	  "harvest_ipv6_prefix): every client of a network over it is treated as over budget. 0: no "
+	  "budget per network." },
+	{ G, "harvest_ipv4_prefix", CFG_T_UINT, "24", NULL, 1, 32, NULL, GW(harvest_ipv4_prefix), NULL,
+	  "bits", "Prefix length of the network an IPv4 client is counted in for harvest_network_limit." },
+	{ G, "harvest_ipv6_prefix", CFG_T_UINT, "64", NULL, 1, 128, NULL, GW(harvest_ipv6_prefix), NULL,
+	  "bits", "Prefix length of the network an IPv6 client is counted in for harvest_network_limit." },
+	{ G, "harvest_tarpit", CFG_T_DURATION, "5s", NULL, 0, MINUTES(1), NULL, GW(harvest_tarpit_ms),
+	  NULL, "duration",
+	  "How long each RCPT reply to a client over its harvest budget is held back (a timer: no "
+	  "worker waits). Keep it below decision_timeout." },
+	{ G, "harvest_penalty", CFG_T_DURATION, "1h", NULL, 0, DAYS(7), NULL, GW(harvest_penalty_ms),
+	  NULL, "duration",
+	  "After a client address or network reaches its harvest budget, its new connections get "
+	  "421 4.7.0 instead of the banner for this long, and its RCPTs 450 4.7.1. 0: no penalty "
+	  "(only the budget's own window)." },
+	{ G, "harvest_max_entries", CFG_T_UINT, "100000", NULL, 100, 10000000, NULL,
+	  GW(harvest_max_entries), NULL, "count",
+	  "Client addresses and networks whose harvest budgets are kept in memory (about 150 octets "
+	  "each); past it the one counted least recently is forgotten. Budgets survive a reload; this "
+	  "value changes at the next restart." },
 	/* [gateway]: the Postfix policy service */
 	{ G, "policy_listen", CFG_T_LISTENERS, "", NULL, 0, 0, NULL, GW(policy_listen), NULL,
 	  "address,...",
@@ -189,6 +268,37 @@ const struct cfg_key config_keys[] = {
 	  "Simultaneous policy connections, all listeners together (Postfix opens one per smtpd "
 	  "process: keep it above the smtpd process limit); more are closed at once. SMTP's "
 	  "max_connections does not count them." },
+	/* [gateway]: DNS and SPF */
+	{ G, "dns_servers", CFG_T_STR, NULL, "the servers of /etc/resolv.conf", 0, 0, NULL, GW(dns_servers),
+	  dns_servers_check, "address[:port],...",
+	  "DNS servers for every lookup backstop makes (SPF, backends' and callout servers' names, "
+	  "the commands), separated by commas or spaces: 127.0.0.1:5353, [::1]:53 (port 53 when "
+	  "none). Best a local caching resolver (unbound). A reload applies a new list." },
+	{ G, "spf", CFG_T_BOOL, "off", NULL, 0, 0, NULL, GW(spf), NULL, NULL,
+	  "Check SPF (RFC 7208) at MAIL FROM: the sender's domain, for the null sender the HELO name. "
+	  "The results' actions are spf_fail, spf_softfail, spf_temperror and spf_permerror, applied "
+	  "per recipient domain at RCPT (or at MAIL when every domain would refuse alike); mail "
+	  "delivered in-line gets Received-SPF: and Authentication-Results:." },
+	{ G, "spf_helo", CFG_T_BOOL, "off", NULL, 0, 0, NULL, GW(spf_helo), NULL, NULL,
+	  "Also check the HELO name on its own (RFC 7208 2.3), before the sender: a HELO fail decides "
+	  "(identity helo); any other HELO result lets the sender's result decide." },
+	{ G, "spf_fail", CFG_T_ENUM, "reject", NULL, 0, 0, e_spf_fail, GW(spf_actions.fail), NULL, NULL,
+	  "SPF fail: refuse (550 5.7.23 with the domain's explanation, RFC 7372), tag (deliver with "
+	  "the headers), or off (as if no SPF)." },
+	{ G, "spf_softfail", CFG_T_ENUM, "tag", NULL, 0, 0, e_spf_softfail, GW(spf_actions.softfail), NULL,
+	  NULL, "SPF softfail: tag, or refuse (550 5.7.23)." },
+	{ G, "spf_temperror", CFG_T_ENUM, "defer", NULL, 0, 0, e_spf_temperror, GW(spf_actions.temperror),
+	  NULL, NULL,
+	  "SPF temperror (a DNS timeout or server failure, never a fail): defer (451 4.7.24), or tag." },
+	{ G, "spf_permerror", CFG_T_ENUM, "tag", NULL, 0, 0, e_spf_permerror, GW(spf_actions.permerror),
+	  NULL, NULL, "SPF permerror (a broken record): tag, or refuse (550 5.7.24)." },
+	{ G, "spf_skip", CFG_T_STR, "", NULL, 0, 0, NULL, GW(spf_actions.skip), cidr_list_check, "CIDR,...",
+	  "Clients whose mail is not judged by SPF: the site's own relays, backup MX hosts, "
+	  "forwarders (192.0.2.0/24, 2001:db8::/32, single addresses; commas or spaces)." },
+	{ G, "authserv_id", CFG_T_STR, NULL, "hostname", 0, 0, NULL, GW(authserv_id), config_check_word,
+	  "name",
+	  "authserv-id of the Authentication-Results: header fields backstop adds (RFC 8601); "
+	  "incoming ones that claim it are removed." },
 	/* [gateway]: DNS blocklists (check_dnsbl.c, dnsbl_cli.c); the lists are checked by the
 	 * check's validate hook */
 	{ G, "dnsbl_sites", CFG_T_STR, NULL, "none (no screening)", 0, 0, NULL, GW(dnsbl_sites), NULL,
@@ -221,6 +331,29 @@ const struct cfg_key config_keys[] = {
 	  "address,...",
 	  "The site's public mail addresses that backstop blcheck checks when none are given on "
 	  "its command line." },
+	/* [gateway]: operations */
+	{ G, "metrics_listen", CFG_T_HOSTPORTS, "", NULL, 0, 0, NULL, GW(metrics_listen), NULL,
+	  "host:port,...",
+	  "Addresses of the HTTP endpoint that serves Prometheus metrics at /metrics and the status "
+	  "page at / (for example 127.0.0.1:9325), separated by commas or spaces; IPv6 in brackets, "
+	  "port 0 picks a free port, which is logged. It has no authentication: keep it on loopback "
+	  "or a management network. Empty: off. Changed at the next restart, not on reload." },
+	/* [gateway]: the control socket (control.c) */
+	{ G, "control_socket", CFG_T_STR, "/run/backstop/control", NULL, 0, 0, NULL, GW(control_socket),
+	  config_check_socket_path, "path",
+	  "Unix socket of the running daemon for backstop status, reload and cache, made as root "
+	  "before privileges are dropped (a stale socket file is replaced, one another backstop "
+	  "answers on is left alone). Its directory must exist (systemd's RuntimeDirectory=backstop "
+	  "makes /run/backstop). Only root, the user backstop runs as and members of "
+	  "control_socket_group may use it (checked with the peer's credentials as well as the file "
+	  "mode). A socket that cannot be made is a warning, never a reason not to start. Empty: no "
+	  "control socket." },
+	{ G, "control_socket_mode", CFG_T_STR, "0660", NULL, 0, 0, NULL, GW(control_socket_mode),
+	  config_check_mode, "octal mode", "Permissions of the control socket." },
+	{ G, "control_socket_group", CFG_T_STR, NULL, "the group of the user backstop runs as", 0, 0,
+	  NULL, GW(control_socket_group), config_check_word, "group",
+	  "Group of the control socket: its members may run backstop status, reload and cache "
+	  "against the daemon." },
 
 	/* [domain NAME] */
 	{ D, "deliver", CFG_T_HOSTPORTS, NULL, "none (required)", 0, 0, NULL, DOM(deliver),
@@ -263,6 +396,16 @@ const struct cfg_key config_keys[] = {
 	{ D, "reject_text", CFG_T_STR, "Recipient address rejected: User unknown", NULL, 0, 0, NULL,
 	  DOM(reject_text), config_check_reply_text, "text",
 	  "Reply text for a recipient that does not exist." },
+	{ D, "spf_fail", CFG_T_ENUM, NULL, "[gateway] spf_fail", 0, 0, e_spf_fail, DOM(spf.fail), NULL, NULL,
+	  "SPF fail for recipients of this domain: reject, tag or off." },
+	{ D, "spf_softfail", CFG_T_ENUM, NULL, "[gateway] spf_softfail", 0, 0, e_spf_softfail,
+	  DOM(spf.softfail), NULL, NULL, "SPF softfail for recipients of this domain: tag or reject." },
+	{ D, "spf_temperror", CFG_T_ENUM, NULL, "[gateway] spf_temperror", 0, 0, e_spf_temperror,
+	  DOM(spf.temperror), NULL, NULL, "SPF temperror for recipients of this domain: defer or tag." },
+	{ D, "spf_permerror", CFG_T_ENUM, NULL, "[gateway] spf_permerror", 0, 0, e_spf_permerror,
+	  DOM(spf.permerror), NULL, NULL, "SPF permerror for recipients of this domain: tag or reject." },
+	{ D, "spf_skip", CFG_T_STR, NULL, "[gateway] spf_skip", 0, 0, NULL, DOM(spf.skip), cidr_list_check,
+	  "CIDR,...", "Clients not judged by SPF for recipients of this domain (replaces [gateway]'s list)." },
 
 	/* [ldap NAME] */
 	{ L, "uri", CFG_T_STRLIST, NULL, "none (required)", 0, 0, NULL, LD(uri), config_check_ldap_uri,
@@ -344,6 +487,7 @@ static void config_domain_free(struct bs_domain *d)
 	free(d->deliver_tls_ca);
 	config_strlist_free(&d->verify);
 	free(d->reject_text);
+	free(d->spf.skip);
 }
 
 static void config_ldap_free(struct bs_ldap *l)
@@ -368,21 +512,35 @@ void config_free(struct bs_config *cfg)
 		config_ldap_free(&cfg->ldaps[i]);
 	free(cfg->ldaps);
 	cfgval_hostport_list_free(&cfg->listen);
+	cfgval_hostport_list_free(&cfg->metrics_listen);
 	cfgval_listener_list_free(&cfg->policy_listen);
 	free(cfg->policy_socket_mode);
 	free(cfg->policy_socket_owner);
 	free(cfg->policy_socket_group);
+	free(cfg->control_socket);
+	free(cfg->control_socket_mode);
+	free(cfg->control_socket_group);
 	free(cfg->path);
 	free(cfg->hostname);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
 	free(cfg->user);
 	free(cfg->cache);
+	free(cfg->cache_redis_prefix);
+	free(cfg->cache_redis_password_file);
+	free(cfg->cache_redis_tls_ca);
+	free(cfg->proxy_protocol_from);
+	cidr_list_free(&cfg->proxy_from);
 	free(cfg->callout_sender);
+	free(cfg->dns_servers);
+	free(cfg->spf_actions.skip);
+	free(cfg->authserv_id);
 	free(cfg->dnsbl_sites);
 	free(cfg->dnsbl_skip);
 	free(cfg->blcheck_sites);
 	free(cfg->blcheck_addresses);
+	free(cfg->harvest_limit);
+	free(cfg->harvest_network_limit);
 	free(cfg->gateway_lines);
 	free(cfg);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cidr.h"
 #include "smtp_address.h"
 #include "version.h" /* BACKSTOP_SYSCONFDIR */
 
@@ -49,6 +50,20 @@ enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
 enum on_unavailable { ON_UNAVAILABLE_DEFER = 0, ON_UNAVAILABLE_ACCEPT };
 enum on_catchall { ON_CATCHALL_ACCEPT = 0, ON_CATCHALL_UNAVAILABLE };
 enum ldap_preset { LDAP_PRESET_ACTIVE_DIRECTORY = 0, LDAP_PRESET_OPENLDAP, LDAP_PRESET_NONE };
+/* What SPF results do (issue 11): in [gateway], overridable per [domain] of the recipient. */
+enum spf_fail_action { SPF_FAIL_REJECT = 0, SPF_FAIL_TAG, SPF_FAIL_OFF };
+enum spf_softfail_action { SPF_SOFTFAIL_TAG = 0, SPF_SOFTFAIL_REJECT };
+enum spf_temperror_action { SPF_TEMPERROR_DEFER = 0, SPF_TEMPERROR_TAG };
+enum spf_permerror_action { SPF_PERMERROR_TAG = 0, SPF_PERMERROR_REJECT };
+
+/* The SPF actions of [gateway] or of one [domain] (which inherits what it does not set). */
+struct bs_spf_actions {
+	enum spf_fail_action fail;
+	enum spf_softfail_action softfail;
+	enum spf_temperror_action temperror;
+	enum spf_permerror_action permerror;
+	char *skip;                     /* CIDR list as written ("" none) */
+};
 enum dnsbl_action { DNSBL_ACTION_REJECT = 0, DNSBL_ACTION_LOG };
 
 struct bs_strlist {
@@ -74,6 +89,7 @@ struct bs_domain {
 	uint64_t negative_ttl_ms;       /* defaults to [gateway] negative_ttl */
 	int reject_code;                /* reply for INVALID (550) */
 	char *reject_text;              /* default "Recipient address rejected: User unknown" */
+	struct bs_spf_actions spf;      /* spf_fail ... spf_skip, [gateway]'s unless set here */
 };
 
 /* One [ldap NAME] section (issue 5), referenced as verify = ldap:NAME. */
@@ -113,6 +129,9 @@ struct bs_config {
 	uint64_t max_junk_commands;     /* NOOP/RSET/VRFY/HELP/unknown beyond this: 421 */
 	uint64_t greet_delay_ms;        /* wait before the banner, to catch pregreeting clients */
 	enum pregreet_action pregreet;
+	char *proxy_protocol_from;      /* "" = none; parsed into proxy_from */
+	uint64_t proxy_protocol_timeout_ms;
+	struct cidr_list proxy_from;    /* computed from proxy_protocol_from (config_validate.c) */
 	char *tls_cert;                 /* NULL if unset */
 	char *tls_key;
 	char *user;                     /* NULL: do not change user */
@@ -133,6 +152,12 @@ struct bs_config {
 	/* recipient verification (issue 4) */
 	char *cache;                    /* "lmdb:/var/lib/backstop/verdicts" or "memory:" */
 	uint64_t cache_max_size;        /* octets (LMDB map size) */
+	char *cache_redis_prefix;       /* "" or a word: keys backstop:PREFIX:... */
+	char *cache_redis_password_file; /* NULL: no AUTH */
+	char *cache_redis_tls_ca;       /* NULL: the system's CAs */
+	uint64_t cache_redis_timeout_ms;
+	uint64_t cache_redis_local_ttl_ms;
+	uint64_t cache_redis_local_size;
 	uint64_t positive_ttl_ms;       /* 24h */
 	uint64_t negative_ttl_ms;       /* 5m */
 	uint64_t verify_timeout_ms;     /* 20s: in-session budget per RCPT */
@@ -140,6 +165,15 @@ struct bs_config {
 	uint64_t callout_max_connections; /* per validation server (2) */
 	char *callout_sender;           /* "" = null sender <> */
 	uint64_t callout_timeout_ms;    /* per probe reply */
+	uint64_t callout_max_rate;      /* probes per second per validation server; 0: no limit */
+	/* the harvest defence (check_harvest.c): budgets of unknown recipients per client */
+	char *harvest_limit;            /* per client address: "25/1h", "0" off (budget_rule_parse) */
+	char *harvest_network_limit;    /* per client network: "100/1h" */
+	uint64_t harvest_ipv4_prefix;   /* the network of an IPv4 client (24) */
+	uint64_t harvest_ipv6_prefix;   /* the network of an IPv6 client (64) */
+	uint64_t harvest_tarpit_ms;     /* delay of each reply to a client over budget */
+	uint64_t harvest_penalty_ms;    /* 421 at the banner for this long after the budget tripped */
+	uint64_t harvest_max_entries;   /* addresses and networks counted at most (restart) */
 	/* the Postfix policy service (policyd.c) */
 	struct bs_listener_list policy_listen; /* empty: no policy service */
 	char *policy_socket_mode;       /* octal, for unix sockets ("0660") */
@@ -147,6 +181,12 @@ struct bs_config {
 	char *policy_socket_group;      /* NULL: that user's group */
 	uint64_t policy_timeout_ms;     /* idle time before a policy connection is closed */
 	uint64_t policy_max_connections; /* policy connections, all workers together */
+	/* DNS and SPF (issue 11) */
+	char *dns_servers;              /* "127.0.0.1:5353, [::1]:53"; NULL: /etc/resolv.conf */
+	bool spf;                       /* SPF checks on */
+	bool spf_helo;                  /* also the HELO identity on its own */
+	struct bs_spf_actions spf_actions; /* spf_fail ... spf_skip of [gateway] */
+	char *authserv_id;              /* Authentication-Results: authserv-id; default hostname */
 	/* DNS blocklists at connect (check_dnsbl.c) and `backstop blcheck` (issue 12); the lists
 	 * are parsed and checked by the check's validate hook (dnsbl_sites.h syntax) */
 	char *dnsbl_sites;              /* NULL or "": no screening */
@@ -156,6 +196,12 @@ struct bs_config {
 	uint64_t dnsbl_timeout_ms;      /* all lists' answers, then the missing ones score 0 */
 	char *blcheck_sites;            /* NULL: the built-in list (dnsbl_cli.c) */
 	char *blcheck_addresses;        /* NULL: none (give them on the command line) */
+	/* operations */
+	struct bs_hostport_list metrics_listen; /* empty: no metrics endpoint or status page */
+	/* the control socket (control.c) */
+	char *control_socket;           /* unix socket path; "" = none */
+	char *control_socket_mode;      /* octal ("0660") */
+	char *control_socket_group;     /* NULL: the group of `user` (or of the process) */
 
 	unsigned *gateway_lines;        /* per config_keys[] row: line that set a [gateway] key, 0 if
 					 * it kept its default (for messages: config_gateway_line()) */
@@ -182,6 +228,11 @@ struct bs_config *config_load(const char *path, struct config_errors *errs);
  * For tests, fuzzing and configs that do not come from a file. */
 struct bs_config *config_load_buffer(const char *name, const char *buf, size_t len,
 				     struct config_errors *errs);
+
+/* The value of one [gateway] key as written in path (or its default when it is not set), read
+ * without validating the rest of the file: how the CLI finds control_socket in a file that may
+ * have errors (backstop reload). 1 set in the file, 0 default, -1 the file cannot be read. */
+int config_peek_gateway(const char *path, const char *name, char *out, size_t outsz);
 
 struct bs_config *config_ref(struct bs_config *cfg);
 void config_unref(struct bs_config *cfg);

@@ -213,6 +213,12 @@ static void audit_names(struct audit *a)
 	struct event_base *base = n ? event_base_new() : NULL;
 	const char *why = NULL;
 	struct dns_resolver *r = base ? dns_resolver_new_opts(base, AUDIT_DNS_TIMEOUT_MS, 2, &why) : NULL;
+	if (r != NULL && dns_resolver_set_servers(r, a->cfg->dns_servers) < 0) {
+		audit_say(a, config_gateway_line(a->cfg, "dns_servers"), true, "dns_servers: not usable");
+		dns_resolver_free(r);
+		r = NULL;
+		why = "dns_servers not usable";
+	}
 	if (n > 0 && r == NULL) {
 		audit_say(a, 0, true, "host names not checked: %s", why ? why : "no resolver");
 	} else if (n > 0) {

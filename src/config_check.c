@@ -28,6 +28,19 @@ int config_check_mode(const char *value, const char **why)
 	return 0;
 }
 
+int config_check_socket_path(const char *value, const char **why)
+{
+	size_t n = strlen(value);
+
+	if (n == 0)
+		return 0; /* none */
+	if (value[0] != '/' || n >= BS_UNIX_PATH_MAX) {
+		*why = "expected an absolute path of at most 107 characters, or nothing";
+		return -1;
+	}
+	return 0;
+}
+
 int config_check_deliver(const char *value, const char **why)
 {
 	struct bs_hostport_list l = { NULL, 0 };
@@ -191,6 +204,20 @@ int config_check_ldap_query(const char *value, const char **why)
 	}
 	if (!strstr(value, "%s")) {
 		*why = "the query needs %s where the recipient address goes";
+		return -1;
+	}
+	return 0;
+}
+
+int config_check_redis_prefix(const char *value, const char **why)
+{
+	for (const char *p = value; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.", *p))) {
+			*why = "expected letters, digits, '-', '_' or '.'";
+			return -1;
+		}
+	if (strlen(value) > 64) {
+		*why = "at most 64 characters";
 		return -1;
 	}
 	return 0;

@@ -7,12 +7,14 @@
 
 int config_check_listen(const char *value, const char **why);
 int config_check_mode(const char *value, const char **why);
+int config_check_socket_path(const char *value, const char **why); /* absolute unix socket path or "" */
 /* host:port,... of backends: a host (not *) and a port other than 0 each */
 int config_check_deliver(const char *value, const char **why);
 int config_check_hostname(const char *value, const char **why);
 int config_check_domain(const char *value, const char **why);
 int config_check_file(const char *value, const char **why);   /* exists and is readable */
-int config_check_word(const char *value, const char **why);   /* printable ASCII, no space */
+int config_check_word(const char *value, const char **why);
+int config_check_redis_prefix(const char *value, const char **why); /* letters, digits, - _ . or empty */   /* printable ASCII, no space */
 int config_check_text(const char *value, const char **why);   /* printable ASCII, not empty */
 int config_check_reply_text(const char *value, const char **why);
 int config_check_sender(const char *value, const char **why);

@@ -550,3 +550,47 @@ struct bs_config *config_load(const char *path, struct config_errors *errs)
 	free(buf);
 	return cfg;
 }
+
+struct cfg_peek {
+	const char *name;
+	char *out;
+	size_t outsz;
+	int found;
+};
+
+static int cfg_peek_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct cfg_peek *p = user;
+	size_t n = strlen(value);
+
+	if (strcmp(section, "gateway") != 0 || strcmp(name, p->name) != 0)
+		return 1;
+	if (n >= 2 && value[0] == '"' && value[n - 1] == '"') {
+		value++;
+		n -= 2;
+	}
+	p->found = strbuf_copy(p->out, p->outsz, value, n) == 0 ? 1 : 0;
+	return 1;
+}
+
+int config_peek_gateway(const char *path, const char *name, char *out, size_t outsz)
+{
+	struct cfg_peek p = { .name = name, .out = out, .outsz = outsz };
+	size_t idx;
+	const struct cfg_key *k = cfg_key_find(CFG_SEC_GATEWAY, name, &idx);
+
+	if (ini_parse(path, cfg_peek_handler, &p) < 0)
+		return -1;
+	if (!p.found && k != NULL && k->def != NULL)
+		snprintf(out, outsz, "%s", k->def);
+	return p.found;
+}
+
+void config_section_defaults(enum cfg_section sec, void *obj)
+{
+	struct config_errors errs = { 0 };
+	struct cfg_loader L = { .path = "(defaults)", .errs = &errs };
+
+	cfg_defaults(&L, sec, obj);
+	config_errors_free(&errs); /* an error here is a bug of the table: the unit tests load it */
+}

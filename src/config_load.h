@@ -31,6 +31,10 @@ void config_error(struct cfg_loader *L, unsigned line, const char *fmt, ...)
  * a row of L->dom_seen / L->ldap_seen. */
 unsigned config_seen_line(const unsigned *seen, enum cfg_section sec, const char *name);
 
+/* Fill a zeroed section object (struct bs_config, bs_domain or bs_ldap) with the defaults of
+ * its keys, as a fresh section gets them (config_dump.c compares with them). */
+void config_section_defaults(enum cfg_section sec, void *obj);
+
 /* After parsing: computed defaults, inherited values, checks across keys and sections; sorts
  * the domains. Errors go to L->errs. */
 void config_validate(struct cfg_loader *L);

@@ -30,6 +30,9 @@ static void cfg_fill_computed(struct cfg_loader *L)
 	} else if (cfg->ndomains > 0) {
 		memcpy(cfg->postmaster_domain, cfg->domains[0].name, sizeof(cfg->postmaster_domain));
 	}
+	const char *why;
+	cfg->proxy_from = (struct cidr_list){ NULL, 0 }; /* a bad list was refused by the key's check */
+	cidr_list_parse(cfg->proxy_protocol_from ? cfg->proxy_protocol_from : "", &cfg->proxy_from, &why);
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const unsigned *seen = L->dom_seen + i * config_nkeys;
 		if (!config_seen_line(seen, CFG_SEC_DOMAIN, "positive_ttl"))

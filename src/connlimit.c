@@ -19,6 +19,7 @@ struct connlimit_slot {
 struct connlimit {
 	pthread_mutex_t lock;
 	uint64_t total;
+	uint64_t admitted, refused; /* since start: connections let in, turned away by a limit */
 	struct connlimit_slot *slots;
 	size_t cap;   /* power of two */
 	size_t used;  /* live + tombstones */
@@ -129,6 +130,10 @@ enum connlimit_result connlimit_acquire(struct connlimit *cl, const struct socka
 	s->count++;
 	cl->total++;
 out:
+	if (r == CONNLIMIT_OK)
+		cl->admitted++;
+	else
+		cl->refused++;
 	pthread_mutex_unlock(&cl->lock);
 	return r;
 }
@@ -154,4 +159,13 @@ uint64_t connlimit_total(struct connlimit *cl)
 	uint64_t t = cl->total;
 	pthread_mutex_unlock(&cl->lock);
 	return t;
+}
+
+void connlimit_counts(struct connlimit *cl, uint64_t *open, uint64_t *admitted, uint64_t *refused)
+{
+	pthread_mutex_lock(&cl->lock);
+	*open = cl->total;
+	*admitted = cl->admitted;
+	*refused = cl->refused;
+	pthread_mutex_unlock(&cl->lock);
 }

@@ -22,5 +22,7 @@ void connlimit_release(struct connlimit *cl, const struct sockaddr *sa);
 
 /* Current total, for logs and metrics. */
 uint64_t connlimit_total(struct connlimit *cl);
+/* Open now, admitted since start and refused by a limit since start (backstop status). */
+void connlimit_counts(struct connlimit *cl, uint64_t *open, uint64_t *admitted, uint64_t *refused);
 
 #endif

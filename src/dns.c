@@ -1,7 +1,8 @@
 /* dns.c - c-ares driven by libevent: each socket c-ares opens gets a persistent event (through
  * its socket-state callback), its retransmission timeouts a timer. Answers are copied into the
  * query and handed over from a per-query event, so callbacks never run inside a dns_* call or
- * inside c-ares. */
+ * inside c-ares. Typed lookups send the question with ares_query and read the reply themselves
+ * (dns_msg.c: TTLs, NXDOMAIN vs NODATA), through the resolver's dns_cache when it has one. */
 #include "dns.h"
 
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 
 #include <ares.h>
 
+#include "dns_cache.h"
 #include "util.h"
 
 struct dns_sock {
@@ -26,11 +28,16 @@ struct dns_query {
 	struct event *ev;              /* hands the answer over from the loop */
 	dns_addrs_cb addrs_cb;
 	dns_txt_cb txt_cb;
+	dns_answer_cb answer_cb;
 	void *arg;
 	bool in_ares;   /* c-ares still owes us its callback */
 	bool cancelled;
 	struct dns_addrs addrs;
 	struct dns_txt txt;
+	struct dns_answer *answer;     /* typed lookup: the answer (one reference) */
+	struct dns_answer view;        /* what the callback sees (cached set) */
+	enum dns_type type;
+	char name[DNS_NAME_MAX + 1];
 };
 
 struct dns_resolver {
@@ -40,6 +47,11 @@ struct dns_resolver {
 	struct dns_sock *socks;
 	struct dns_query *queries;
 	bool freeing;
+	struct dns_cache *cache;       /* borrowed, or NULL */
+	char *servers;                 /* dns_servers in use (normalised), NULL: resolv.conf's */
+	struct ares_addr_port_node *resolv_servers; /* resolv.conf's, saved before the first change */
+	bool resolv_saved;
+	struct dns_resolver_stats st;
 };
 
 /* ---- c-ares sockets and timeouts ---- */
@@ -125,9 +137,104 @@ struct dns_resolver *dns_resolver_new(struct event_base *base)
 	return dns_resolver_new_opts(base, 2000, 2, NULL);
 }
 
+/* "127.0.0.1:5353, [::1]:53" -> "127.0.0.1:5353,[::1]:53" (c-ares' own form): -1 if it does not
+ * fit or holds nothing. */
+static int servers_normalise(const char *in, char *out, size_t outsz)
+{
+	size_t o = 0;
+	bool sep = false;
+
+	for (const char *p = in; *p; p++) {
+		if (*p == ',' || *p == ' ' || *p == '\t') {
+			sep = o > 0;
+			continue;
+		}
+		if (o + 3 > outsz)
+			return -1;
+		if (sep)
+			out[o++] = ',';
+		sep = false;
+		out[o++] = *p;
+	}
+	out[o] = '\0';
+	return o > 0 ? 0 : -1;
+}
+
+int dns_servers_check(const char *value, const char **why)
+{
+	char norm[1024], *save = NULL;
+
+	if (value[0] == '\0')
+		return 0;
+	if (servers_normalise(value, norm, sizeof norm) < 0) {
+		*why = "expected address[:port], ... (IPv6 in brackets when a port follows)";
+		return -1;
+	}
+	for (char *item = strtok_r(norm, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char host[INET6_ADDRSTRLEN + 2];
+		const char *port = NULL;
+		unsigned char buf[16];
+		if (item[0] == '[') {
+			char *close = strchr(item, ']');
+			if (close == NULL || (close[1] != '\0' && close[1] != ':') || (size_t)(close - item) > sizeof host) {
+				*why = "an IPv6 address in brackets is not closed";
+				return -1;
+			}
+			snprintf(host, sizeof host, "%.*s", (int)(close - item - 1), item + 1);
+			port = close[1] == ':' ? close + 2 : NULL;
+		} else {
+			char *colon = strchr(item, ':');
+			bool v6 = colon && strchr(colon + 1, ':');
+			snprintf(host, sizeof host, "%.*s", (int)(colon && !v6 ? (size_t)(colon - item) : strlen(item)), item);
+			port = colon && !v6 ? colon + 1 : NULL;
+		}
+		if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1) {
+			*why = "a DNS server is an IP address (no name): 127.0.0.1:5353, [::1]:53";
+			return -1;
+		}
+		if (port != NULL) {
+			char *end;
+			unsigned long v = strtoul(port, &end, 10);
+			if (port[0] == '\0' || *end != '\0' || v == 0 || v > 65535) {
+				*why = "port out of range";
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 int dns_resolver_set_servers(struct dns_resolver *r, const char *csv)
 {
-	return ares_set_servers_ports_csv(r->channel, csv) == ARES_SUCCESS ? 0 : -1;
+	char norm[1024];
+	bool reset = csv == NULL || csv[0] == '\0';
+
+	if (!reset && servers_normalise(csv, norm, sizeof norm) < 0)
+		return -1;
+	if (reset ? r->servers == NULL : r->servers != NULL && strcmp(r->servers, norm) == 0)
+		return 0; /* already in use */
+	if (!r->resolv_saved) {
+		if (ares_get_servers_ports(r->channel, &r->resolv_servers) != ARES_SUCCESS)
+			r->resolv_servers = NULL;
+		r->resolv_saved = true;
+	}
+	int st = reset ? ares_set_servers_ports(r->channel, r->resolv_servers)
+		       : ares_set_servers_ports_csv(r->channel, norm);
+	if (st != ARES_SUCCESS)
+		return -1;
+	free(r->servers);
+	r->servers = reset ? NULL : xstrdup(norm);
+	return 0;
+}
+
+void dns_resolver_set_cache(struct dns_resolver *r, struct dns_cache *c)
+{
+	r->cache = c;
+}
+
+void dns_resolver_stats(const struct dns_resolver *r, struct dns_resolver_stats *out)
+{
+	*out = r->st;
 }
 
 static void query_unlink(struct dns_query *q)
@@ -146,6 +253,7 @@ static void query_free(struct dns_query *q)
 	query_unlink(q);
 	for (size_t i = 0; i < q->txt.count; i++)
 		free(q->txt.txt[i]);
+	dns_answer_unref(q->answer);
 	event_free(q->ev);
 	free(q);
 }
@@ -173,6 +281,9 @@ void dns_resolver_free(struct dns_resolver *r)
 		free(s);
 	}
 	event_free(r->timer);
+	if (r->resolv_servers)
+		ares_free_data(r->resolv_servers);
+	free(r->servers);
 	free(r);
 }
 
@@ -183,7 +294,9 @@ static void query_deliver(evutil_socket_t fd, short what, void *arg)
 	struct dns_query *q = arg;
 	query_unlink(q);
 	q->r = NULL;
-	if (q->addrs_cb)
+	if (q->answer_cb)
+		q->answer_cb(q->arg, &q->view);
+	else if (q->addrs_cb)
 		q->addrs_cb(q->arg, &q->addrs);
 	else
 		q->txt_cb(q->arg, &q->txt);
@@ -378,6 +491,90 @@ struct dns_query *dns_query_txt(struct dns_resolver *r, const char *name, dns_tx
 	}
 	q->in_ares = true;
 	ares_query(r->channel, name, 1 /* C_IN */, 16 /* T_TXT */, txt_answer, q);
+	dns_rearm(r);
+	return q;
+}
+
+/* ---- typed lookups ---- */
+
+static void lookup_deliver(struct dns_query *q, struct dns_answer *a, bool cached)
+{
+	q->answer = a;
+	q->view = *a;
+	q->view.cached = cached;
+	if (a->result == DNS_RESULT_TEMPFAIL && q->r)
+		q->r->st.tempfails++;
+	event_active(q->ev, EV_TIMEOUT, 1);
+}
+
+static void lookup_answer(void *arg, int st, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_query *q = arg;
+	struct dns_answer *a;
+
+	(void)timeouts;
+	if (query_abandoned(q, st))
+		return;
+	if (abuf != NULL && alen > 0 && (st == ARES_SUCCESS || st == ARES_ENODATA || st == ARES_ENOTFOUND))
+		a = dns_msg_parse(abuf, (size_t)alen, q->name, q->type);
+	else if (st == ARES_EBADNAME)
+		a = dns_answer_new_empty(q->type, DNS_RESULT_NXDOMAIN, "not a domain name");
+	else
+		a = dns_answer_new_empty(q->type, DNS_RESULT_TEMPFAIL, st == ARES_ETIMEOUT ? "timeout" : ares_strerror(st));
+	if (q->r->cache != NULL)
+		dns_cache_put(q->r->cache, q->name, a, now_ms());
+	lookup_deliver(q, a, false);
+}
+
+/* A domain name we may ask about: 1 to 253 octets without the trailing dot, labels of 1 to 63. */
+static bool lookup_name_ok(const char *name, size_t len)
+{
+	size_t label = 0;
+
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (name[i] == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (++label > 63 || name[i] == '\0') {
+			return false;
+		}
+	}
+	return true;
+}
+
+struct dns_query *dns_lookup(struct dns_resolver *r, const char *name, enum dns_type type, dns_answer_cb cb,
+			     void *arg)
+{
+	struct dns_query *q = query_new(r, arg);
+	size_t len = strlen(name);
+
+	q->answer_cb = cb;
+	q->type = type;
+	r->st.lookups++;
+	while (len > 0 && name[len - 1] == '.')
+		len--;
+	if (!lookup_name_ok(name, len)) {
+		lookup_deliver(q, dns_answer_new_empty(type, DNS_RESULT_NXDOMAIN, "not a domain name"), false);
+		return q;
+	}
+	memcpy(q->name, name, len);
+	q->name[len] = '\0';
+	if (name_invalid(q->name)) {
+		lookup_deliver(q, dns_answer_new_empty(type, DNS_RESULT_NXDOMAIN, "NXDOMAIN (RFC 6761)"), false);
+		return q;
+	}
+	struct dns_answer *hit = r->cache ? dns_cache_get(r->cache, q->name, type, now_ms()) : NULL;
+	if (hit != NULL) {
+		r->st.cache_hits++;
+		lookup_deliver(q, hit, true);
+		return q;
+	}
+	r->st.sent++;
+	q->in_ares = true;
+	ares_query(r->channel, q->name, 1 /* C_IN */, (int)type, lookup_answer, q);
 	dns_rearm(r);
 	return q;
 }

@@ -1,7 +1,9 @@
 /* engine.c - the decision engine: per stage, the checks of the registry that run there, in
  * registry order; each answer is counted and its log fields and headers collected; the first
  * answer that is not neutral decides. One timer per query is both the stage deadline and, when
- * the decision was reached inside engine_start, the delivery from the loop. */
+ * the decision was reached inside engine_start, the delivery from the loop. A query is small:
+ * the decision's text and log point into the deciding check's answer when the callback runs
+ * while that answer exists (a check answering from the loop), and are copied only otherwise. */
 #include "engine.h"
 
 #include <arpa/inet.h>
@@ -34,7 +36,7 @@ struct engine {
 	struct engine_stats *stats;
 };
 
-/* Cleared up to req; req and d (most of the size) are set by engine_start. */
+/* Cleared up to req by engine_start, then req and d are set whole: a few hundred octets. */
 struct engine_query {
 	struct engine *e;
 	struct event_base *base;
@@ -46,6 +48,11 @@ struct engine_query {
 	uint64_t t0, check_t0;
 	struct event ev;                   /* deadline, then delivery (event_assign) */
 	char *headers;                     /* the checks' header fields (ENGINE_HEADERS_MAX), or NULL */
+	char *facts_in;                    /* copy of req.facts, or NULL */
+	char *facts;                       /* the checks' facts (ENGINE_FACTS_MAX), or NULL */
+	char *room;                        /* the decision's own text then log (ENGINE_TEXT_MAX +
+					    * ENGINE_LOG_MAX), taken only when they must outlive the
+					    * checks' answers; or NULL */
 	bool in_start;                     /* inside engine_start: deliver through the loop */
 	bool in_check;                     /* inside a check's start */
 	bool answered_inline;              /* the check answered from inside its start */
@@ -57,8 +64,8 @@ struct engine_query {
 
 const char *engine_stage_name(enum engine_stage stage)
 {
-	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail",
-							       "rcpt", "data", "end-of-data" };
+	static const char *const names[ENGINE_STAGE_COUNT] = { "connect", "helo", "mail", "rcpt",
+							       "data", "end-of-data", "banner" };
 	return stage < ENGINE_STAGE_COUNT ? names[stage] : "unknown";
 }
 
@@ -73,8 +80,9 @@ const char *check_result_name(enum check_result r)
 void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe, const char *session_id,
 			    const struct sockaddr *client, socklen_t len, const char *client_ip)
 {
-	memset(req, 0, offsetof(struct engine_request, client)); /* not the addresses: has_* say */
-	req->helo[0] = '\0';
+	memset(req, 0, offsetof(struct engine_request, client));
+	req->helo = "";
+	req->sender = req->rcpt = NULL;
 	req->frontend = fe;
 	strbuf_append(req->session_id, sizeof req->session_id, session_id ? session_id : "");
 	if (client == NULL) {
@@ -104,22 +112,42 @@ void engine_request_init_ip(struct engine_request *req, enum engine_frontend fe,
 		memmove(req->client_ip, req->client_ip + 7, strlen(req->client_ip + 7) + 1);
 }
 
+const char *engine_fact(const char *facts, const char *check, size_t *len)
+{
+	size_t cl = strlen(check);
+
+	for (const char *p = facts; p != NULL && *p != '\0';) {
+		size_t line = strcspn(p, "\n");
+		if (line > cl && strncmp(p, check, cl) == 0 && p[cl] == ' ') {
+			*len = line - cl - 1;
+			return p + cl + 1;
+		}
+		p += line + (p[line] == '\n');
+	}
+	return NULL;
+}
+
 void engine_request_init(struct engine_request *req, enum engine_frontend fe, const char *session_id,
 			 const struct sockaddr *client, socklen_t len)
 {
 	engine_request_init_ip(req, fe, session_id, client, len, NULL);
 }
 
-void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg,
-			     const struct smtp_address *rcpt)
+void engine_request_set_rcpt(struct engine_request *req, const struct bs_config *cfg, struct smtp_address *rcpt)
 {
 	req->has_rcpt = true;
-	req->rcpt = *rcpt;
+	req->rcpt = rcpt;
 	req->domain = relay_control_domain(cfg, rcpt);
-	if (req->domain != NULL && req->rcpt.domain_len == 0) { /* <postmaster>: of our domain */
-		req->rcpt.domain_len = strlen(req->domain->name);
-		memcpy(req->rcpt.domain, req->domain->name, req->rcpt.domain_len + 1);
+	if (req->domain != NULL && rcpt->domain_len == 0) { /* <postmaster>: of our domain */
+		rcpt->domain_len = strlen(req->domain->name);
+		memcpy(rcpt->domain, req->domain->name, rcpt->domain_len + 1);
 	}
+}
+
+void engine_request_set_sender(struct engine_request *req, const struct smtp_address *sender)
+{
+	req->has_sender = sender != NULL;
+	req->sender = sender;
 }
 
 /* ---- the engine ---- */
@@ -172,17 +200,80 @@ bool engine_stage_has_checks(const struct engine *e, enum engine_stage stage)
 
 /* ---- one query ---- */
 
+static void append(char *dst, size_t dstsz, const char *sep, const char *src)
+{
+	if (src[0] == '\0')
+		return;
+	if (dst[0] != '\0' && sep[0] != '\0')
+		strbuf_append(dst, dstsz, sep);
+	strbuf_append(dst, dstsz, src);
+}
+
 static void engine_query_free(struct engine_query *q)
 {
 	event_del(&q->ev);
 	free(q->headers);
+	free(q->facts_in);
+	free(q->facts);
+	free(q->room);
 	free(q);
+}
+
+/* Every check of the stage that observes decisions is told this one. */
+static void engine_observe(struct engine_query *q)
+{
+	const struct engine *e = q->e;
+	enum engine_stage s = q->req.stage;
+
+	for (size_t i = 0; i < e->nstage[s]; i++) {
+		const struct engine_check *c = e->stage[s][i];
+		if (c->type->observe)
+			c->type->observe(c->state, q->base, &q->req, &q->d);
+	}
+}
+
+/* The decision's own copies of its text and log, taken on first use. */
+static char *engine_room(struct engine_query *q)
+{
+	if (q->room == NULL) {
+		q->room = xmalloc(ENGINE_TEXT_MAX + ENGINE_LOG_MAX);
+		q->room[0] = q->room[ENGINE_TEXT_MAX] = '\0';
+	}
+	return q->room;
+}
+
+/* Add a check's log fields to the decision's. keep: the answer goes away before the callback
+ * (copied then); otherwise the fields are pointed to when no other check gave any. */
+static void engine_add_log(struct engine_query *q, const char *log, bool keep)
+{
+	if (log[0] == '\0')
+		return;
+	if (!keep && q->d.log[0] == '\0') {
+		q->d.log = log;
+		return;
+	}
+	char *room = engine_room(q) + ENGINE_TEXT_MAX; /* d.log is "" or room already */
+	append(room, ENGINE_LOG_MAX, " ", log);
+	q->d.log = room;
+}
+
+static void engine_set_text(struct engine_query *q, const char *text, bool keep)
+{
+	if (!keep) {
+		q->d.text = text;
+		return;
+	}
+	char *room = engine_room(q);
+	room[0] = '\0';
+	strbuf_append(room, ENGINE_TEXT_MAX, text);
+	q->d.text = room;
 }
 
 static void engine_deliver(struct engine_query *q)
 {
 	q->d.latency_ms = now_ms() - q->t0;
 	engine_stats_decision(q->e->stats, q->req.stage, q->d.result, q->d.latency_ms);
+	engine_observe(q);
 	q->delivering = true;
 	q->cb(q->arg, &q->d);
 	engine_query_free(q);
@@ -200,15 +291,6 @@ static void engine_finish(struct engine_query *q)
 		engine_deliver(q);
 }
 
-static void append(char *dst, size_t dstsz, const char *sep, const char *src)
-{
-	if (src[0] == '\0')
-		return;
-	if (dst[0] != '\0' && sep[0] != '\0')
-		strbuf_append(dst, dstsz, sep);
-	strbuf_append(dst, dstsz, src);
-}
-
 static void engine_run(struct engine_query *q);
 
 static void engine_on_check(void *arg, const struct check_answer *ans)
@@ -217,11 +299,15 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 	const struct engine_check *c = q->running;
 
 	uint64_t now = now_ms();
+	/* the callback runs before ans goes away when this answer ends the stage and comes from
+	 * the loop: then ans's text and log are pointed to, not copied */
+	bool last = ans->result != CHECK_NEUTRAL || q->next >= q->e->nstage[q->req.stage];
+	bool keep = !last || q->in_start || q->in_check;
 	q->cq = NULL;
 	q->running = NULL;
 	engine_stats_answer(q->e->stats, c->index, q->req.stage, ans->result, now - q->check_t0);
 	q->check_t0 = now; /* the next check starts now */
-	append(q->d.log, sizeof q->d.log, " ", ans->log);
+	engine_add_log(q, ans->log, keep);
 	if (ans->headers[0] != '\0') { /* rare: its room is taken only when needed */
 		if (q->headers == NULL) {
 			q->headers = xmalloc(ENGINE_HEADERS_MAX);
@@ -235,12 +321,25 @@ static void engine_on_check(void *arg, const struct check_answer *ans)
 				 c->type->name, ENGINE_HEADERS_MAX);
 		q->d.headers = q->headers;
 	}
+	if (ans->facts[0] != '\0') {
+		if (q->facts == NULL) {
+			q->facts = xmalloc(ENGINE_FACTS_MAX);
+			q->facts[0] = '\0';
+		}
+		size_t used = strlen(q->facts), more = strcspn(ans->facts, "\n");
+		if (used + strlen(c->type->name) + more + 3 < ENGINE_FACTS_MAX) {
+			snprintf(q->facts + used, ENGINE_FACTS_MAX - used, "%s %.*s\n", c->type->name, (int)more,
+				 ans->facts);
+			q->d.facts = q->facts;
+		}
+	}
 	if (ans->result != CHECK_NEUTRAL) {
 		q->d.result = ans->result;
 		q->d.check = c->type->name;
 		q->d.code = ans->code;
+		q->d.rcpt_invalid = ans->rcpt_invalid;
 		strbuf_append(q->d.enhanced, sizeof q->d.enhanced, ans->enhanced);
-		strbuf_append(q->d.text, sizeof q->d.text, ans->text);
+		engine_set_text(q, ans->text, keep);
 		engine_finish(q);
 	} else if (q->in_check) {
 		q->answered_inline = true; /* engine_run goes on with the next check */
@@ -284,12 +383,14 @@ static void engine_deadline_text(struct engine_query *q)
 	q->d.timed_out = true;
 	q->d.code = 451;
 	snprintf(q->d.enhanced, sizeof q->d.enhanced, "4.4.3");
+	char *text = engine_room(q);
 	if (q->req.stage == ENGINE_STAGE_RCPT && q->req.has_rcpt &&
-	    smtp_address_format(&q->req.rcpt, addr, sizeof addr) > 0)
-		snprintf(q->d.text, sizeof q->d.text,
-			 "<%s>: Recipient address verification unavailable, try again later", addr);
+	    smtp_address_format(q->req.rcpt, addr, sizeof addr) > 0)
+		snprintf(text, ENGINE_TEXT_MAX, "<%s>: Recipient address verification unavailable, try again later",
+			 addr);
 	else
-		snprintf(q->d.text, sizeof q->d.text, "Temporary lookup failure, try again later");
+		snprintf(text, ENGINE_TEXT_MAX, "Temporary lookup failure, try again later");
+	q->d.text = text;
 }
 
 static void engine_on_event(evutil_socket_t fd, short what, void *arg)
@@ -311,7 +412,7 @@ static void engine_on_event(evutil_socket_t fd, short what, void *arg)
 		q->d.check = c ? c->type->name : NULL;
 		snprintf(note, sizeof note, "deadline=%s timed_out_after_ms=%llu", c ? c->type->name : "-",
 			 (unsigned long long)q->e->timeout_ms);
-		append(q->d.log, sizeof q->d.log, " ", note);
+		engine_add_log(q, note, true);
 		engine_deadline_text(q);
 		q->finished = true;
 	}
@@ -331,14 +432,14 @@ struct engine_query *engine_start(struct engine *e, struct event_base *base, con
 	q->cb = cb;
 	q->arg = arg;
 	q->t0 = q->check_t0 = now_ms();
-	q->d.stage = req->stage;
-	q->d.result = CHECK_NEUTRAL;
-	q->d.check = NULL;
-	q->d.code = 0;
-	q->d.enhanced[0] = q->d.text[0] = q->d.log[0] = '\0';
-	q->d.headers = "";
-	q->d.timed_out = false;
-	q->d.latency_ms = 0;
+	q->d = (struct engine_decision){ .stage = req->stage, .result = CHECK_NEUTRAL, .text = "", .log = "",
+					 .headers = "", .facts = "" };
+	if (req->facts != NULL && req->facts[0] != '\0') {
+		q->facts_in = xstrdup(req->facts);
+		q->req.facts = q->facts_in;
+	} else {
+		q->req.facts = NULL;
+	}
 	evtimer_assign(&q->ev, base, engine_on_event, q);
 	/* every query of the loop has the same deadline: a common timeout is a queue, not a heap */
 	const struct timeval *common = event_base_init_common_timeout(base, &tv);

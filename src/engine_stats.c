@@ -2,8 +2,10 @@
  * counting never takes a lock and never allocates. */
 #include "engine_stats.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util.h"
 
@@ -16,19 +18,90 @@ struct engine_counters {
 	atomic_ulong sum_ms;
 };
 
+struct verdict_counters {
+	_Atomic(char *) source;    /* set once (under the lock), never changed */
+	atomic_ulong n[ENGINE_VERDICTS][2];
+};
+
 /* Row CHECK_TYPES_MAX of each stage holds the stage's own decisions. */
 struct engine_stats {
 	struct engine_counters c[CHECK_TYPES_MAX + 1][ENGINE_STAGE_COUNT];
+	/* the last row is "other"; rows are claimed under lock, read without it */
+	struct verdict_counters v[ENGINE_VERDICT_SOURCES + 1];
+	pthread_mutex_t vlock;
 };
 
 struct engine_stats *engine_stats_new(void)
 {
-	return xcalloc(1, sizeof(struct engine_stats));
+	struct engine_stats *st = xcalloc(1, sizeof(struct engine_stats));
+	pthread_mutex_init(&st->vlock, NULL);
+	return st;
 }
 
 void engine_stats_free(struct engine_stats *st)
 {
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i <= ENGINE_VERDICT_SOURCES; i++)
+		free(atomic_load(&st->v[i].source));
+	pthread_mutex_destroy(&st->vlock);
 	free(st);
+}
+
+/* The row of source: found without a lock (rows are only ever added), claimed under it. */
+static struct verdict_counters *verdict_row(struct engine_stats *st, const char *source)
+{
+	size_t i;
+	for (i = 0; i < ENGINE_VERDICT_SOURCES; i++) {
+		const char *name = atomic_load_explicit(&st->v[i].source, memory_order_acquire);
+		if (name == NULL)
+			break;
+		if (strcmp(name, source) == 0)
+			return &st->v[i];
+	}
+	if (i == ENGINE_VERDICT_SOURCES)
+		return &st->v[ENGINE_VERDICT_SOURCES];
+	pthread_mutex_lock(&st->vlock);
+	for (; i < ENGINE_VERDICT_SOURCES; i++) {
+		const char *name = atomic_load_explicit(&st->v[i].source, memory_order_acquire);
+		if (name == NULL) {
+			atomic_store_explicit(&st->v[i].source, xstrdup(source), memory_order_release);
+			break;
+		}
+		if (strcmp(name, source) == 0)
+			break;
+	}
+	pthread_mutex_unlock(&st->vlock);
+	return &st->v[i];
+}
+
+void engine_stats_verdict(struct engine_stats *st, const char *source, unsigned verdict, bool cached)
+{
+	if (st == NULL || verdict >= ENGINE_VERDICTS)
+		return;
+	struct verdict_counters *row = verdict_row(st, source && source[0] ? source : "none");
+	atomic_fetch_add_explicit(&row->n[verdict][cached ? 1 : 0], 1, memory_order_relaxed);
+}
+
+void engine_stats_each_verdict(struct engine_stats *st, void (*fn)(void *arg, const struct engine_verdict_row *row),
+			       void *arg)
+{
+	struct engine_verdict_row row;
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i <= ENGINE_VERDICT_SOURCES; i++) {
+		const char *name = i < ENGINE_VERDICT_SOURCES ? atomic_load_explicit(&st->v[i].source, memory_order_acquire)
+							      : "other";
+		uint64_t total = 0;
+		if (name == NULL)
+			continue;
+		row.source = name;
+		for (size_t k = 0; k < ENGINE_VERDICTS; k++)
+			for (size_t c = 0; c < 2; c++)
+				total += row.n[k][c] = atomic_load_explicit(&st->v[i].n[k][c], memory_order_relaxed);
+		if (total > 0)
+			fn(arg, &row);
+	}
 }
 
 static size_t latency_bucket(uint64_t ms)

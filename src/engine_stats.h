@@ -44,6 +44,20 @@ struct engine_stats_row {
 /* Call fn for every row that has counted something. */
 void engine_stats_each(struct engine_stats *st, void (*fn)(void *arg, const struct engine_stats_row *row),
 		       void *arg);
+/* Recipient verification's verdicts by the source that gave them (its spec, as configured; at
+ * most ENGINE_VERDICT_SOURCES distinct, the rest counted under "other"), by verdict (enum
+ * rcpt_verdict: valid, invalid, unavailable) and whether the cache answered. */
+#define ENGINE_VERDICT_SOURCES 32
+#define ENGINE_VERDICTS 3
+void engine_stats_verdict(struct engine_stats *st, const char *source, unsigned verdict, bool cached);
+
+struct engine_verdict_row {
+	const char *source;                      /* valid while st lives */
+	uint64_t n[ENGINE_VERDICTS][2];          /* [verdict][cached] */
+};
+void engine_stats_each_verdict(struct engine_stats *st, void (*fn)(void *arg, const struct engine_verdict_row *row),
+			       void *arg);
+
 /* "key=value" lines (backstop status, tests). */
 void engine_stats_print(struct engine_stats *st, FILE *out);
 

@@ -12,12 +12,15 @@
 #include "config.h"
 #include "config_audit.h"
 #include "dnsbl_cli.h"
+#include "config_dump.h"
+#include "control_cli.h"
 #include "ldap_sync.h"
 #include "log.h"
 #include "rcpt.h"
 #include "rcpt_map.h"
 #include "runtime.h"
 #include "server.h"
+#include "spf_cli.h"
 #include "verify_cli.h"
 #include "version.h"
 
@@ -33,6 +36,7 @@ struct command {
 
 static int cmd_run(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
+static int cmd_config(int argc, char **argv);
 
 /* Subcommands that parse their own options get argv from their name on. */
 static const struct command commands[] = {
@@ -48,12 +52,33 @@ static const struct command commands[] = {
 	  "      --sender ADDR   MAIL FROM address (default: the null sender <>)\n"
 	  "      --helo NAME     EHLO name (default localhost)\n"
 	  "      --timeout DUR   for the connection and each reply (default 10s)\n" },
-	{ "cache", cache_cli_main, "cache [-c FILE] stats|show ADDR|purge ADDR|@DOMAIN|flush",
-	  "inspect or edit the verdict cache",
-	  "  stats               the store's size and this command's own counters (not the daemon's)\n"
+	{ "cache", cache_cli_main, "cache [-c FILE] [--socket PATH] stats|show ADDR|purge ADDR|@DOMAIN|flush",
+	  "inspect or edit the running daemon's verdict cache (through its control socket; when it cannot be "
+	  "reached, the store itself, saying so); exit 0 done, 1 failed, 3 usage, 4 daemon unreachable and "
+	  "its cache is memory:",
+	  "  -s, --socket PATH   the daemon's control socket (default: control_socket from FILE)\n"
+	  "  stats               the cache's figures: entries, hits, misses (the daemon's)\n"
 	  "  show ADDR           the cached verdict, its source, age and time left\n"
-	  "  purge ADDR|@DOMAIN  remove one verdict, or every verdict of a domain\n"
+	  "  purge ADDR|@DOMAIN  remove one verdict, or every verdict of a domain; the daemon's next\n"
+	  "                      answer for it asks the sources again\n"
 	  "  flush               remove everything\n" },
+	{ "spf", spf_cli_main, "spf [-c FILE] IP SENDER [HELO]",
+	  "evaluate SPF for a client IP and a sender (<> for the null sender: give HELO) with FILE's dns_servers;\n"
+	  "      prints the result word alone, then the identity, the records used, what decided, the DNS\n"
+	  "      lookups and the explanation; exit 0 for any result, 1 for an error in the command",
+	  "  SENDER              user@domain, <user@domain>, a domain (postmaster@domain), or <>\n"
+	  "  HELO                the client's HELO name (needed for <>; checked first with spf_helo = on)\n" },
+	{ "status", status_cli_main, "status [-c FILE] [--socket PATH]",
+	  "the running daemon's figures: version, uptime, configuration generation, workers, sessions, "
+	  "backends and sources with their health, cache, decisions; exit 0, 2 usage, 4 daemon unreachable",
+	  "  -s, --socket PATH   the daemon's control socket (default: control_socket from FILE)\n" },
+	{ "reload", reload_cli_main, "reload [-c FILE] [--socket PATH]",
+	  "reload the running daemon's configuration (as SIGHUP) and print the result; exit 0 applied, "
+	  "1 refused (FILE:LINE errors printed, the running configuration kept), 2 usage, 4 daemon unreachable",
+	  "  -s, --socket PATH   the daemon's control socket (default: control_socket from FILE)\n" },
+	{ "config", cmd_config, "config [-c FILE] [-n|--non-default]",
+	  "print the effective configuration, every default filled in; exit 0, 1 the file has errors",
+	  "  -n, --non-default   only what differs from the defaults (as postconf -n)\n" },
 	{ "sync", ldap_sync_main, "sync [-c FILE] ldap:NAME --output PATH [--dry-run] [--max-shrink PCT] [--force]",
 	  "export a directory's addresses into a map file; exit 0 changed, 3 unchanged, 1 error",
 	  "  -o, --output PATH   the map file to write (required)\n"
@@ -188,6 +213,37 @@ static int cmd_check_config(int argc, char **argv)
 		printf("%s: OK (%zu domains, %u warnings)\n", path, cfg->ndomains, warnings);
 	config_unref(cfg);
 	return bad ? 1 : 0;
+}
+
+static int cmd_config(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "non-default", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' }, { 0 }
+	};
+	const char *path = DEFAULT_CONFIG;
+	bool non_default = false;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:nh", opts, NULL)) != -1) {
+		if (ch == 'c')
+			path = optarg;
+		else if (ch == 'n')
+			non_default = true;
+		else
+			return 2; /* getopt said why; -h is answered by main() */
+	}
+	if (optind < argc) {
+		fprintf(stderr, "backstop config: unexpected argument: %s\n", argv[optind]);
+		return 2;
+	}
+	struct bs_config *cfg = load_or_report(path, stderr);
+	if (cfg == NULL)
+		return 1;
+	config_dump(stdout, cfg, non_default);
+	config_unref(cfg);
+	return 0;
 }
 
 static int cmd_run(int argc, char **argv)

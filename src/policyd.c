@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "log.h"
 #include "policyd_proto.h"
+#include "unix_listen.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -47,6 +48,9 @@ struct policy_conn {
 	struct bs_runtime *rt;        /* held while a decision runs */
 	struct engine_query *eq;
 	uint64_t t0;
+	/* the facts of the Postfix transaction (instance) being decided (engine.h, "Facts") */
+	char instance[64];
+	char *facts;
 };
 
 struct policyd {
@@ -68,6 +72,7 @@ static void policy_conn_free(struct policy_conn *c)
 	struct policyd *pd = c->pd;
 
 	engine_cancel(c->eq);
+	free(c->facts);
 	runtime_unref(c->rt);
 	if (c->counted)
 		connlimit_release(pd->deps.limit, (const struct sockaddr *)&c->peer);
@@ -99,7 +104,7 @@ static void policy_conn_finish(struct policy_conn *c)
 static void policy_log_decision(struct policy_conn *c, const struct engine_decision *d, const char *action)
 {
 	const struct engine_request *r = &c->ereq;
-	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[sizeof r->helo * 4];
+	char from[SMTP_PATH_MAX * 4 + 8] = "", rcpt[SMTP_PATH_MAX * 4 + 16] = "", helo[(SMTP_DOMAIN_MAX + 1) * 4];
 	char raw[SMTP_PATH_MAX + 8], why[ENGINE_TEXT_MAX * 4], code[8] = "-", extra[ENGINE_LOG_MAX + 256] = "";
 	/* the action's verb: DUNNO, PREPEND, DEFER_IF_PERMIT, or REJECT for the numeric form */
 	bool numeric = action[7] >= '0' && action[7] <= '9';
@@ -107,11 +112,11 @@ static void policy_log_decision(struct policy_conn *c, const struct engine_decis
 	int verb_len = numeric ? 6 : (int)strcspn(action + 7, " \n");
 
 	if (r->has_sender) {
-		size_t n = smtp_address_format(&r->sender, raw, sizeof raw);
+		size_t n = smtp_address_format(r->sender, raw, sizeof raw);
 		log_sanitize(from, sizeof from, raw, n);
 	}
 	if (r->has_rcpt) {
-		size_t n = smtp_address_format(&r->rcpt, raw, sizeof raw);
+		size_t n = smtp_address_format(r->rcpt, raw, sizeof raw);
 		strcpy(rcpt, " rcpt=<");
 		log_sanitize(rcpt + 7, sizeof rcpt - 9, raw, n);
 		strcat(rcpt, ">");
@@ -155,11 +160,34 @@ static void policy_conn_answer(struct policy_conn *c, const struct engine_decisi
 	policy_request_reset(&c->req);
 }
 
+/* Facts are kept for the instance once a decision let the transaction go on: the later
+ * requests of the instance pass them back (one evaluation, header fields added once). */
+static void policy_conn_keep_facts(struct policy_conn *c, const struct engine_decision *d)
+{
+	if (c->q.instance[0] == '\0' || d->facts[0] == '\0' || d->result == CHECK_REJECT || d->result == CHECK_DEFER)
+		return;
+	if (strcmp(c->instance, c->q.instance) != 0) {
+		free(c->facts);
+		c->facts = NULL;
+		snprintf(c->instance, sizeof c->instance, "%s", c->q.instance);
+	}
+	if (c->facts == NULL) {
+		c->facts = xstrdup(d->facts);
+	} else if (strstr(c->facts, d->facts) == NULL) {
+		size_t a = strlen(c->facts), b = strlen(d->facts);
+		if (a + b < ENGINE_FACTS_MAX) {
+			c->facts = xrealloc(c->facts, a + b + 1);
+			memcpy(c->facts + a, d->facts, b + 1);
+		}
+	}
+}
+
 static void policy_conn_decided(void *arg, const struct engine_decision *d)
 {
 	struct policy_conn *c = arg;
 
 	c->eq = NULL;
+	policy_conn_keep_facts(c, d);
 	policy_conn_answer(c, d);
 	if (c->pd->stopping)
 		policy_conn_finish(c);
@@ -178,6 +206,8 @@ static bool policy_conn_ask(struct policy_conn *c)
 		policy_conn_answer(c, NULL);
 		return false;
 	}
+	if (c->facts != NULL && strcmp(c->instance, c->q.instance) == 0)
+		c->ereq.facts = c->facts; /* the same Postfix transaction */
 	bufferevent_disable(c->bev, EV_READ); /* the next request waits for this answer */
 	c->eq = engine_start(c->rt->engine, c->pd->deps.base, &c->ereq, policy_conn_decided, c);
 	return true;
@@ -416,53 +446,7 @@ void policyd_free(struct policyd *pd)
 /* ---- the unix socket ---- */
 
 /* Is a server answering on path? (Then it is not ours to remove.) */
-static bool policy_unix_in_use(const struct sockaddr_un *sun)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool used = fd >= 0 && connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0;
-
-	if (fd >= 0)
-		close(fd);
-	return used;
-}
-
 int policyd_unix_listen(const char *path, unsigned mode, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd;
-
-	if (strbuf_copy(sun.sun_path, sizeof sun.sun_path, path, strlen(path)) < 0) {
-		snprintf(err, errlen, "path too long");
-		return -1;
-	}
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "exists and is not a socket");
-			return -1;
-		}
-		if (policy_unix_in_use(&sun)) {
-			snprintf(err, errlen, "another server is listening on it");
-			return -1;
-		}
-		unlink(path); /* stale, from a previous run */
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (bind(fd, (const struct sockaddr *)&sun, sizeof sun) != 0 || listen(fd, 1024) != 0) {
-		snprintf(err, errlen, "bind: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (chmod(path, (mode_t)mode) != 0 ||
-	    ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) != 0)) {
-		snprintf(err, errlen, "chmod/chown: %s", strerror(errno));
-		close(fd);
-		unlink(path);
-		return -1;
-	}
-	return fd;
+	return unix_listen(path, mode, uid, gid, err, errlen);
 }

@@ -221,10 +221,10 @@ void policy_request_decode(const struct policy_request *r, const struct bs_confi
 	const char *type = policy_request_get(r, "request");
 	const char *state = policy_request_get(r, "protocol_state");
 	const char *v;
-	struct smtp_address a;
 	uint64_t x;
 
-	memset(q, 0, sizeof *q);
+	memset(q, 0, offsetof(struct policy_query, helo)); /* the addresses are set before use */
+	q->helo[0] = '\0';
 	policy_client(r, session_id, req);
 	log_sanitize(q->state, sizeof q->state, state ? state : "-", state ? strlen(state) : 1);
 	if ((v = policy_request_get(r, "instance")) != NULL)
@@ -233,7 +233,8 @@ void policy_request_decode(const struct policy_request *r, const struct bs_confi
 		log_sanitize(q->queue_id, sizeof q->queue_id, v, strlen(v));
 	if ((v = policy_request_get(r, "recipient")) != NULL)
 		log_sanitize(q->rcpt_raw, sizeof q->rcpt_raw, v, strlen(v));
-	policy_copy_text(req->helo, sizeof req->helo, policy_request_get(r, "helo_name"));
+	policy_copy_text(q->helo, sizeof q->helo, policy_request_get(r, "helo_name"));
+	req->helo = q->helo;
 	policy_copy_text(req->tls_version, sizeof req->tls_version, policy_request_get(r, "encryption_protocol"));
 	policy_copy_text(req->tls_cipher, sizeof req->tls_cipher, policy_request_get(r, "encryption_cipher"));
 	if (policy_parse_uint(policy_request_get(r, "recipient_count"), 1000000000, &x))
@@ -254,22 +255,20 @@ void policy_request_decode(const struct policy_request *r, const struct bs_confi
 		req->size_known = req->stage == ENGINE_STAGE_EOD || x > 0; /* 0: no SIZE= at MAIL */
 	}
 	v = policy_request_get(r, "sender");
-	if (req->stage >= ENGINE_STAGE_MAIL && v != NULL && policy_parse_address(v, true, &a)) {
-		req->has_sender = true;
-		req->sender = a;
-	}
+	if (req->stage >= ENGINE_STAGE_MAIL && v != NULL && policy_parse_address(v, true, &q->sender))
+		engine_request_set_sender(req, &q->sender);
 	v = policy_request_get(r, "recipient");
 	if (req->stage == ENGINE_STAGE_RCPT && (v == NULL || v[0] == '\0')) {
 		q->why = "no recipient";
 		return;
 	}
-	if (req->stage == ENGINE_STAGE_RCPT && !policy_parse_address(v, false, &a)) {
+	if (req->stage == ENGINE_STAGE_RCPT && !policy_parse_address(v, false, &q->rcpt)) {
 		q->why = "unparsable recipient";
 		return;
 	}
 	if (req->stage >= ENGINE_STAGE_RCPT && v != NULL && v[0] != '\0' &&
-	    (req->stage == ENGINE_STAGE_RCPT || policy_parse_address(v, false, &a)))
-		engine_request_set_rcpt(req, cfg, &a);
+	    (req->stage == ENGINE_STAGE_RCPT || policy_parse_address(v, false, &q->rcpt)))
+		engine_request_set_rcpt(req, cfg, &q->rcpt);
 	q->ask = true;
 }
 

@@ -53,6 +53,9 @@ struct policy_query {
 	char instance[64];     /* Postfix's instance and queue_id attributes (sanitised), "" if none */
 	char queue_id[64];
 	char rcpt_raw[256];    /* the recipient attribute as sent (sanitised), for a DUNNO's log */
+	/* what the engine request points to (keep q as long as the request) */
+	char helo[SMTP_DOMAIN_MAX + 1];
+	struct smtp_address sender, rcpt;
 };
 
 /* Turn a complete request into an engine request (frontend POLICY, session_id as given): the
@@ -60,7 +63,7 @@ struct policy_query {
  * [domain] section in cfg, size, recipient count, TLS protocol and cipher. Addresses are parsed
  * with the project's path parser (SMTPUTF8 allowed). Never fails: q->ask says whether the
  * engine is to be asked (VRFY, ETRN, an unknown state, a missing or unparsable recipient at
- * RCPT: DUNNO). */
+ * RCPT: DUNNO). req points into q: q is kept unchanged as long as req is used. */
 void policy_request_decode(const struct policy_request *r, const struct bs_config *cfg, const char *session_id,
 			   struct engine_request *req, struct policy_query *q);
 

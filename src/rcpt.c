@@ -266,6 +266,13 @@ void rcpt_registry_stats(struct rcpt_registry *reg, FILE *out)
 	}
 }
 
+void rcpt_registry_forget(struct rcpt_registry *reg)
+{
+	for (size_t i = 0; i < reg->nsources; i++)
+		if (reg->sources[i]->type->forget)
+			reg->sources[i]->type->forget(reg->sources[i]->state);
+}
+
 int rcpt_registry_chain(const struct rcpt_registry *reg, const char *domain, struct rcpt_chain *out)
 {
 	size_t lo = 0, hi = reg->nchains;
@@ -311,6 +318,7 @@ struct rcpt_chain_query {
 	bool have;                  /* an answer arrived for idx */
 	struct rcpt_answer last;
 	char reasons[RCPT_REASON_MAX]; /* UNAVAILABLE reasons so far, "; "-joined */
+	bool rate_limited;          /* a source was UNAVAILABLE for its probe rate */
 };
 
 static void rcpt_chain_note_unavailable(struct rcpt_chain_query *q, const struct rcpt_answer *a)
@@ -337,6 +345,7 @@ static bool rcpt_chain_final(struct rcpt_chain_query *q)
 	}
 	if (a->verdict != RCPT_UNAVAILABLE)
 		return true;
+	q->rate_limited |= a->rate_limited;
 	rcpt_chain_note_unavailable(q, a);
 	return false;
 }
@@ -388,6 +397,7 @@ static bool rcpt_chain_step(struct rcpt_chain_query *q)
 	q->last.verdict = RCPT_UNAVAILABLE;
 	q->last.catchall = false;
 	q->last.local = false;
+	q->last.rate_limited = q->rate_limited;
 	if (q->chain.n == 0)
 		q->last.source = "none";
 	snprintf(q->last.reason, sizeof q->last.reason, "%s", q->reasons[0] ? q->reasons : "no recipient source");

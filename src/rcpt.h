@@ -34,6 +34,8 @@ struct rcpt_answer {
 				 * entry, callout that accepted a random address): the chain
 				 * applies the domain's on_catchall */
 	bool local;             /* set by rcpt_chain_lookup(): the deciding source is `local` (never cache) */
+	bool rate_limited;      /* UNAVAILABLE because a probe would exceed callout_max_rate: the
+				 * recipient is deferred whatever on_unavailable says */
 	char reason[RCPT_REASON_MAX]; /* for the log, never for the client: "no such entry",
 				 * "ldap://dc1: timeout", "map: file unreadable: ..." */
 };
@@ -98,6 +100,10 @@ struct rcpt_source_type {
 	int (*reload)(void *state);
 	/* One or more "key=value" lines about the source (entries, lookups, errors, last load). */
 	void (*stats)(void *state, FILE *out);
+	/* Forget answers remembered outside the verdict cache (a callout's few-second memo of fresh
+	 * answers), so that the next lookup asks: a verdict was purged. NULL: nothing remembered.
+	 * Main thread; takes effect before any lookup started after it returns. */
+	void (*forget)(void *state);
 	void (*close)(void *state); /* no lookup is outstanding when this is called */
 };
 
@@ -137,6 +143,8 @@ void rcpt_registry_close(struct rcpt_registry *reg);
 /* Reload every source; returns the number that failed (they keep their old data). */
 int rcpt_registry_reload(struct rcpt_registry *reg);
 void rcpt_registry_stats(struct rcpt_registry *reg, FILE *out);
+/* Every source forgets what it remembers outside the verdict cache (after a purge). */
+void rcpt_registry_forget(struct rcpt_registry *reg);
 
 /* The chain of a domain (by normalised name): its sources in verify order. n == 0 when the
  * domain has no verify list (the session then leaves the decision to the backend). */

@@ -37,6 +37,7 @@ struct rcpt_callout {
 	struct rcpt_query *inbox, *inbox_tail;
 	struct rcpt_query *cancels;  /* cancelled while waiting: the callout thread frees them */
 	atomic_bool stop;            /* read by the callout thread without the lock */
+	atomic_bool forget;          /* a verdict was purged: drop the pool's remembered answers */
 	atomic_ulong lookups;
 	atomic_ulong live, live_peak; /* queries allocated and not yet freed; most since the last trim */
 	struct event *trim;          /* on the callout thread: callout_trim() */
@@ -190,6 +191,8 @@ static void callout_wake(evutil_socket_t fd, short what, void *arg)
 	s->cancels = NULL;
 	stop = s->stop;
 	pthread_mutex_unlock(&s->lock);
+	if (atomic_exchange(&s->forget, false) && s->pool)
+		callout_pool_forget(s->pool); /* before the lookups posted after the purge */
 	for (struct rcpt_query *n; q; q = n) {
 		n = q->next;
 		q->w = callout_pool_lookup(s->pool, q->addr.full, query_on_answer, q);
@@ -260,10 +263,12 @@ static void callout_opts(struct callout_pool_opts *o, const struct bs_config *cf
 		.spec = s->spec, .host = hp->host, .port = hp->port[0] ? hp->port : "25",
 		.sender = cfg->callout_sender ? cfg->callout_sender : "",
 		.helo = cfg->hostname ? cfg->hostname : "localhost",
+		.dns_servers = cfg->dns_servers,
 		.timeout_ms = cfg->callout_timeout_ms ? cfg->callout_timeout_ms : 10000,
 		.max_conns = (unsigned)(cfg->callout_max_connections ? cfg->callout_max_connections : 2),
 		.retry_after_ms = cfg->backend_retry_after_ms ? cfg->backend_retry_after_ms : 30000,
 		.ttls = ttls, .nttls = cfg->ndomains, .default_ttl_ms = cfg->positive_ttl_ms,
+		.max_rate = (unsigned)cfg->callout_max_rate,
 		.counters = &s->counters,
 	};
 }
@@ -316,6 +321,15 @@ static void *callout_open(const char *arg, const struct bs_config *cfg, char *wh
 	return s;
 }
 
+/* Main thread (the control socket's purge): the callout thread forgets before its next lookup. */
+static void callout_forget(void *state)
+{
+	struct rcpt_callout *s = state;
+
+	atomic_store(&s->forget, true);
+	event_active(s->wake, EV_READ, 0);
+}
+
 static void callout_stats(void *state, FILE *out)
 {
 	struct rcpt_callout *s = state;
@@ -323,11 +337,12 @@ static void callout_stats(void *state, FILE *out)
 
 	fprintf(out, "source=%s lookups=%lu probes=%lu shared=%lu valid=%lu invalid=%lu unavailable=%lu "
 		     "connections_opened=%lu connect_failures=%lu connections_open=%lu queued=%lu "
-		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu\n",
+		     "waiting=%lu catchall_checks=%lu catchall_domains=%lu rate_limited=%lu down=%lu\n",
 		s->spec, atomic_load(&s->lookups), atomic_load(&k->probes), atomic_load(&k->shared),
 		atomic_load(&k->valid), atomic_load(&k->invalid), atomic_load(&k->unavailable),
 		atomic_load(&k->connections), atomic_load(&k->connect_failures), atomic_load(&k->open_now),
-		atomic_load(&k->queued), atomic_load(&k->waiting), atomic_load(&k->catchall_checks), atomic_load(&k->catchall_domains));
+		atomic_load(&k->queued), atomic_load(&k->waiting), atomic_load(&k->catchall_checks), atomic_load(&k->catchall_domains),
+		atomic_load(&k->rate_limited), atomic_load(&k->down));
 }
 
 static void callout_close(void *state)
@@ -351,5 +366,6 @@ const struct rcpt_source_type rcpt_callout_type = {
 	.cancel = callout_cancel,
 	.reload = NULL,
 	.stats = callout_stats,
+	.forget = callout_forget,
 	.close = callout_close,
 };

@@ -26,6 +26,8 @@ struct rcpt_ldap {
 	char *tmpl;                   /* filter template, checked */
 	bool include_disabled;
 	atomic_ulong lookups, valid, invalid, unavailable;
+	atomic_ulong inflight;  /* queued or being searched */
+	atomic_ulong timeouts;  /* no connection free in time, or the directory did not answer in time */
 };
 
 struct rcpt_query {
@@ -117,9 +119,10 @@ static void ldap_src_stats(void *state, FILE *out)
 {
 	struct rcpt_ldap *s = state;
 
-	fprintf(out, "source=%s connections=%u lookups=%lu valid=%lu invalid=%lu unavailable=%lu\n",
+	fprintf(out, "source=%s connections=%u lookups=%lu valid=%lu invalid=%lu unavailable=%lu inflight=%lu timeouts=%lu\n",
 		s->spec, s->cfg->connections, atomic_load(&s->lookups), atomic_load(&s->valid),
-		atomic_load(&s->invalid), atomic_load(&s->unavailable));
+		atomic_load(&s->invalid), atomic_load(&s->unavailable), atomic_load(&s->inflight),
+		atomic_load(&s->timeouts));
 }
 
 /* ---- on a lookup thread ---- */
@@ -176,6 +179,8 @@ static void lookup_search(struct rcpt_query *q, struct ldap_conn *c)
 		q->ans.verdict = judge(s, ldap_conn_handle(c), res, rc, q->ans.reason, sizeof(q->ans.reason));
 		q->ans.source = s->spec;
 	} else {
+		if (rc == LDAP_TIMEOUT || rc == LDAP_TIMELIMIT_EXCEEDED)
+			atomic_fetch_add(&s->timeouts, 1);
 		answer_set(&q->ans, s, RCPT_UNAVAILABLE, err);
 		log_warn("%s: lookup failed: %s", s->spec, err);
 	}
@@ -204,6 +209,7 @@ static void lookup_run(struct ldap_conn_job *job, struct ldap_conn *c)
 		answer_set(&q->ans, s, RCPT_UNAVAILABLE, "shutting down");
 	} else if (waited > s->cfg->timeout_ms) {
 		char why[96];
+		atomic_fetch_add(&s->timeouts, 1);
 		snprintf(why, sizeof(why), "all %u connections busy for %llu ms", s->cfg->connections,
 			 (unsigned long long)waited);
 		answer_set(&q->ans, s, RCPT_UNAVAILABLE, why);
@@ -212,6 +218,7 @@ static void lookup_run(struct ldap_conn_job *job, struct ldap_conn *c)
 	}
 	if (!atomic_load(&q->cancelled))
 		count(s, q->ans.verdict);
+	atomic_fetch_sub(&s->inflight, 1);
 	/* q->src is not touched after this point: the source may be closed once the pool stops */
 	if (event_base_once(q->base, -1, EV_TIMEOUT, lookup_deliver, q, &now) != 0)
 		log_err("%s: cannot post an answer to its event loop (lost)", s->spec);
@@ -247,7 +254,9 @@ static struct rcpt_query *ldap_src_lookup(void *state, struct event_base *base,
 	q->arg = arg;
 	q->job.run = lookup_run;
 	log_debug("%s: search %s", s->spec, q->filter);
+	atomic_fetch_add(&s->inflight, 1);
 	if (!ldap_conn_pool_submit(s->pool, &q->job)) {
+		atomic_fetch_sub(&s->inflight, 1);
 		struct rcpt_answer ans;
 		answer_set(&ans, s, RCPT_UNAVAILABLE, "too many lookups waiting for the directory");
 		count(s, RCPT_UNAVAILABLE);

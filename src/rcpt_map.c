@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,6 +43,8 @@ struct rcpt_map {
 	pthread_cond_t load_cond;  /* signalled after each attempt, under load_lock */
 	struct stat loaded_st, tried_st, pending_st;
 	unsigned attempts, failures; /* under load_lock */
+	uint64_t last_load_time;     /* wall clock, seconds, of the last attempt (under load_lock) */
+	bool last_load_ok;
 	atomic_ulong lookups, found;
 	int inotify_fd;            /* -1 if unavailable: stat polling only */
 	int stop_pipe[2];
@@ -156,6 +159,8 @@ static int map_load(struct rcpt_map *m)
 
 	pthread_mutex_lock(&m->load_lock);
 	m->attempts++;
+	m->last_load_time = (uint64_t)time(NULL);
+	m->last_load_ok = t != NULL;
 	m->tried_st = st;
 	if (t) {
 		m->loaded_st = st;
@@ -327,6 +332,8 @@ void rcpt_map_status(void *state, struct rcpt_map_status *out)
 	pthread_mutex_lock(&m->load_lock);
 	out->attempts = m->attempts;
 	out->failures = m->failures;
+	out->last_load_time = m->last_load_time;
+	out->last_load_ok = m->last_load_ok;
 	pthread_mutex_unlock(&m->load_lock);
 	struct map_version *v = map_acquire(m, ignored, sizeof ignored);
 	out->loaded = v != NULL;
@@ -360,8 +367,9 @@ static void rcpt_map_stats(void *state, FILE *out)
 
 	rcpt_map_status(m, &st);
 	fprintf(out, "map_path=%s\nmap_loaded=%s\nmap_entries=%zu\nmap_loads=%u\nmap_load_failures=%u\n"
-		"map_lookups=%lu\nmap_found=%lu\n", m->path, st.loaded ? "yes" : "no", st.entries,
-		st.attempts, st.failures, atomic_load(&m->lookups), atomic_load(&m->found));
+		"map_lookups=%lu\nmap_found=%lu\nmap_last_load_time=%llu\nmap_last_load_ok=%s\n", m->path,
+		st.loaded ? "yes" : "no", st.entries, st.attempts, st.failures, atomic_load(&m->lookups),
+		atomic_load(&m->found), (unsigned long long)st.last_load_time, st.last_load_ok ? "yes" : "no");
 }
 
 static void rcpt_map_close(void *state)

@@ -5,12 +5,15 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct rcpt_map_status {
 	unsigned attempts;  /* loads tried (start-up, watcher, reload()) */
 	unsigned failures;  /* of which failed: the previous data stayed */
 	size_t entries;     /* in the data being served (0 if none loaded yet) */
 	bool loaded;        /* some version is being served */
+	uint64_t last_load_time; /* wall clock, seconds, of the last load tried (0: none) */
+	bool last_load_ok;  /* it succeeded */
 };
 
 void rcpt_map_status(void *state, struct rcpt_map_status *out);

@@ -451,6 +451,7 @@ static bool relay_take_pooled(struct relay *r)
 static bool relay_resolve(struct relay *r)
 {
 	const struct bs_hostport *hp = &r->domain->deliver.items[r->target];
+	dns_resolver_set_servers(r->env.dns, r->env.cfg->dns_servers); /* nothing if already so */
 	r->dq = dns_resolve_host(r->env.dns, hp->host, (uint16_t)atoi(hp->port), AF_UNSPEC,
 				 relay_resolved_cb, r);
 	return r->dq != NULL;

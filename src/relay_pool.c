@@ -22,7 +22,20 @@ struct relay_pool {
 	struct pool_entry items[RELAY_POOL_MAX];
 	size_t n;
 	bool closed;
+	atomic_ulong *gauge;           /* p->n for readers on other threads, or NULL */
 };
+
+static void pool_count(struct relay_pool *p)
+{
+	if (p->gauge != NULL)
+		atomic_store_explicit(p->gauge, p->n, memory_order_relaxed);
+}
+
+void relay_pool_set_gauge(struct relay_pool *p, atomic_ulong *gauge)
+{
+	p->gauge = gauge;
+	pool_count(p);
+}
 
 /* Drop entry i: closed (its slot given back) when closing, else handed to the caller. */
 static void pool_remove(struct relay_pool *p, size_t i, bool closing)
@@ -34,6 +47,7 @@ static void pool_remove(struct relay_pool *p, size_t i, bool closing)
 			backend_slots_give(e->slots, e->target);
 	}
 	*e = p->items[--p->n];
+	pool_count(p);
 }
 
 /* Does a transaction wait for the slot entry i holds? */
@@ -124,6 +138,7 @@ void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c
 	e->slots = slots;
 	if (slots)
 		strbuf_copy(e->target, sizeof e->target, target, strnlen(target, sizeof e->target - 1));
+	pool_count(p);
 	if (!evtimer_pending(p->sweep, NULL))
 		evtimer_add(p->sweep, &second);
 }

@@ -7,6 +7,7 @@
 #ifndef BACKSTOP_RELAY_POOL_H
 #define BACKSTOP_RELAY_POOL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -33,5 +34,7 @@ void relay_pool_put(struct relay_pool *p, const char *key, struct smtp_client *c
 
 /* A usable idle session for key, now owned by the caller with its connection slot, or NULL. */
 struct smtp_client *relay_pool_take(struct relay_pool *p, const char *key);
+/* Keep *gauge equal to the number of idle sessions held (relaxed stores; read from any thread). */
+void relay_pool_set_gauge(struct relay_pool *p, atomic_ulong *gauge);
 
 #endif

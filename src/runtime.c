@@ -81,7 +81,8 @@ struct bs_runtime *runtime_new(struct bs_config *cfg, const struct runtime_opts 
 		rt->reg = rcpt_registry_open(cfg);
 		rt->verifier = verifier_new(cfg, rt->reg, opts->cache);
 	}
-	struct engine_env env = { .cfg = cfg, .verifier = rt->verifier, .stats = opts->stats };
+	struct engine_env env = { .cfg = cfg, .verifier = rt->verifier, .stats = opts->stats,
+				  .dns = opts->dns, .dns_arg = opts->dns_arg, .budgets = opts->budgets };
 	rt->engine = engine_new(&env, why, whysz);
 	if (rt->engine == NULL) {
 		runtime_destroy(rt);

@@ -14,12 +14,14 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "engine.h" /* engine_dns_fn */
 
 struct rcpt_registry;
 struct vcache;
 struct verifier;
 struct engine;
 struct engine_stats;
+struct budget_store;
 struct runtime_graveyard;
 
 struct bs_runtime {
@@ -38,7 +40,10 @@ struct runtime_opts {
 	bool open_sources;               /* open the recipient sources and build the verifier */
 	struct vcache *cache;            /* process-wide verdict cache (borrowed), or NULL */
 	struct engine_stats *stats;      /* process-wide decision counters (borrowed), or NULL */
+	struct budget_store *budgets;    /* process-wide harvest budgets (borrowed), or NULL */
 	struct runtime_graveyard *grave;
+	engine_dns_fn dns;               /* the loops' resolvers (engine.h), or NULL */
+	void *dns_arg;
 };
 
 /* Build a generation from a loaded config (takes over the caller's config reference, also on

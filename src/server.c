@@ -26,12 +26,19 @@
 
 #include "backend_health.h"
 #include "backend_slots.h"
+#include "budget_store.h"
 #include "connlimit.h"
+#include "control.h"
 #include "engine_stats.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "policyd.h"
 #include "runtime.h"
+#include "stats.h"
+#include "stats_snapshot.h"
+#include "status.h"
 #include "vcache.h"
+#include "dns_cache.h"
 #include "verify.h"
 #include "util.h"
 #include "worker.h"
@@ -41,6 +48,7 @@
 struct server {
 	const char *config_path;
 	struct engine_stats *stats;  /* decision counters, kept across reloads */
+	struct budget_store *budgets; /* harvest budgets, kept across reloads */
 	pthread_mutex_t rt_lock;
 	struct bs_runtime *rt;
 	struct connlimit *connlimit;
@@ -48,14 +56,25 @@ struct server {
 	struct backend_health *health;
 	struct backend_slots *slots;     /* deliver_max_connections, across workers */
 	struct vcache *cache;            /* process-wide: an LMDB env is opened once per process */
+	struct dns_cache *dns_cache;     /* process-wide: typed DNS answers, shared by the workers */
 	struct runtime_graveyard *grave;
 	struct bs_config *running;       /* the config the process started with: restart-only values */
 	bool workers_freed;
 	uint64_t start_time;
 	struct worker *workers;
 	unsigned nworkers;
-	struct event_base *base; /* main thread: signals only */
+	struct event_base *base; /* main thread: signals, reaping, the control socket */
+	struct control *control; /* control_socket, or NULL */
+	unsigned generation;     /* of srv->rt: 1 at start, +1 per applied reload (under rt_lock) */
+	uint64_t loaded_at;      /* when srv->rt was made, s since the epoch */
+	char last_reload[640];   /* "applied at ..." / "refused at ...: why"; "" before any */
 	int exit_status;
+	struct stats_process process;    /* generation, reloads */
+	struct stats_worker *wstats;     /* one counter block per worker */
+	struct stats_worker **wstats_list;
+	int *metrics_fds;                /* metrics_listen sockets until the metrics thread has them */
+	size_t nmetrics_fds;
+	struct metrics_http *metrics;
 };
 
 /* The current generation, with a new reference for the caller (workers: any thread). */
@@ -333,45 +352,104 @@ static bool server_restart_keys(const struct server *srv, const struct bs_config
 		strbuf_append(out, len, " cache");
 	if (!str_equal(run->user, cfg->user))
 		strbuf_append(out, len, " user");
+	if (run->harvest_max_entries != cfg->harvest_max_entries)
+		strbuf_append(out, len, " harvest_max_entries");
+	if (!hostport_lists_equal(&run->metrics_listen, &cfg->metrics_listen))
+		strbuf_append(out, len, " metrics_listen");
+	if (!str_equal(run->control_socket, cfg->control_socket) ||
+	    !str_equal(run->control_socket_mode, cfg->control_socket_mode) ||
+	    !str_equal(run->control_socket_group, cfg->control_socket_group))
+		strbuf_append(out, len, " control_socket");
 	return out[0] != '\0';
+}
+
+/* The resolver of a worker's loop, for the engine's checks (engine_dns_fn). */
+static struct dns_resolver *server_dns_cb(void *arg, struct event_base *base)
+{
+	struct server *srv = arg;
+
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+		if (srv->workers[i].base == base)
+			return srv->workers[i].dns;
+	return NULL;
 }
 
 static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_config *cfg, char *why, size_t whysz)
 {
 	struct runtime_opts o = { .open_sources = true, .cache = srv->cache, .grave = srv->grave,
-				  .stats = srv->stats };
+				  .stats = srv->stats, .dns = server_dns_cb, .dns_arg = srv,
+				  .budgets = srv->budgets };
 	return runtime_new(cfg, &o, why, whysz);
 }
 
-static void server_reload(struct server *srv)
+/* Note the outcome of a reload for backstop status. */
+static void server_reload_outcome(struct server *srv, bool applied, const char *why)
+{
+	char when[32];
+
+	status_time((uint64_t)time(NULL), when, sizeof when);
+	pthread_mutex_lock(&srv->rt_lock);
+	snprintf(srv->last_reload, sizeof srv->last_reload, "%s at %s%s%s", applied ? "applied" : "refused", when,
+		 why ? ": " : "", why ? why : "");
+	pthread_mutex_unlock(&srv->rt_lock);
+}
+
+/* SIGHUP or `backstop reload`: load the file and swap the generation in, or keep the running one.
+ * report (or NULL) gets what the admin should read; the log gets it too. CONTROL_OK or
+ * CONTROL_FAILED. */
+static int server_reload(struct server *srv, FILE *report)
 {
 	struct config_errors errs = { 0 };
 	char why[512];
 
-	log_notice("SIGHUP: reloading %s", srv->config_path);
+	log_notice("reloading %s", srv->config_path);
 	struct bs_config *cfg = config_load(srv->config_path, &errs);
 	if (cfg == NULL) {
-		for (size_t i = 0; i < errs.n; i++)
+		for (size_t i = 0; i < errs.n; i++) {
 			log_err("reload refused: %s", errs.msgs[i]);
+			if (report)
+				fprintf(report, "%s\n", errs.msgs[i]);
+		}
 		log_err("reload refused: keeping the running configuration");
+		server_reload_outcome(srv, false, errs.n ? errs.msgs[0] : "the file has errors");
+		if (report)
+			fprintf(report, "reload refused: %s has %zu error%s; the running configuration (generation %u) is kept\n",
+				srv->config_path, errs.n, errs.n == 1 ? "" : "s", srv->generation);
 		config_errors_free(&errs);
-		return;
+		stats_process_reloaded(&srv->process, false, (uint64_t)time(NULL));
+		return CONTROL_FAILED;
 	}
 	struct bs_runtime *rt = server_new_runtime(srv, cfg, why, sizeof why);
 	if (rt == NULL) {
 		log_err("reload refused: %s; keeping the running configuration", why);
-		return;
+		stats_process_reloaded(&srv->process, false, (uint64_t)time(NULL));
+		server_reload_outcome(srv, false, why);
+		if (report)
+			fprintf(report, "%s\nreload refused: the running configuration (generation %u) is kept\n", why,
+				srv->generation);
+		return CONTROL_FAILED;
 	}
 	pthread_mutex_lock(&srv->rt_lock);
 	struct bs_runtime *old = srv->rt;
 	srv->rt = rt;
+	srv->generation++;
+	srv->loaded_at = (uint64_t)time(NULL);
 	pthread_mutex_unlock(&srv->rt_lock);
-	char keys[64];
-	if (server_restart_keys(srv, rt->cfg, keys, sizeof keys))
+	stats_process_reloaded(&srv->process, true, (uint64_t)time(NULL));
+	char keys[128];
+	if (server_restart_keys(srv, rt->cfg, keys, sizeof keys)) {
 		log_warn("reload: %s: the new value of%s differs from the running one and takes effect at the next restart",
 			 srv->config_path, keys);
+		if (report)
+			fprintf(report, "warning: the new value of%s takes effect at the next restart\n", keys);
+	}
 	log_notice("configuration reloaded: %zu domains", rt->cfg->ndomains);
+	server_reload_outcome(srv, true, NULL);
+	if (report)
+		fprintf(report, "reload applied: %s, generation %u, %zu domains\n", srv->config_path, srv->generation,
+			rt->cfg->ndomains);
 	runtime_unref(old);
+	return CONTROL_OK;
 }
 
 static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -380,7 +458,8 @@ static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	(void)what;
 	if (sig == SIGHUP) {
-		server_reload(srv);
+		log_notice("SIGHUP");
+		server_reload(srv, NULL);
 		return;
 	}
 	log_notice("%s: no longer accepting; letting sessions finish", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -394,12 +473,94 @@ static struct bs_runtime *server_runtime_cb(void *arg)
 	return server_runtime(arg);
 }
 
+static void server_status_cb(void *arg, FILE *out)
+{
+	struct server *srv = arg;
+	char last[sizeof srv->last_reload];
+
+	pthread_mutex_lock(&srv->rt_lock);
+	struct status_view v = { .start_time = srv->start_time, .workers = srv->nworkers,
+				 .generation = srv->generation, .loaded_at = srv->loaded_at,
+				 .rt = runtime_ref(srv->rt), .connlimit = srv->connlimit,
+				 .policy_limit = srv->policy_limit, .health = srv->health, .cache = srv->cache,
+				 .stats = srv->stats };
+	memcpy(last, srv->last_reload, sizeof last);
+	pthread_mutex_unlock(&srv->rt_lock);
+	v.last_reload = last[0] ? last : NULL;
+	status_print(&v, out);
+	runtime_unref(v.rt);
+}
+
+static int server_reload_cb(void *arg, FILE *report)
+{
+	return server_reload(arg, report);
+}
+
+/* Owner, group and allowed group of the control socket: the socket belongs to the user backstop
+ * runs as (user =, when started as root) and to control_socket_group, else to that user's group;
+ * allowed (-1) means the process's group once privileges are dropped. */
+static int server_control_owner(const struct bs_config *cfg, uid_t *uid, gid_t *gid, gid_t *allowed)
+{
+	*uid = (uid_t)-1;
+	*gid = *allowed = (gid_t)-1;
+	if (cfg->user != NULL && geteuid() == 0) {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (pw == NULL)
+			return -1; /* server_drop_privileges says so */
+		*uid = pw->pw_uid;
+		*gid = *allowed = pw->pw_gid;
+	}
+	if (cfg->control_socket_group != NULL) {
+		struct group *gr = getgrnam(cfg->control_socket_group);
+		if (gr == NULL) {
+			log_warn("%s: control_socket_group %s does not exist; no control socket", cfg->path,
+				 cfg->control_socket_group);
+			return -1;
+		}
+		*gid = *allowed = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* Make the control socket (root, before the drop). Never fatal: mail flows without it. */
+static void server_control_open(struct server *srv, const struct bs_config *cfg)
+{
+	char err[256];
+	uid_t uid;
+	gid_t gid, allowed;
+
+	if (cfg->control_socket[0] == '\0' || server_control_owner(cfg, &uid, &gid, &allowed) != 0)
+		return;
+	srv->control = control_open(cfg->control_socket, (unsigned)strtoul(cfg->control_socket_mode, NULL, 8), uid,
+				    gid, allowed, err, sizeof err);
+	if (srv->control == NULL)
+		log_warn("control_socket %s: %s; backstop status, reload and cache cannot reach this daemon%s",
+			 cfg->control_socket, err,
+			 strstr(err, "No such file") ? " (its directory must exist: systemd's RuntimeDirectory= makes it)" : "");
+}
+
+static void server_control_start(struct server *srv)
+{
+	struct control_deps deps = { .base = srv->base, .cache = srv->cache, .runtime = server_runtime_cb,
+				     .status = server_status_cb, .reload = server_reload_cb, .arg = srv };
+	if (srv->control == NULL)
+		return;
+	if (control_start(srv->control, &deps) != 0) {
+		log_warn("control_socket: cannot serve it");
+		control_close(srv->control);
+		srv->control = NULL;
+		return;
+	}
+	log_notice("ready control=unix:%s", srv->running->control_socket);
+}
+
 static int server_start_workers(struct server *srv, int **fds, size_t nfds, int **pfds, size_t npfds)
 {
 	struct policyd_deps deps = { .runtime = server_runtime_cb, .runtime_arg = srv, .limit = srv->policy_limit,
 				     .start_time = srv->start_time };
 	struct worker_shared shared = { .runtime = server_runtime_cb, .runtime_arg = srv, .connlimit = srv->connlimit,
-					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time };
+					.health = srv->health, .slots = srv->slots, .start_time = srv->start_time,
+					.dns_cache = srv->dns_cache, .stats = srv->wstats };
 
 	srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
@@ -440,6 +601,8 @@ static int server_main_loop(struct server *srv)
 	evtimer_add(reap, &second);
 	event_base_dispatch(srv->base);
 	event_free(reap);
+	metrics_http_stop(srv->metrics); /* before the workers: it reads what they count */
+	srv->metrics = NULL;
 	for (unsigned i = 0; i < srv->nworkers; i++)
 		worker_join(&srv->workers[i]);
 	return 0;
@@ -453,10 +616,81 @@ static void server_teardown(struct server *srv)
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
 		runtime_graveyard_shutdown_base(srv->grave, srv->workers[i].base);
 	runtime_graveyard_free(srv->grave);
-	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
+		vcache_forget_base(srv->cache, srv->workers[i].base); /* a Redis cache's connection */
 		worker_free(&srv->workers[i]);
+	}
 	vcache_close(srv->cache);
 	engine_stats_free(srv->stats);
+	dns_cache_free(srv->dns_cache);
+	budget_store_free(srv->budgets);
+}
+
+/* Bind every metrics_listen address (one socket each, served by the metrics thread). */
+static int server_listen_metrics(struct server *srv, const struct bs_config *cfg, char *ready, size_t readylen)
+{
+	char err[256], text[80];
+	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
+		const struct bs_hostport *hp = &cfg->metrics_listen.items[i];
+		struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res = NULL;
+		const char *host = (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) ? NULL : hp->host;
+		int rc = getaddrinfo(host, hp->port, &hints, &res);
+		if (rc != 0) {
+			log_err("metrics_listen %s:%s: %s", hp->host, hp->port, gai_strerror(rc));
+			return -1;
+		}
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			int fd = listen_socket(ai->ai_addr, ai->ai_addrlen, err, sizeof err);
+			struct sockaddr_storage bound;
+			socklen_t blen = sizeof bound;
+			if (fd < 0) {
+				sockaddr_text(ai->ai_addr, text, sizeof text);
+				log_err("metrics_listen %s: %s", text, err);
+				freeaddrinfo(res);
+				return -1;
+			}
+			getsockname(fd, (struct sockaddr *)&bound, &blen);
+			sockaddr_text((struct sockaddr *)&bound, text, sizeof text);
+			srv->metrics_fds = xrealloc(srv->metrics_fds, (srv->nmetrics_fds + 1) * sizeof *srv->metrics_fds);
+			srv->metrics_fds[srv->nmetrics_fds++] = fd;
+			size_t used = strlen(ready);
+			snprintf(ready + used, readylen - used, " metrics_listen=%s", text);
+		}
+		freeaddrinfo(res);
+	}
+	return 0;
+}
+
+/* The counters the workers write, and the process's facts; before the workers start. */
+static void server_stats_init(struct server *srv)
+{
+	stats_process_init(&srv->process, srv->start_time);
+	srv->wstats = aligned_alloc(64, srv->nworkers * sizeof *srv->wstats);
+	if (srv->wstats == NULL)
+		abort();
+	memset(srv->wstats, 0, srv->nworkers * sizeof *srv->wstats);
+	srv->wstats_list = xcalloc(srv->nworkers, sizeof *srv->wstats_list);
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		srv->wstats_list[i] = &srv->wstats[i];
+}
+
+/* Serve metrics_listen from its own thread (the sockets are taken over). */
+static int server_start_metrics(struct server *srv)
+{
+	char why[256];
+	if (srv->nmetrics_fds == 0)
+		return 0;
+	struct stats_view view = { .workers = srv->wstats_list, .nworkers = srv->nworkers, .process = &srv->process,
+				   .engine = srv->stats, .health = srv->health, .slots = srv->slots, .cache = srv->cache,
+				   .runtime = server_runtime_cb, .runtime_arg = srv };
+	srv->metrics = metrics_http_start(&view, srv->metrics_fds, srv->nmetrics_fds, why, sizeof why);
+	srv->nmetrics_fds = 0; /* taken over */
+	if (srv->metrics == NULL) {
+		log_err("metrics_listen: %s", why);
+		return -1;
+	}
+	return 0;
 }
 
 /* At exit: the policy service's unix sockets go (when the directory still lets us). */
@@ -476,7 +710,8 @@ static void server_unlink_policy_sockets(const struct bs_config *cfg)
 int server_run(const char *config_path, struct bs_config *cfg)
 {
 	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
-			      .stats = engine_stats_new() };
+			      .stats = engine_stats_new(),
+			      .budgets = budget_memory_new((size_t)cfg->harvest_max_entries) };
 	char why[512], ready[2048] = "";
 	int status = 1;
 
@@ -491,21 +726,27 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 		return 1;
 	}
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
+	srv.generation = 1;
+	srv.loaded_at = (uint64_t)time(NULL);
 	if (srv.rt == NULL) {
 		log_err("%s", why);
 		config_unref(srv.running);
 		vcache_close(srv.cache);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 		return 1;
 	}
 	srv.connlimit = connlimit_new();
+	srv.dns_cache = dns_cache_new(DNS_CACHE_DEFAULT_ENTRIES);
 	srv.health = backend_health_new();
 	srv.slots = backend_slots_new();
 	srv.nworkers = server_worker_count(cfg);
+	server_stats_init(&srv);
 	srv.base = event_base_new();
 	/* signal handlers before anything can connect: a TERM right after "ready" must be graceful */
 	struct event *sigs[3];
@@ -519,22 +760,28 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	bool policy_bound = false; /* our unix sockets are there: remove them at exit */
 	srv.policy_limit = connlimit_new();
 	if (server_listen(&srv, cfg, fds, &nfds, ready, sizeof ready) != 0 ||
-	    server_listen_policy(&srv, cfg, pfds, &npfds, ready, sizeof ready) != 0)
+	    server_listen_policy(&srv, cfg, pfds, &npfds, ready, sizeof ready) != 0 ||
+	    server_listen_metrics(&srv, cfg, ready, sizeof ready) != 0)
 		goto out;
 	policy_bound = true;
+	server_control_open(&srv, cfg);
 	if (server_drop_privileges(cfg) != 0)
 		goto out;
-	if (server_start_workers(&srv, fds, nfds, pfds, npfds) != 0)
+	if (server_start_metrics(&srv) != 0 || server_start_workers(&srv, fds, nfds, pfds, npfds) != 0)
 		goto out;
+	server_control_start(&srv);
 	/* one line per listener: scripts and tests wait for "ready listen=HOST:PORT" */
 	for (char *tok = strtok(ready, " "); tok != NULL; tok = strtok(NULL, " "))
 		log_notice("ready %s", tok);
 	log_notice("started: %u workers, %zu domains", srv.nworkers, cfg->ndomains);
 	status = server_main_loop(&srv);
+	control_close(srv.control);
+	srv.control = NULL;
 	server_teardown(&srv);
 	log_notice("stopped");
 	srv.workers_freed = true;
 out:
+	metrics_http_stop(srv.metrics);
 	if (srv.workers == NULL) {
 		for (unsigned w = 0; w < srv.nworkers; w++) {
 			for (size_t i = 0; fds[w] != NULL && i < nfds; i++)
@@ -551,12 +798,21 @@ out:
 	free(pfds);
 	if (policy_bound)
 		server_unlink_policy_sockets(cfg);
+	control_close(srv.control);
 	if (!srv.workers_freed) {
 		runtime_unref(srv.rt);
 		runtime_graveyard_free(srv.grave);
 		vcache_close(srv.cache);
+		dns_cache_free(srv.dns_cache);
+		engine_stats_free(srv.stats);
+		budget_store_free(srv.budgets);
 	}
 	free(srv.workers);
+	for (size_t i = 0; i < srv.nmetrics_fds; i++)
+		close(srv.metrics_fds[i]);
+	free(srv.metrics_fds);
+	free(srv.wstats);
+	free(srv.wstats_list);
 	/* Freeing the signal events puts the default actions back: a second TERM while the process
 	 * is already on its way out must not turn a clean exit into death by signal, so they are
 	 * blocked across the switch to SIG_IGN (a pending one is then discarded). */

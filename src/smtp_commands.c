@@ -67,6 +67,7 @@ static void helo_accept(struct smtp_session *s, const struct helo_ctx *h)
 			 cfg->hostname, s->helo, s->client_ip, (unsigned long long)cfg->max_message_size,
 			 s->rt->tls_server != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
 	session_write(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+	stats_reply(s->env->stats, STATS_STAGE_HELO, 250);
 }
 
 /* A refused greeting changes nothing: the session keeps its earlier name and transaction. */
@@ -99,12 +100,13 @@ static void cmd_helo_ehlo(struct smtp_session *s, const struct smtp_command *cmd
 		helo_accept(s, &h);
 		return;
 	}
+	const struct helo_ctx *hc = session_decide_begin(s, helo_decided, &h, sizeof h);
 	session_request(s, ENGINE_STAGE_HELO, &req);
-	memcpy(req.helo, h.name, sizeof req.helo);
-	req.has_sender = false; /* a greeting ends any transaction */
+	req.helo = hc->name;
+	engine_request_set_sender(&req, NULL); /* a greeting ends any transaction */
 	req.size_known = false;
 	req.nrcpts = 0;
-	session_decide(s, &req, helo_decided, &h, sizeof h);
+	session_decide_ask(s, &req);
 }
 
 static bool session_need_greeting(struct smtp_session *s)
@@ -124,9 +126,10 @@ static bool mail_params_given(const struct smtp_mail_params *p)
 
 /* The transaction starts: 250 only now, after every check said yes. */
 static void mail_accept(struct smtp_session *s, const struct smtp_mail_cmd *mail, const char *headers,
-			const char *extra)
+			const char *facts, const char *extra)
 {
 	s->tx = xcalloc(1, sizeof *s->tx);
+	s->tx->facts = facts && facts[0] ? xstrdup(facts) : NULL;
 	s->tx->from = mail->from;
 	s->tx->params = mail->params;
 	s->tx->started_ms = now_ms();
@@ -146,7 +149,7 @@ static void mail_decided(struct smtp_session *s, const struct engine_decision *d
 
 	session_decision_extra(d, extra, sizeof extra);
 	if (!session_decision_refuses(d)) {
-		mail_accept(s, mail, d->headers, extra);
+		mail_accept(s, mail, d->headers, d->facts, extra);
 		return;
 	}
 	session_decision_refuse(s, "mail", &mail->from, d, extra);
@@ -179,16 +182,16 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 		return;
 	}
 	if (!session_asks(s, ENGINE_STAGE_MAIL)) {
-		mail_accept(s, &mail, NULL, NULL);
+		mail_accept(s, &mail, NULL, NULL, NULL);
 		return;
 	}
 	struct engine_request req;
+	const struct smtp_mail_cmd *mc = session_decide_begin(s, mail_decided, &mail, sizeof mail);
 	session_request(s, ENGINE_STAGE_MAIL, &req);
-	req.has_sender = true;
-	req.sender = mail.from;
+	engine_request_set_sender(&req, &mc->from);
 	req.size_known = mail.params.has_size;
 	req.size = mail.params.size;
-	session_decide(s, &req, mail_decided, &mail, sizeof mail);
+	session_decide_ask(s, &req);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
@@ -244,6 +247,7 @@ void session_data_pipelined(struct smtp_session *s, size_t n)
 {
 	log_notice("session=%s client=%s improper command pipelining after DATA: %zu octets sent "
 		   "before the reply to DATA discarded, disconnecting", s->id, s->client_ip, n);
+	session_end_reason(s, STATS_END_PROTOCOL);
 	session_reply(s, 554, "5.5.0", "Error: improper command pipelining after DATA");
 	session_close(s);
 }
@@ -307,6 +311,7 @@ static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd)
 static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	(void)cmd;
+	session_end_reason(s, STATS_END_QUIT);
 	session_reply(s, 221, "2.0.0", "Bye");
 	session_close(s);
 }
@@ -392,7 +397,10 @@ void session_command(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_command cmd;
 
+	s->reply_stage = STATS_STAGE_OTHER;
 	if (command_is_foreign_protocol(line, len)) {
+		stats_command(s->env->stats, STATS_VERB_INVALID);
+		session_end_reason(s, STATS_END_PROTOCOL);
 		session_reply(s, 521, "5.5.1", "%s Protocol error", s->cfg->hostname);
 		log_notice("session=%s client=%s non-SMTP command, disconnecting", s->id, s->client_ip);
 		session_close(s);
@@ -400,16 +408,20 @@ void session_command(struct smtp_session *s, const char *line, size_t len)
 	}
 	if (smtp_command_parse(line, len, &cmd) != 0) {
 		s->last_verb = "invalid command";
+		stats_command(s->env->stats, STATS_VERB_INVALID);
 		session_reply(s, 500, "5.5.2", "Error: invalid characters in command");
 		return;
 	}
 	if (cmd.verb == SMTP_VERB_UNKNOWN || cmd.verb >= ARRAY_SIZE(handlers) || handlers[cmd.verb] == NULL) {
 		s->last_verb = "unknown command";
+		stats_command(s->env->stats, SMTP_VERB_UNKNOWN);
 		s->junk++;
 		session_reply(s, 500, "5.5.1", "Error: command not recognized");
 		return;
 	}
 	s->last_verb = smtp_verb_name(cmd.verb);
+	s->reply_stage = stats_stage_of_verb(cmd.verb);
+	stats_command(s->env->stats, cmd.verb);
 	size_t max = s->cfg->max_command_line - 2;
 	if (len > max && cmd.verb != SMTP_VERB_MAIL && cmd.verb != SMTP_VERB_RCPT) {
 		session_reply(s, 500, "5.5.2", "Line too long");

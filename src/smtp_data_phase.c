@@ -16,6 +16,7 @@
 
 #include <event2/buffer.h>
 
+#include "hdr_filter.h"
 #include "log.h"
 #include "relay.h"
 #include "util.h"
@@ -49,6 +50,28 @@ static void data_received_header(struct smtp_session *s)
 	relay_data_write(s->relay, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 	if (tx->headers_len > 0)
 		relay_data_write(s->relay, tx->headers, tx->headers_len);
+}
+
+static void data_content_write(void *arg, const char *data, size_t len)
+{
+	struct smtp_session *s = arg;
+	relay_data_write(s->relay, data, len);
+}
+
+/* The header section is over (or the message): what the filter holds goes, it goes. */
+static void data_content_done(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (tx->hf == NULL)
+		return;
+	hdr_filter_end(tx->hf, data_content_write, s);
+	if (tx->hf->removed > 0)
+		log_info("session=%s client=%s removed %u Authentication-Results header field%s claiming "
+			 "authserv-id %s (RFC 8601 5)", s->id, s->client_ip, tx->hf->removed,
+			 tx->hf->removed == 1 ? "" : "s", tx->hf->authserv_id);
+	free(tx->hf);
+	tx->hf = NULL;
 }
 
 static void data_backend_354(void *arg, const struct relay_answer *ans)
@@ -85,7 +108,24 @@ static void data_backend_354(void *arg, const struct relay_answer *ans)
 	session_set_read_timeout(s, s->cfg->data_timeout_ms);
 	session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	data_received_header(s);
+	free(tx->hf);
+	tx->hf = xmalloc(sizeof *tx->hf);
+	hdr_filter_init(tx->hf, s->cfg->authserv_id ? s->cfg->authserv_id : s->cfg->hostname);
 	session_resume(s, SESSION_WAIT_DATA);
+}
+
+/* Message content to the backend: the header section through the filter (RFC 8601 5). */
+static void data_content(struct smtp_session *s, const char *data, size_t len)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (tx->hf == NULL) {
+		relay_data_write(s->relay, data, len);
+		return;
+	}
+	hdr_filter_feed(tx->hf, data, len, data_content_write, s);
+	if (hdr_filter_in_body(tx->hf))
+		data_content_done(s);
 }
 
 void session_data_command(struct smtp_session *s)
@@ -136,6 +176,7 @@ static void data_finish(struct smtp_session *s, int code, const char *enh, const
 	char detail[SMTP_REPLY_TEXT_MAX + 128];
 	unsigned bare = s->tx->dec.bare;
 
+	s->reply_stage = STATS_STAGE_EOD;
 	session_reply(s, code, enh, "%s", text);
 	snprintf(detail, sizeof detail, "%s (size=%llu backend=%s)", text,
 		 (unsigned long long)s->tx->dec.octets, backend ? backend : "-");
@@ -177,6 +218,7 @@ static void data_backend_final(void *arg, const struct relay_answer *ans)
 	if (ans->unknown) {
 		data_final_unknown(s, ans);
 	} else {
+		stats_backend_final(s->env->stats, ans->code);
 		data_finish(s, ans->code, ans->enhanced, ans->text, ans->backend, NULL);
 		if (s->close_after_final) /* shutdown: the reply relayed, the session ends */
 			session_close(s);
@@ -221,6 +263,8 @@ static void data_end(struct smtp_session *s)
 	int code;
 	const char *enh, *why;
 
+	if (!s->tx->refused)
+		data_content_done(s);
 	if (data_refusal(s->tx, &code, &enh, &why)) {
 		relay_data_abort(s->relay);
 		data_finish(s, code, enh, why, NULL, NULL);
@@ -296,7 +340,7 @@ bool session_data_input(struct smtp_session *s, struct evbuffer *in)
 			relay_data_abort(s->relay);
 		}
 		if (!tx->refused)
-			relay_data_write(s->relay, out, outlen);
+			data_content(s, out, outlen);
 		if (!tx->dec.done && relay_usable(s->relay) && relay_pending(s->relay) > DATA_BACKLOG_HIGH) {
 			data_wait_for_backend(s);
 			return false;

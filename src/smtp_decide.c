@@ -74,8 +74,7 @@ static void decide_done(void *arg, const struct engine_decision *d)
 	session_resume(s, SESSION_WAIT_DECISION); /* nothing if done paused for another step */
 }
 
-void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
-		    const void *ctx, size_t ctxlen)
+void *session_decide_begin(struct smtp_session *s, session_decided_fn done, const void *ctx, size_t ctxlen)
 {
 	struct session_decision *sd = xcalloc(1, sizeof *sd);
 
@@ -85,8 +84,20 @@ void session_decide(struct smtp_session *s, const struct engine_request *req, se
 		memcpy(sd->ctx, ctx, ctxlen);
 	}
 	s->decision = sd;
+	return sd->ctx;
+}
+
+void session_decide_ask(struct smtp_session *s, const struct engine_request *req)
+{
 	session_pause(s, SESSION_WAIT_DECISION);
-	sd->eq = engine_start(s->rt->engine, s->env->base, req, decide_done, s);
+	s->decision->eq = engine_start(s->rt->engine, s->env->base, req, decide_done, s);
+}
+
+void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
+		    const void *ctx, size_t ctxlen)
+{
+	session_decide_begin(s, done, ctx, ctxlen);
+	session_decide_ask(s, req);
 }
 
 static char *headers_dup(const char *h)
@@ -120,6 +131,35 @@ static void connect_decided(void *arg, const struct engine_decision *d)
 	session_resume(s, SESSION_WAIT_CONNECT);
 }
 
+static void banner_decided(void *arg, const struct engine_decision *d)
+{
+	struct smtp_session *s = arg;
+	char extra[ENGINE_LOG_MAX + 128];
+
+	s->banner_q = NULL;
+	if (!session_decision_refuses(d)) {
+		session_greet(s);
+		return;
+	}
+	/* RFC 5321 3.1: the only replies to a connection besides 220 are 421 and 554 */
+	bool defer = d->result == CHECK_DEFER;
+	int code = defer ? 421 : 554;
+	const char *enh = d->enhanced[0] && (d->code == code) ? d->enhanced : defer ? "4.7.0" : "5.7.1";
+	const char *text = d->text[0] ? d->text : defer ? "Service not available, try again later" : "Refused";
+	session_decision_extra(d, extra, sizeof extra);
+	session_reply(s, code, enh, "%s", text);
+	session_log_decision(s, "banner", NULL, code, enh, text, extra);
+	session_close(s);
+}
+
+void session_decide_banner(struct smtp_session *s)
+{
+	struct engine_request req;
+
+	session_request(s, ENGINE_STAGE_BANNER, &req);
+	s->banner_q = engine_start(s->rt->engine, s->env->base, &req, banner_decided, s);
+}
+
 void session_decide_connect(struct smtp_session *s)
 {
 	struct engine_request req;
@@ -144,6 +184,8 @@ bool session_decide_connect_refuses(struct smtp_session *s, const struct smtp_ad
 
 void session_decide_cancel(struct smtp_session *s)
 {
+	engine_cancel(s->banner_q);
+	s->banner_q = NULL;
 	engine_cancel(s->connect_q);
 	s->connect_q = NULL;
 	if (s->decision != NULL) {

@@ -21,7 +21,10 @@
 
 enum rcpt_step { RCPT_VERIFYING, RCPT_VERIFIED, RCPT_AT_BACKEND, RCPT_DONE };
 
-/* rcpt_new() clears it up to rc; rc, text and verdict are set before they are read. */
+/* One per RCPT in flight, so kept small: the reply text is copied only when it cannot be written
+ * at once (an earlier RCPT is still being decided), and the decision's log fields only for a
+ * recipient that goes on to the backend (a refusal logs its line when decided). rcpt_new()
+ * clears it up to rc, which is set before it is read. */
 struct rcpt_pending {
 	struct rcpt_pending *next;
 	struct smtp_session *s;
@@ -35,17 +38,27 @@ struct rcpt_pending {
 	int code;                       /* the reply, once known */
 	char enhanced[16];
 	char *headers;                  /* the checks' header fields for the message (owned), or NULL */
+	char *verdict;                  /* the decision's key=value pairs, for the log line once the
+					 * backend answered (owned), or NULL */
+	const char *text;               /* the reply text once known: text_copy, or the decision's
+					 * own while it is written at once */
+	char *text_copy;                /* (owned) or NULL */
 	struct smtp_rcpt_cmd rc;
-	char text[SMTP_REPLY_TEXT_MAX + SMTP_PATH_MAX + 64];
-	char verdict[ENGINE_LOG_MAX + 32]; /* key=value pairs for the log line */
 };
 
 static struct rcpt_pending *rcpt_new(void)
 {
 	struct rcpt_pending *p = xmalloc(sizeof *p);
 	memset(p, 0, offsetof(struct rcpt_pending, rc));
-	p->text[0] = p->verdict[0] = '\0';
 	return p;
+}
+
+static void rcpt_free(struct rcpt_pending *p)
+{
+	free(p->headers);
+	free(p->verdict);
+	free(p->text_copy);
+	free(p);
 }
 
 static void rcpt_add(struct smtp_tx *tx, const struct smtp_rcpt_cmd *rc, const struct bs_domain *dom)
@@ -67,20 +80,28 @@ static bool rcpt_is_error(int code, const char *enhanced)
 	return code >= 400 && !(enhanced != NULL && strcmp(enhanced, "4.5.3") == 0);
 }
 
+/* The reply is known. Its text is pointed to when p heads the queue (the caller's rcpt_pump
+ * writes it before text goes away), else copied until its turn. */
 static void rcpt_set_reply(struct rcpt_pending *p, int code, const char *enhanced, const char *text)
 {
 	p->code = code;
-	p->enhanced[0] = p->text[0] = '\0';
+	p->enhanced[0] = '\0';
 	strbuf_append(p->enhanced, sizeof p->enhanced, enhanced);
-	strbuf_append(p->text, sizeof p->text, text);
+	free(p->text_copy);
+	p->text_copy = NULL;
+	if (p == p->s->rq_head && !p->s->rq_abandoned)
+		p->text = text;
+	else
+		p->text = p->text_copy = xstrdup(text);
 	p->step = RCPT_DONE;
 }
 
-static void rcpt_log(struct rcpt_pending *p, const char *backend)
+static void rcpt_log(struct rcpt_pending *p, const char *verdict, const char *backend)
 {
-	char extra[sizeof p->verdict + SMTP_DOMAIN_MAX + 64];
-	snprintf(extra, sizeof extra, "%s%sbackend=%s latency_ms=%llu", p->verdict, p->verdict[0] ? " " : "",
-		 backend ? backend : "-", (unsigned long long)(now_ms() - p->started_ms));
+	char extra[ENGINE_LOG_MAX + SMTP_DOMAIN_MAX + 128];
+	snprintf(extra, sizeof extra, "%s%sbackend=%s latency_ms=%llu", verdict ? verdict : "",
+		 verdict && verdict[0] ? " " : "", backend ? backend : "-",
+		 (unsigned long long)(now_ms() - p->started_ms));
 	session_log_decision(p->s, "rcpt", p->has_rcpt ? &p->rc.to : NULL, p->code, p->enhanced, p->text, extra);
 }
 
@@ -102,7 +123,7 @@ static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 {
 	struct rcpt_pending *p = arg;
 	rcpt_set_reply(p, ans->code, ans->enhanced, ans->text);
-	rcpt_log(p, ans->backend);
+	rcpt_log(p, p->verdict, ans->backend);
 	rcpt_pump(p->s);
 }
 
@@ -129,14 +150,15 @@ static void rcpt_pump(struct smtp_session *s)
 			s->n_rcpt_ok++;
 		}
 		session_reply_text(s, p->code, p->enhanced[0] ? p->enhanced : NULL, p->text);
+		if (!p->reply_only)
+			stats_reply(s->env->stats, STATS_STAGE_RCPT, p->code);
 		if (!p->counted && rcpt_is_error(p->code, p->enhanced))
 			s->errors++;
 		s->rq_head = p->next;
 		if (s->rq_head == NULL)
 			s->rq_tail = NULL;
 		s->rq_len--;
-		free(p->headers);
-		free(p);
+		rcpt_free(p);
 		popped = true;
 	}
 	if (popped || s->state == SMTP_STATE_CLOSING)
@@ -147,24 +169,20 @@ static void rcpt_decided(void *arg, const struct engine_decision *d)
 {
 	struct rcpt_pending *p = arg;
 	struct smtp_session *s = p->s;
+	char verdict[ENGINE_LOG_MAX + 64];
 
 	p->eq = NULL;
-	p->verdict[0] = '\0';
-	strbuf_append(p->verdict, sizeof p->verdict, d->log);
-	if (d->check) {
-		strbuf_append(p->verdict, sizeof p->verdict, " check=");
-		strbuf_append(p->verdict, sizeof p->verdict, d->check);
-	}
-	if (d->timed_out)
-		strbuf_append(p->verdict, sizeof p->verdict, " stage_timed_out=yes");
+	snprintf(verdict, sizeof verdict, "%s%s%s%s", d->log, d->check ? " check=" : "", d->check ? d->check : "",
+		 d->timed_out ? " stage_timed_out=yes" : "");
 	if (d->result == CHECK_REJECT || d->result == CHECK_DEFER) {
 		rcpt_set_reply(p, d->code, d->enhanced, d->text);
-		rcpt_log(p, NULL);
+		rcpt_log(p, verdict, NULL);
 		p->counted = rcpt_is_error(p->code, p->enhanced);
 		if (p->counted)
 			s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
 	} else {
 		p->step = RCPT_VERIFIED;
+		p->verdict = xstrdup(verdict); /* for the line logged once the backend answered */
 		if (d->headers[0] != '\0')
 			p->headers = xstrdup(d->headers); /* for the message, if the backend takes it */
 	}
@@ -176,11 +194,10 @@ void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 	struct rcpt_pending *p = rcpt_new();
 	struct engine_request req;
 
-	session_request(s, ENGINE_STAGE_RCPT, &req);
-	engine_request_set_rcpt(&req, s->cfg, &rc->to);
 	p->has_rcpt = true;
 	p->rc = *rc;
-	p->rc.to = req.rcpt; /* <postmaster> now names our domain */
+	session_request(s, ENGINE_STAGE_RCPT, &req);
+	engine_request_set_rcpt(&req, s->cfg, &p->rc.to); /* <postmaster> now names our domain */
 	p->dom = req.domain;
 	p->step = RCPT_VERIFYING;
 	rcpt_push(s, p);
@@ -192,6 +209,7 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 {
 	if (s->rq_head == NULL) {
 		session_reply_text(s, code, enhanced, text);
+		stats_reply(s->env->stats, STATS_STAGE_RCPT, code);
 		if (rcpt_is_error(code, enhanced))
 			s->errors++;
 		session_log_decision(s, "rcpt", to, code, enhanced, text, extra);
@@ -204,9 +222,8 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 		p->has_rcpt = true;
 		p->rc.to = *to;
 	}
-	snprintf(p->verdict, sizeof p->verdict, "%s", extra ? extra : "");
 	rcpt_set_reply(p, code, enhanced, text);
-	rcpt_log(p, NULL);
+	rcpt_log(p, extra ? extra : "", NULL);
 	p->counted = rcpt_is_error(code, enhanced);
 	if (p->counted)
 		s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
@@ -244,8 +261,7 @@ void session_rcpt_cancel(struct smtp_session *s)
 	for (p = s->rq_head; p != NULL; p = next) {
 		next = p->next;
 		engine_cancel(p->eq);
-		free(p->headers);
-		free(p);
+		rcpt_free(p);
 	}
 	s->rq_head = s->rq_tail = NULL;
 	s->rq_len = 0;

@@ -43,6 +43,7 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_free(struct smtp_session *s);
 static void session_settle(struct smtp_session *s);
+static void session_process(struct smtp_session *s);
 
 static void session_peer_text(struct smtp_session *s)
 {
@@ -85,9 +86,13 @@ static void session_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	log_notice("session=%s client=%s command not complete within %llu ms after %s", s->id, s->client_ip,
 		   (unsigned long long)s->cfg->command_timeout_ms, s->last_verb ? s->last_verb : "CONNECT");
 	if (s->state == SMTP_STATE_TLS) { /* mid-handshake: nothing can be said in clear */
+		if (s->env->stats != NULL)
+			stats_add(&s->env->stats->tls_failed, 1);
+		session_end_reason(s, STATS_END_TIMEOUT);
 		session_free(s);
 		return;
 	}
+	session_end_reason(s, STATS_END_TIMEOUT);
 	session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
 	session_close(s);
 	session_settle(s);
@@ -105,6 +110,7 @@ void session_arm_command_deadline(struct smtp_session *s)
 static void session_banner(struct smtp_session *s)
 {
 	s->state = SMTP_STATE_INIT;
+	s->reply_stage = STATS_STAGE_CONNECT;
 	session_arm_command_deadline(s);
 	session_reply(s, 220, NULL, "%s ESMTP backstop", s->cfg->hostname);
 }
@@ -122,6 +128,7 @@ static void session_greet_timer_cb(evutil_socket_t fd, short what, void *arg)
 			   s->id, s->client_ip);
 		if (s->cfg->pregreet == PREGREET_REJECT) {
 			evbuffer_drain(in, evbuffer_get_length(in));
+			session_end_reason(s, STATS_END_PROTOCOL);
 			session_reply(s, 554, "5.5.1", "%s Protocol error: talking before the greeting",
 				      s->cfg->hostname);
 			session_close(s);
@@ -176,6 +183,8 @@ void smtp_session_accept(const struct session_env *env, struct bs_runtime *rt, e
 	enum connlimit_result lim = connlimit_acquire(env->connlimit, sa, cfg->max_connections,
 						      cfg->max_connections_per_ip);
 	if (lim != CONNLIMIT_OK) {
+		if (env->stats != NULL)
+			stats_add(&env->stats->refused, 1);
 		session_refuse_early(fd, cfg->hostname, s->client_ip, lim);
 		runtime_unref(rt);
 		free(s);
@@ -199,17 +208,33 @@ void smtp_session_accept(const struct session_env *env, struct bs_runtime *rt, e
 		s->next->prev = s;
 	env->list->head = s;
 	env->list->n++;
+	if (env->stats != NULL)
+		stats_add(&env->stats->accepted, 1);
 	s->flush = event_new(env->base, -1, 0, session_flush_cb, s);
 	log_info("session=%s connect client=%s", s->id, s->client_ip);
 	session_set_read_timeout(s, cfg->command_timeout_ms);
 	bufferevent_enable(s->bev, EV_READ); /* EV_WRITE only while the kernel holds writes back */
+	if (session_asks(s, ENGINE_STAGE_BANNER))
+		session_decide_banner(s); /* then session_greet(), unless it refuses */
+	else
+		session_greet(s);
+}
+
+void session_greet(struct smtp_session *s)
+{
+	const struct bs_config *cfg = s->cfg;
+
 	if (cfg->greet_delay_ms > 0) {
 		struct timeval tv = { (time_t)(cfg->greet_delay_ms / 1000),
 				      (suseconds_t)(cfg->greet_delay_ms % 1000) * 1000 };
-		s->greet_timer = evtimer_new(env->base, session_greet_timer_cb, s);
+		s->greet_timer = evtimer_new(s->env->base, session_greet_timer_cb, s);
 		evtimer_add(s->greet_timer, &tv);
 	} else {
+		bool early = s->pregreet; /* talked while the banner stage was decided */
+		s->pregreet = false;      /* without greet_delay that is not judged */
 		session_banner(s);
+		if (early)
+			session_process(s);
 	}
 	session_decide_connect(s); /* the banner is not held: a refusal applies at RCPT */
 }
@@ -286,6 +311,7 @@ void session_reply(struct smtp_session *s, int code, const char *enhanced, const
 		text[0] = '\0';
 	va_end(ap);
 	session_reply_emit(s, false, code, enhanced, text);
+	stats_reply(s->env->stats, s->reply_stage, code);
 	if (code >= 400)
 		s->errors++;
 }
@@ -323,6 +349,14 @@ void session_log_decision(struct smtp_session *s, const char *what, const struct
 		enhanced && enhanced[0] ? enhanced : "-", why, extra ? " " : "", extra ? extra : "");
 }
 
+void session_end_reason(struct smtp_session *s, enum stats_end why)
+{
+	if (!s->end_set) {
+		s->end_set = true;
+		s->end_reason = why;
+	}
+}
+
 void session_close(struct smtp_session *s)
 {
 	s->state = SMTP_STATE_CLOSING;
@@ -338,15 +372,15 @@ void session_request(const struct smtp_session *s, enum engine_stage stage, stru
 	engine_request_init_ip(req, ENGINE_FRONTEND_SMTP, s->id, (const struct sockaddr *)&s->peer, sizeof s->peer,
 			       s->client_ip);
 	req->stage = stage;
-	memcpy(req->helo, s->helo, sizeof req->helo);
+	req->helo = s->helo;
 	memcpy(req->tls_version, s->tls_version, sizeof req->tls_version);
 	memcpy(req->tls_cipher, s->tls_cipher, sizeof req->tls_cipher);
 	if (s->tx != NULL) {
-		req->has_sender = true;
-		req->sender = s->tx->from;
+		engine_request_set_sender(req, &s->tx->from);
 		req->size_known = s->tx->params.has_size;
 		req->size = s->tx->params.size;
 		req->nrcpts = (unsigned)s->tx->nrcpts;
+		req->facts = s->tx->facts;
 	}
 	req->errors = s->errors;
 }
@@ -359,6 +393,8 @@ void session_tx_reset(struct smtp_session *s)
 		relay_tx_reset(s->relay);
 	free(s->tx->rcpts);
 	free(s->tx->headers);
+	free(s->tx->facts);
+	free(s->tx->hf);
 	free(s->tx);
 	s->tx = NULL;
 }
@@ -486,10 +522,12 @@ static void session_process(struct smtp_session *s)
 							       : session_command_input(s, in);
 		if (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_DATA &&
 		    s->errors >= s->cfg->max_errors) {
+			session_end_reason(s, STATS_END_ERRORS);
 			session_reply(s, 421, "4.7.0", "%s Too many errors, closing connection", s->cfg->hostname);
 			log_notice("session=%s client=%s too many errors (%u)", s->id, s->client_ip, s->errors);
 			session_close(s);
 		} else if (s->state != SMTP_STATE_CLOSING && s->junk > s->cfg->max_junk_commands) {
+			session_end_reason(s, STATS_END_JUNK);
 			session_reply(s, 421, "4.7.0", "%s Too many commands without mail, closing connection",
 				      s->cfg->hostname);
 			log_notice("session=%s client=%s junk command limit reached", s->id, s->client_ip);
@@ -556,6 +594,8 @@ static void session_tls_connected(struct smtp_session *s)
 	snprintf(s->tls_version, sizeof s->tls_version, "%s", SSL_get_version(ssl));
 	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", SSL_get_cipher_name(ssl));
 	s->tls = true;
+	if (s->env->stats != NULL)
+		stats_add(&s->env->stats->tls_ok, 1);
 	/* RFC 3207 4.2: forget everything learnt before the handshake */
 	s->state = SMTP_STATE_INIT;
 	s->esmtp = false;
@@ -631,6 +671,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state != SMTP_STATE_CLOSING) {
 		log_notice("session=%s client=%s timeout after %s", s->id, s->client_ip,
 			   s->last_verb ? s->last_verb : "CONNECT");
+		session_end_reason(s, STATS_END_TIMEOUT);
 		session_reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->cfg->hostname);
 		session_close(s);
 		bufferevent_set_timeouts(s->bev, NULL, NULL);
@@ -653,7 +694,13 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 			char buf[256];
 			ERR_error_string_n(e, buf, sizeof buf);
 			log_notice("session=%s client=%s TLS error: %s", s->id, s->client_ip, buf);
+			session_end_reason(s, STATS_END_TLS);
 		}
+	}
+	if (s->state == SMTP_STATE_TLS && !s->tls && !session_plain(s)) {
+		session_end_reason(s, STATS_END_TLS); /* the handshake did not complete */
+		if (s->env->stats != NULL)
+			stats_add(&s->env->stats->tls_failed, 1);
 	}
 	if (s->state != SMTP_STATE_CLOSING)
 		log_info("session=%s client=%s lost connection after %s", s->id, s->client_ip,
@@ -667,6 +714,8 @@ static void session_free(struct smtp_session *s)
 
 	/* released before the log line, so that a client that saw it may connect again at once */
 	connlimit_release(env->connlimit, (const struct sockaddr *)&s->peer);
+	session_end_reason(s, s->state == SMTP_STATE_CLOSING ? STATS_END_OTHER : STATS_END_LOST);
+	stats_session_end(env->stats, s->end_reason);
 	log_info("session=%s disconnect client=%s helo=%s mail=%u rcpt=%u/%u data=%u/%u duration_ms=%llu",
 		 s->id, s->client_ip, s->helo[0] ? s->helo : "-", s->n_mail, s->n_rcpt_ok, s->n_rcpt,
 		 s->n_data_ok, s->n_data, (unsigned long long)(now_ms() - s->start_ms));
@@ -715,8 +764,10 @@ uint64_t smtp_session_abort(struct smtp_session *s)
 		log_notice("session=%s client=%s shutdown deadline: the backend has the message; "
 			   "waiting for its reply (at most %llu ms) before closing", s->id, s->client_ip,
 			   (unsigned long long)s->cfg->backend_data_timeout_ms);
+		session_end_reason(s, STATS_END_SHUTDOWN);
 		return s->cfg->backend_data_timeout_ms;
 	}
+	session_end_reason(s, STATS_END_SHUTDOWN);
 	session_decide_cancel(s); /* the 421 answers the command that waited for its decision */
 	s->rq_abandoned = true; /* the 421 answers a RCPT still being decided, and ends the session */
 	session_reply(s, 421, "4.3.2", "%s Service shutting down, closing connection", s->cfg->hostname);

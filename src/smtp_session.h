@@ -18,6 +18,7 @@ struct connlimit;
 struct dns_resolver;
 struct relay_pool;
 struct smtp_session;
+struct stats_worker;
 
 /* Bytes of the owner's scratch buffer (synchronous decoding of message content). */
 #define SESSION_SCRATCH_SIZE (64 * 1024)
@@ -46,6 +47,7 @@ struct session_env {
 	struct session_list *list;
 	void (*ended)(void *arg);          /* a session ended and left the list (NULL: nothing) */
 	void *ended_arg;
+	struct stats_worker *stats;        /* this owner's counters (NULL: not counted) */
 };
 
 /* Start a session on a freshly accepted socket (takes ownership of fd, and of the caller's

@@ -18,6 +18,7 @@
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "smtp_session.h"
+#include "stats.h"
 
 enum smtp_state {
 	SMTP_STATE_GREETING, /* banner not sent yet (greet_delay running) */
@@ -60,6 +61,8 @@ struct smtp_tx {
 	uint64_t started_ms;
 	char *headers;         /* header fields the checks add on delivery, after Received: (owned) */
 	size_t headers_len;
+	char *facts;           /* what MAIL's checks found, for every RCPT's request (owned), or NULL */
+	struct hdr_filter *hf; /* the header section on its way to the backend (owned), or NULL */
 };
 
 /* Header fields added by checks, per transaction, at most (more are dropped with a log line). */
@@ -74,6 +77,7 @@ struct session_refusal {
 };
 
 struct session_decision; /* smtp_decide.c */
+struct hdr_filter;
 
 struct smtp_session {
 	const struct session_env *env;   /* the owner's (borrowed) */
@@ -101,6 +105,7 @@ struct smtp_session {
 	size_t rq_len;
 	bool rq_abandoned;                /* a 421 at shutdown answered the RCPTs still queued */
 	struct session_decision *decision; /* the command whose decision is awaited (owned), or NULL */
+	struct engine_query *banner_q;    /* the BANNER stage being decided (banner held), or NULL */
 	struct engine_query *connect_q;   /* the CONNECT stage being decided, or NULL */
 	struct session_refusal *connect_refusal; /* what CONNECT refused with (owned), or NULL */
 	char *connect_headers;            /* header fields from CONNECT and HELO checks, for every */
@@ -118,6 +123,9 @@ struct smtp_session {
 	uint64_t start_ms;
 	const char *last_verb;           /* for "lost connection after X" */
 	unsigned n_mail, n_rcpt, n_rcpt_ok, n_data, n_data_ok;
+	enum stats_stage reply_stage;    /* the command the next reply answers (counters) */
+	enum stats_end end_reason;       /* why the session ends, once end_set */
+	bool end_set;
 };
 
 /* smtp_session.c */
@@ -131,6 +139,8 @@ void session_reply_text(struct smtp_session *s, int code, const char *enhanced, 
 void session_arm_command_deadline(struct smtp_session *s);
 void session_write(struct smtp_session *s, const char *text, size_t len);
 void session_close(struct smtp_session *s);       /* after the queued replies are written */
+/* Why the session ends (counters); the first reason given sticks. */
+void session_end_reason(struct smtp_session *s, enum stats_end why);
 /* Octets the client has sent that the session has not processed (read or still in the kernel). */
 size_t session_input_pending(struct smtp_session *s);
 void session_set_read_timeout(struct smtp_session *s, uint64_t ms);
@@ -144,6 +154,8 @@ void session_tx_add_headers(struct smtp_session *s, const char *headers);
 /* A decision request for stage with what the session knows (client, HELO, TLS, sender, counts). */
 void session_request(const struct smtp_session *s, enum engine_stage stage, struct engine_request *req);
 void session_start_tls(struct smtp_session *s);
+/* The banner (after greet_delay, if set), and the CONNECT stage asked. */
+void session_greet(struct smtp_session *s);
 /* Stop processing input until session_resume() with the same reason (an asynchronous step is
  * under way); a resume for another reason than the current pause does nothing. */
 void session_pause(struct smtp_session *s, enum session_wait why);
@@ -177,6 +189,10 @@ bool session_asks(const struct smtp_session *s, enum engine_stage stage);
  * ctx) answers the command, then the session resumes unless done paused it for another step. */
 void session_decide(struct smtp_session *s, const struct engine_request *req, session_decided_fn done,
 		    const void *ctx, size_t ctxlen);
+/* The same in two steps, for a request that points into ctx (the HELO name, the sender): begin
+ * returns the copy of ctx that done will get (owned by the pending decision), ask starts it. */
+void *session_decide_begin(struct smtp_session *s, session_decided_fn done, const void *ctx, size_t ctxlen);
+void session_decide_ask(struct smtp_session *s, const struct engine_request *req);
 /* A refusal (REJECT or DEFER): answer the command with the decision's code and text, and log
  * it (what, addr: as session_log_decision). */
 bool session_decision_refuses(const struct engine_decision *d);
@@ -186,6 +202,10 @@ void session_decision_refuse(struct smtp_session *s, const char *what, const str
 void session_decision_code(const struct engine_decision *d, int *code, const char **enh, const char **text);
 /* The decision's key=value pairs for its log line (result, check, deadline, the checks' fields). */
 void session_decision_extra(const struct engine_decision *d, char *buf, size_t len);
+/* At accept, when a check runs there: ask the BANNER stage; the banner waits for it. A refusal
+ * is the session's only reply (421, or 554 for a rejection) and the session ends; otherwise
+ * session_greet(). */
+void session_decide_banner(struct smtp_session *s);
 /* At accept: ask the CONNECT stage (the banner is not held). */
 void session_decide_connect(struct smtp_session *s);
 /* A RCPT refused by what CONNECT decided (answered here: true). */

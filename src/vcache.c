@@ -14,6 +14,9 @@
 static const struct vcache_store_type *const stores[] = { /* the order of "expected ..." */
 	&vcache_lmdb_type,
 	&vcache_memory_type,
+	&vcache_redis_type,
+	&vcache_rediss_type,
+	&vcache_redis_sentinel_type,
 };
 
 static const struct vcache_store_type *extra_stores[4];
@@ -44,7 +47,7 @@ const struct vcache_store_type *vcache_type_find(const char *spec, const char **
 }
 
 /* "expected lmdb:/DIRECTORY or memory:", from the rows; built once. */
-static char expected[128];
+static char expected[256];
 static pthread_once_t expected_once = PTHREAD_ONCE_INIT;
 
 static void vcache_expected_build(void)
@@ -151,6 +154,12 @@ void vcache_stats(struct vcache *c, FILE *out)
 {
 	fprintf(out, "cache=%s\n", c->spec);
 	c->type->stats(c->state, out);
+}
+
+void vcache_forget_base(struct vcache *c, struct event_base *base)
+{
+	if (c && c->type->forget_base)
+		c->type->forget_base(c->state, base);
 }
 
 uint64_t vcache_now(void)

@@ -2,7 +2,8 @@
  * cached) shared by all worker threads, keyed by the normalised address (rcpt_addr.full).
  * Each store is one row of the registry in vcache.c, named by the config's cache key:
  * "memory:" (in-process hash table, for tests), "lmdb:PATH" (persistent, the default
- * lmdb:/var/lib/backstop/verdicts). The interface is asynchronous (get answers through a
+ * lmdb:/var/lib/backstop/verdicts), "redis://", "rediss://", "redis+sentinel://" (shared by
+ * several gateways, with a local layer in front). The interface is asynchronous (get answers through a
  * callback) so that a network store (Redis) plugs in as one more file.
  * Times are wall-clock milliseconds since the epoch, so that entries survive restarts. */
 #ifndef BACKSTOP_VCACHE_H
@@ -55,6 +56,9 @@ struct vcache_store_type {
 	void (*sync)(void *state);            /* wait until queued writes are stored */
 	void (*stats)(void *state, FILE *out); /* "key=value" lines */
 	void (*close)(void *state);           /* stores queued writes first */
+	/* base is about to be freed: drop what the store keeps on it (a network store's connection).
+	 * On base's thread, or once its loop has stopped. NULL: nothing kept. */
+	void (*forget_base)(void *state, struct event_base *base);
 };
 
 /* An opened cache: the store type and its state. */
@@ -83,6 +87,8 @@ long vcache_purge(struct vcache *c, const char *key_or_at_domain, const char *de
 int vcache_flush(struct vcache *c);
 void vcache_sync(struct vcache *c);
 void vcache_stats(struct vcache *c, FILE *out);
+/* Call before freeing an event_base that vcache_get() was given (c may be NULL). */
+void vcache_forget_base(struct vcache *c, struct event_base *base);
 
 /* Wall clock in ms since the epoch. */
 uint64_t vcache_now(void);
@@ -105,5 +111,8 @@ void vcache_type_register_extra(const struct vcache_store_type *type);
 
 extern const struct vcache_store_type vcache_memory_type;
 extern const struct vcache_store_type vcache_lmdb_type;
+extern const struct vcache_store_type vcache_redis_type;          /* vcache_redis.c */
+extern const struct vcache_store_type vcache_rediss_type;
+extern const struct vcache_store_type vcache_redis_sentinel_type;
 
 #endif

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event_struct.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -29,25 +31,33 @@ struct verifier {
 	atomic_ulong lookups, hits, misses, timeouts, refreshes, cancelled;
 };
 
+/* One per RCPT in flight: not cleared whole (verify_job_new sets what is read before it is
+ * written), and without the reply text, which verify_deliver makes from the verdict. */
 struct verify_query {
 	struct verifier *v;
 	struct event_base *base;
 	const struct bs_domain *dom;
 	struct rcpt_chain chain;
-	struct rcpt_addr addr;
-	char display[RCPT_ADDR_MAX + 1];   /* the address as the client wrote it */
 	verify_cb cb;
 	void *arg;
 	uint64_t t0;
 	bool read_cache, write_cache;      /* VERIFY_CACHE_READ, VERIFY_CACHE_WRITE (and a cache) */
-	char local_reason[RCPT_REASON_MAX]; /* why the local sources asked first were UNAVAILABLE */
-	bool ready;                        /* res is complete, delivery scheduled */
+	bool ready;                        /* the outcome is complete, delivery scheduled */
 	bool background;                   /* no callback: fills the cache, then frees itself */
-	struct event *ev;                  /* budget timer, then delivery */
 	struct rcpt_chain_query *cq;       /* chain lookup in progress */
 	struct vcache_query *cacheq;       /* cache lookup in progress */
 	struct verify_query *prev, *next;  /* background list */
-	struct verify_result res;
+	struct event ev;                   /* budget timer, then delivery */
+	/* the outcome (verify_decide) */
+	enum rcpt_verdict verdict;
+	bool cached, timed_out;
+	bool rate_limited;                 /* UNAVAILABLE because callout_max_rate refused a probe */
+	uint64_t age_ms, ttl_left_ms;
+	char source[VCACHE_SOURCE_MAX];
+	char reason[RCPT_REASON_MAX];      /* before the outcome: why the local sources asked first
+					    * were UNAVAILABLE ("" if they were not) */
+	char display[RCPT_ADDR_MAX + 1];   /* the address as the client wrote it */
+	struct rcpt_addr addr;             /* set when the cache or the sources are asked */
 };
 
 struct verifier *verifier_new(const struct bs_config *cfg, struct rcpt_registry *reg, struct vcache *cache)
@@ -126,8 +136,7 @@ static void verify_free(struct verify_query *q)
 {
 	if (q->background)
 		verify_bg_remove(q);
-	if (q->ev)
-		event_free(q->ev);
+	event_del(&q->ev);
 	free(q);
 }
 
@@ -150,22 +159,43 @@ static uint64_t verify_ttl(const struct verify_query *q, enum rcpt_verdict verdi
 	return dom_ttl ? dom_ttl : verdict == RCPT_VALID ? q->v->positive_ttl_ms : q->v->negative_ttl_ms;
 }
 
-/* Fill q->res: the verdict, then the reply it calls for in this domain. */
+static void verify_copy(char *dst, size_t dstsz, const char *src)
+{
+	dst[0] = '\0';
+	strbuf_append(dst, dstsz, src ? src : "");
+}
+
+/* The outcome: the verdict, the source that gave it and why. */
 static void verify_decide(struct verify_query *q, enum rcpt_verdict verdict, const char *source, const char *reason)
 {
-	struct verify_result *r = &q->res;
+	q->verdict = verdict;
+	verify_copy(q->source, sizeof q->source, source);
+	if (reason != q->reason)
+		verify_copy(q->reason, sizeof q->reason, reason);
+}
+
+/* The result for the callback: the outcome, and the reply it calls for in this domain. */
+static void verify_result_make(const struct verify_query *q, struct verify_result *r)
+{
 	const struct bs_domain *d = q->dom;
+	enum rcpt_verdict verdict = q->verdict;
 
 	r->verdict = verdict;
-	snprintf(r->source, sizeof r->source, "%s", source ? source : "");
-	snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+	r->cached = q->cached;
+	r->timed_out = q->timed_out;
+	r->rate_limited = q->rate_limited;
+	r->age_ms = q->age_ms;
+	r->ttl_left_ms = q->ttl_left_ms;
+	r->latency_ms = now_ms() - q->t0;
+	memcpy(r->source, q->source, strlen(q->source) + 1);
+	memcpy(r->reason, q->reason, strlen(q->reason) + 1);
 	if (verdict == RCPT_INVALID) {
 		r->action = VERIFY_REJECT;
 		r->code = d->reject_code >= 400 && d->reject_code < 600 ? d->reject_code : 550;
 		snprintf(r->enhanced, sizeof r->enhanced, "%d.1.1", r->code >= 500 ? 5 : 4);
 		snprintf(r->text, sizeof r->text, "<%s>: %s", q->display,
 			 d->reject_text ? d->reject_text : "Recipient address rejected: User unknown");
-	} else if (verdict == RCPT_UNAVAILABLE && d->on_unavailable == ON_UNAVAILABLE_DEFER) {
+	} else if (verdict == RCPT_UNAVAILABLE && (d->on_unavailable == ON_UNAVAILABLE_DEFER || r->rate_limited)) {
 		r->action = VERIFY_DEFER;
 		r->code = 451;
 		snprintf(r->enhanced, sizeof r->enhanced, "4.4.3");
@@ -183,16 +213,16 @@ static void verify_decide(struct verify_query *q, enum rcpt_verdict verdict, con
 static void verify_schedule(struct verify_query *q)
 {
 	q->ready = true;
-	evtimer_del(q->ev);
-	event_active(q->ev, EV_TIMEOUT, 1);
+	evtimer_del(&q->ev);
+	event_active(&q->ev, EV_TIMEOUT, 1);
 }
 
 static void verify_deliver(struct verify_query *q)
 {
-	q->res.latency_ms = now_ms() - q->t0;
+	struct verify_result res;
+	verify_result_make(q, &res);
 	verify_cb cb = q->cb;
 	void *arg = q->arg;
-	struct verify_result res = q->res;
 	if (!q->cq || !verify_bg_continue(q)) /* budget exceeded: the lookup goes on if it may */
 		verify_free(q);
 	cb(arg, &res);
@@ -205,9 +235,13 @@ static void verify_on_event(evutil_socket_t fd, short what, void *arg)
 
 	if (!q->ready) { /* the budget ran out */
 		atomic_fetch_add(&q->v->timeouts, 1);
+		if (q->cacheq) { /* still in the cache (Redis waiting for another gateway's verdict) */
+			vcache_cancel(q->v->cache, q->cacheq);
+			q->cacheq = NULL;
+		}
 		snprintf(why, sizeof why, "verification timed out after %llu ms", (unsigned long long)q->v->timeout_ms);
 		verify_decide(q, RCPT_UNAVAILABLE, q->chain.n ? q->chain.sources[0]->spec : "none", why);
-		q->res.timed_out = true;
+		q->timed_out = true;
 	}
 	verify_deliver(q);
 }
@@ -226,38 +260,53 @@ static void verify_on_chain(void *arg, const struct rcpt_answer *ans)
 		return;
 	}
 	char reason[RCPT_REASON_MAX] = "";
-	if (ans->verdict == RCPT_UNAVAILABLE && q->local_reason[0] != '\0') { /* asked before the cache */
-		strbuf_append(reason, sizeof reason, q->local_reason);
+	if (ans->verdict == RCPT_UNAVAILABLE && q->reason[0] != '\0') { /* local sources asked before the cache */
+		strbuf_append(reason, sizeof reason, q->reason);
 		strbuf_append(reason, sizeof reason, "; ");
 	}
 	strbuf_append(reason, sizeof reason, ans->reason);
+	q->rate_limited = ans->verdict == RCPT_UNAVAILABLE && ans->rate_limited;
 	verify_decide(q, ans->verdict, ans->source, reason);
 	verify_schedule(q);
 }
 
-static void verify_run_chain(struct verify_query *q)
+/* Start the verify_timeout budget (once: a cache that answers later, such as Redis waiting for
+ * another gateway's probe, spends from the same budget as the chain). */
+static void verify_arm_budget(struct verify_query *q)
 {
 	struct timeval tv = { .tv_sec = (time_t)(q->v->timeout_ms / 1000),
 			      .tv_usec = (suseconds_t)(q->v->timeout_ms % 1000) * 1000 };
 
-	if (!q->background)
-		evtimer_add(q->ev, &tv);
+	if (!q->background && !q->ready && !evtimer_pending(&q->ev, NULL))
+		evtimer_add(&q->ev, &tv);
+}
+
+static void verify_run_chain(struct verify_query *q)
+{
 	struct rcpt_chain_query *cq = rcpt_chain_lookup(&q->chain, q->base, &q->addr, verify_on_chain, q);
-	if (cq) /* else answered (and maybe freed, in the background) already */
-		q->cq = cq;
+	if (cq == NULL) /* answered (and maybe freed, in the background) already: no budget needed */
+		return;
+	q->cq = cq;
+	verify_arm_budget(q);
 }
 
 /* ---- the cache ---- */
 
 static struct verify_query *verify_job_new(struct verifier *v, struct event_base *base, const struct bs_domain *dom)
 {
-	struct verify_query *q = xcalloc(1, sizeof *q);
+	struct verify_query *q = xmalloc(sizeof *q);
 
+	memset(q, 0, offsetof(struct verify_query, ev));
 	q->v = v;
 	q->base = base;
 	q->dom = dom;
 	q->t0 = now_ms();
-	q->ev = evtimer_new(base, verify_on_event, q);
+	evtimer_assign(&q->ev, base, verify_on_event, q);
+	q->verdict = RCPT_UNAVAILABLE;
+	q->cached = q->timed_out = q->rate_limited = false;
+	q->age_ms = q->ttl_left_ms = 0;
+	q->source[0] = q->reason[0] = q->display[0] = '\0';
+	q->addr.full[0] = q->addr.base[0] = '\0';
 	return q;
 }
 
@@ -272,8 +321,7 @@ static void verify_refresh(struct verify_query *q)
 	struct verify_query *r = verify_job_new(v, q->base, q->dom);
 	r->chain = q->chain;
 	r->addr = q->addr;
-	r->write_cache = true;
-	memcpy(r->display, q->display, sizeof r->display);
+	r->write_cache = true; /* no display: a background job has no reply */
 	if (!verify_bg_add(r)) {
 		verify_free(r);
 		return;
@@ -294,10 +342,10 @@ static void verify_on_cache(void *arg, int found, const struct vcache_entry *e)
 	atomic_fetch_add(&q->v->hits, 1);
 	uint64_t now = vcache_now();
 	verify_decide(q, e->verdict, e->source, "cached");
-	q->res.cached = true;
-	q->res.age_ms = now > e->stored_ms ? now - e->stored_ms : 0;
-	q->res.ttl_left_ms = e->stored_ms + e->ttl_ms > now ? e->stored_ms + e->ttl_ms - now : 0;
-	if (e->verdict == RCPT_VALID && q->res.age_ms > e->ttl_ms / 2 && q->write_cache)
+	q->cached = true;
+	q->age_ms = now > e->stored_ms ? now - e->stored_ms : 0;
+	q->ttl_left_ms = e->stored_ms + e->ttl_ms > now ? e->stored_ms + e->ttl_ms - now : 0;
+	if (e->verdict == RCPT_VALID && q->age_ms > e->ttl_ms / 2 && q->write_cache)
 		verify_refresh(q);
 	verify_schedule(q);
 }
@@ -305,8 +353,10 @@ static void verify_on_cache(void *arg, int found, const struct vcache_entry *e)
 static void verify_ask_cache(struct verify_query *q)
 {
 	struct vcache_query *cq = vcache_get(q->v->cache, q->base, q->addr.full, verify_on_cache, q);
-	if (cq)
+	if (cq) {
 		q->cacheq = cq;
+		verify_arm_budget(q);
+	}
 }
 
 /* The chain's local sources answered (synchronously, by their contract): a VALID or INVALID is
@@ -321,7 +371,7 @@ static void verify_on_local(void *arg, const struct rcpt_answer *ans)
 		verify_schedule(q);
 		return;
 	}
-	snprintf(q->local_reason, sizeof q->local_reason, "%s", ans->reason);
+	verify_copy(q->reason, sizeof q->reason, ans->reason);
 	q->chain.sources += k;
 	q->chain.n -= k;
 	verify_ask_cache(q);
@@ -400,7 +450,7 @@ void verify_cancel(struct verify_query *q)
 	if (q->cacheq)
 		vcache_cancel(q->v->cache, q->cacheq);
 	if (q->cq) { /* let the lookup finish and fill the cache, if it may */
-		evtimer_del(q->ev);
+		evtimer_del(&q->ev);
 		if (verify_bg_continue(q))
 			return;
 	}

@@ -32,6 +32,7 @@ struct verify_result {
 	char reason[RCPT_REASON_MAX];   /* for the log only (may name backend hosts) */
 	bool cached;                   /* answered from the cache */
 	bool timed_out;                /* the budget ran out: the lookup goes on in the background */
+	bool rate_limited;             /* not probed: callout_max_rate (deferred whatever on_unavailable) */
 	uint64_t age_ms;               /* cached: age of the entry */
 	uint64_t ttl_left_ms;          /* cached: time before it expires */
 	uint64_t latency_ms;           /* from verify_start to the callback */

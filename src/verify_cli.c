@@ -1,7 +1,9 @@
 /* verify_cli.c - the admin's view of recipient verification:
  *   backstop verify -c FILE [--no-cache] [--store] ADDR...   ask the chain (and read the cache) as
  *       the gateway would; the verdict is written to the cache only with --store
- *   backstop cache -c FILE stats | show ADDR | purge ADDR|@DOMAIN | flush
+ *   backstop cache -c FILE [-s SOCKET] stats | show ADDR | purge ADDR|@DOMAIN | flush: asks the
+ *       running daemon through its control socket; when it cannot be reached, acts on the store
+ *       itself (saying so), unless the store is the daemon's memory
  * verify exits 0 when every address is valid, 2 when any is unavailable, else 1 when any is
  * invalid (or not in one of our domains); 3 on a usage or configuration error. */
 #include "verify_cli.h"
@@ -11,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache_ops.h"
+#include "control.h"
+#include "control_cli.h"
 #include "log.h"
 #include "util.h"
 #include "verify.h"
@@ -25,30 +30,34 @@
 
 struct cli_opts {
 	const char *conf;
+	const char *socket; /* cache: --socket */
 	bool no_cache, store;
 };
 
-/* -c FILE, --no-cache and --store (verify only); returns the index of the first operand, or -1.
+/* -c FILE, --no-cache and --store (verify only), --socket (cache only); returns the index of the first operand, or -1.
  * main.c answers --help from its command table. */
 static int cli_options(int argc, char **argv, struct cli_opts *o, bool verify)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "no-cache", no_argument, NULL, 'n' },
-		{ "store", no_argument, NULL, 's' },
+		{ "store", no_argument, NULL, 'S' },
+		{ "socket", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 
 	*o = (struct cli_opts){ .conf = CONFIG_DEFAULT_PATH };
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, verify ? "c:" : "c:s:", longopts, NULL)) != -1) {
 		if (ch == 'c')
 			o->conf = optarg;
 		else if (ch == 'n' && verify)
 			o->no_cache = true;
-		else if (ch == 's' && verify)
+		else if (ch == 'S' && verify)
 			o->store = true;
+		else if (ch == 's' && !verify)
+			o->socket = optarg;
 		else
 			return -1;
 	}
@@ -64,21 +73,6 @@ static struct bs_config *cli_config(const char *path)
 		fprintf(stderr, "%s\n", errs.msgs[i]);
 	config_errors_free(&errs);
 	return cfg;
-}
-
-/* Split "local@domain" into a parsed address (domain normalised); -1 if it is not one. */
-static int cli_address(const char *text, struct smtp_address *a)
-{
-	const char *at = strrchr(text, '@');
-
-	memset(a, 0, sizeof *a);
-	if (at == NULL || at == text || (size_t)(at - text) > SMTP_LOCAL_MAX)
-		return -1;
-	a->local_len = a->local_raw_len = (size_t)(at - text);
-	memcpy(a->local, text, a->local_len);
-	memcpy(a->local_raw, text, a->local_len);
-	a->domain_len = domain_normalise(at + 1, strlen(at + 1), true, a->domain, sizeof a->domain);
-	return a->domain_len ? 0 : -1;
 }
 
 struct cli_wait { bool done; struct verify_result r; };
@@ -105,7 +99,7 @@ static int cli_verify_one(const struct bs_config *cfg, struct verifier *v, struc
 			  const char *text, unsigned flags)
 {
 	struct smtp_address a;
-	bool parsed = cli_address(text, &a) == 0;
+	bool parsed = cache_ops_address(text, &a) == 0;
 	const struct bs_domain *dom = parsed ? config_find_domain(cfg, a.domain) : NULL;
 
 	if (dom == NULL) {
@@ -160,102 +154,87 @@ int verify_cli_main(int argc, char **argv)
 	 * stop them before base goes away */
 	rcpt_registry_close(reg);
 	verifier_free(v);
+	vcache_forget_base(cache, base);
 	event_base_free(base);
 	vcache_close(cache);
 	config_unref(cfg);
 	return any_unavailable ? 2 : worst_invalid ? 1 : 0;
 }
 
-/* The cache key for ADDR (domain rules from the config when it is one of ours) or @DOMAIN, and
- * the domain's recipient_delimiter ("" if none) in delims. */
-static int cli_cache_key(const struct bs_config *cfg, const char *text, char *key, size_t keysz,
-			 const char **delims)
-{
-	*delims = "";
-	struct smtp_address a;
-	struct rcpt_addr ra;
-
-	if (text[0] == '@') {
-		char d[SMTP_DOMAIN_MAX + 1];
-		if (domain_normalise(text + 1, strlen(text + 1), true, d, sizeof d) == 0)
-			return -1;
-		snprintf(key, keysz, "@%s", d);
-		return 0;
-	}
-	const struct bs_domain *dom = cli_address(text, &a) == 0 ? config_find_domain(cfg, a.domain) : NULL;
-	if (a.domain_len == 0 || rcpt_addr_make(&ra, a.local_raw, a.local_raw_len, a.domain, dom) != 0)
-		return -1;
-	snprintf(key, keysz, "%s", ra.full);
-	if (dom)
-		*delims = dom->recipient_delimiter;
-	return 0;
-}
-
 static void cli_on_show(void *arg, int found, const struct vcache_entry *e)
 {
-	const char *key = arg;
-	uint64_t now = vcache_now();
-
-	if (!found) {
-		printf("%s: not cached\n", key);
-		return;
-	}
-	printf("%s: %s source=%s age=%llus ttl_left=%llus\n", key, rcpt_verdict_name(e->verdict), e->source,
-	       (unsigned long long)((now - e->stored_ms) / 1000),
-	       (unsigned long long)((e->stored_ms + e->ttl_ms - now) / 1000));
+	cache_ops_print_entry(stdout, arg, found, e);
 }
 
+/* The command on the store itself (the daemon was not reachable). */
 static int cli_cache_op(struct vcache *c, const struct bs_config *cfg, const char *op, const char *arg)
 {
-	char key[RCPT_ADDR_MAX + 2];
+	char key[CACHE_OPS_KEY_MAX];
 	const char *delims;
+	int rc = cache_ops_parse(cfg, op, arg, stderr, key, sizeof key, &delims);
 
-	if (strcmp(op, "stats") == 0) {
-		vcache_stats(c, stdout);
-		return 0;
-	}
+	if (rc != CACHE_OPS_OK)
+		return rc;
+	if (strcmp(op, "stats") == 0)
+		return cache_ops_stats(c, stdout);
 	if (strcmp(op, "flush") == 0)
-		return vcache_flush(c) == 0 ? 0 : 1;
-	if (strcmp(op, "show") != 0 && strcmp(op, "purge") != 0) {
-		fprintf(stderr, "backstop cache: unknown command %s (stats, show ADDR, purge ADDR|@DOMAIN, flush)\n", op);
-		return CLI_USAGE_ERROR;
-	}
-	if (arg == NULL || cli_cache_key(cfg, arg, key, sizeof key, &delims) != 0) {
-		fprintf(stderr, "backstop cache %s: needs an address%s\n", op, strcmp(op, "purge") == 0 ? " or @domain" : "");
-		return CLI_USAGE_ERROR;
-	}
-	if (strcmp(op, "show") == 0) {
-		if (key[0] == '@') {
-			fprintf(stderr, "backstop cache show: needs an address\n");
-			return CLI_USAGE_ERROR;
+		return cache_ops_flush(c, stdout);
+	if (strcmp(op, "purge") == 0)
+		return cache_ops_purge(c, key, delims, stdout);
+	struct event_base *base = event_base_new();
+	vcache_get(c, base, key, cli_on_show, key);
+	event_base_dispatch(base); /* for a store that answers later */
+	vcache_forget_base(c, base);
+	event_base_free(base);
+	return CACHE_OPS_OK;
+}
+
+/* Ask the daemon first: its cache is the one that answers clients (memory layer included).
+ * Returns its status, or -1 when it cannot be reached (why says so). */
+static int cli_cache_daemon(const char *sock, int argc, char **argv, int first, char *why, size_t whysz)
+{
+	char req[CONTROL_LINE_MAX] = "cache";
+
+	for (int i = first; i < argc; i++) {
+		if (strlen(req) + strlen(argv[i]) + 2 > sizeof req || strpbrk(argv[i], " \t\r\n")) {
+			snprintf(why, whysz, "argument not sendable: %s", argv[i]);
+			return -1;
 		}
-		struct event_base *base = event_base_new();
-		vcache_get(c, base, key, cli_on_show, key);
-		event_base_dispatch(base); /* for a store that answers later */
-		event_base_free(base);
-		return 0;
+		strbuf_append(req, sizeof req, " ");
+		strbuf_append(req, sizeof req, argv[i]);
 	}
-	long n = vcache_purge(c, key, delims); /* bob@d: bob+anything@d too */
-	printf("%s%s%s: %ld entr%s removed\n", key, delims[0] ? " and its sub-addresses, delimiter " : "", delims,
-	       n, n == 1 ? "y" : "ies");
-	return n < 0 ? 1 : 0;
+	return control_cli_request(sock, req, 60, stdout, stderr, why, whysz);
 }
 
 int cache_cli_main(int argc, char **argv)
 {
 	struct cli_opts o;
 	int first = cli_options(argc, argv, &o, false);
+	char sock[BS_UNIX_PATH_MAX + 1], why[512];
 
-	if (first < 0 || first >= argc) {
-		fprintf(stderr, "usage: backstop cache [-c FILE] stats | show ADDR | purge ADDR|@DOMAIN | flush\n");
+	if (first < 0 || first >= argc || argc - first > 2) {
+		fprintf(stderr, "usage: backstop cache [-c FILE] [-s SOCKET] stats | show ADDR | purge ADDR|@DOMAIN | flush\n");
 		return CLI_USAGE_ERROR;
 	}
+	control_cli_socket(o.conf, o.socket, sock, sizeof sock);
+	int rc = cli_cache_daemon(sock, argc, argv, first, why, sizeof why);
+	if (rc >= 0)
+		return rc;
 	struct bs_config *cfg = cli_config(o.conf);
 	if (cfg == NULL)
 		return CLI_USAGE_ERROR;
 	log_open(false, LOG_LVL_WARN);
+	if (vcache_type_find(cfg->cache ? cfg->cache : VCACHE_DEFAULT, &(const char *){ NULL }) == &vcache_memory_type) {
+		fprintf(stderr, "backstop cache: the daemon cannot be reached (%s); its cache %s lives in its memory: "
+			"nothing to act on\n", why, cfg->cache);
+		config_unref(cfg);
+		return CONTROL_UNREACHABLE;
+	}
+	fprintf(stderr, "backstop cache: the daemon cannot be reached (%s); acting on the store %s directly%s\n", why,
+		cfg->cache ? cfg->cache : VCACHE_DEFAULT,
+		strcmp(argv[first], "stats") == 0 ? " (hits and misses are this command's own)" : "");
 	struct vcache *c = cli_cache(cfg);
-	int rc = c ? cli_cache_op(c, cfg, argv[first], first + 1 < argc ? argv[first + 1] : NULL) : 1;
+	rc = c ? cli_cache_op(c, cfg, argv[first], first + 1 < argc ? argv[first + 1] : NULL) : 1;
 	vcache_close(c);
 	config_unref(cfg);
 	return rc;

@@ -12,21 +12,43 @@
 #include "dns.h"
 #include "log.h"
 #include "policyd.h"
+#include "proxy_accept.h"
 #include "relay_pool.h"
 #include "runtime.h"
 #include "smtp_session.h"
+#include "stats.h"
 #include "util.h"
 
 /* After the shutdown deadline, sessions get this long to take their 421 before the loop ends
  * (plus backend_data_timeout when one waits for a backend's reply to its final dot). */
 #define WORKER_ABORT_GRACE_MS 2000
 
+/* The PROXY header named the client: the session starts as if it had connected itself. */
+static void worker_proxied_cb(void *arg, evutil_socket_t fd, const struct sockaddr *client, socklen_t len)
+{
+	struct worker *w = arg;
+	smtp_session_accept(&w->env, w->shared.runtime(w->shared.runtime_arg), fd, client, len);
+}
+
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 			     int salen, void *arg)
 {
 	struct worker *w = arg;
+	struct bs_runtime *rt = w->shared.runtime(w->shared.runtime_arg);
 	(void)l;
-	smtp_session_accept(&w->env, w->shared.runtime(w->shared.runtime_arg), fd, sa, (socklen_t)salen);
+	if (rt->cfg->proxy_from.n == 0 || !cidr_list_match(&rt->cfg->proxy_from, sa)) {
+		smtp_session_accept(&w->env, rt, fd, sa, (socklen_t)salen);
+		return;
+	}
+	uint64_t timeout = rt->cfg->proxy_protocol_timeout_ms, max = rt->cfg->max_connections;
+	runtime_unref(rt);
+	if (w->proxy_waits.n >= max) { /* a balancer cannot hold more than the clients it stands for */
+		log_notice("worker %u: %zu connections waiting for their PROXY header; one more closed", w->id,
+			   w->proxy_waits.n);
+		evutil_closesocket(fd);
+		return;
+	}
+	proxy_accept_start(&w->proxy_waits, w->base, fd, sa, (socklen_t)salen, timeout, worker_proxied_cb, w);
 }
 
 static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
@@ -125,6 +147,7 @@ static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 	w->stopping = true;
 	relay_pool_close(w->pool); /* idle backend sessions: QUIT now, and when sessions end */
 	policyd_stop(w->policyd);
+	proxy_accept_abort_all(&w->proxy_waits);
 	for (size_t i = 0; i < w->nfds; i++) {
 		evconnlistener_free(w->listeners[i]);
 		w->listeners[i] = NULL;
@@ -164,12 +187,23 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 		log_err("worker %u: DNS resolver: %s", id, why ? why : "unknown error");
 		return -1;
 	}
+	dns_resolver_set_cache(w->dns, shared->dns_cache);
+	struct bs_runtime *rt = shared->runtime(shared->runtime_arg);
+	int bad = dns_resolver_set_servers(w->dns, rt->cfg->dns_servers);
+	runtime_unref(rt);
+	if (bad) {
+		log_err("worker %u: dns_servers not usable", id);
+		return -1;
+	}
 	w->env = (struct session_env){
 		.base = w->base, .connlimit = shared->connlimit, .health = shared->health,
 		.slots = shared->slots, .pool = w->pool, .dns = w->dns, .rr_counter = &w->rr_counter,
 		.scratch = w->scratch, .id_time = shared->start_time, .id_owner = id, .id_seq = &w->seq,
 		.list = &w->sessions, .ended = worker_session_ended, .ended_arg = w,
+		.stats = shared->stats ? &shared->stats[id] : NULL,
 	};
+	if (w->env.stats != NULL)
+		relay_pool_set_gauge(w->pool, &w->env.stats->pooled);
 	return 0;
 }
 

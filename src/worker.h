@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "proxy_accept.h"
 #include "smtp_session.h"
 
 struct policyd;
@@ -21,6 +22,7 @@ struct bs_runtime;
 struct connlimit;
 struct backend_health;
 struct backend_slots;
+struct stats_worker;
 
 /* What the workers share, owned by their owner (the server) and passed in: the worker never
  * reaches up into it. */
@@ -32,6 +34,8 @@ struct worker_shared {
 	struct backend_health *health;     /* circuit breaker per backend */
 	struct backend_slots *slots;       /* connections per backend */
 	uint64_t start_time;               /* for session ids */
+	struct dns_cache *dns_cache;       /* typed DNS answers, all workers (NULL: none) */
+	struct stats_worker *stats;        /* counters, one block per worker id (NULL: none) */
 };
 
 struct worker {
@@ -46,6 +50,7 @@ struct worker {
 	struct event *deadline_ev;   /* shutdown deadline: close what is left */
 	bool stopping;
 	struct session_list sessions; /* live sessions */
+	struct proxy_waits proxy_waits; /* connections from proxy_protocol_from before their header */
 	uint64_t seq;                /* sessions accepted, for session ids */
 	unsigned rr_counter;         /* round-robin position for deliver_policy = round-robin */
 	char *scratch;               /* SESSION_SCRATCH_SIZE bytes for synchronous decoding */

@@ -40,7 +40,7 @@ static void answer(const struct engine_request *er, const char *seed, size_t see
 {
 	static const enum check_result results[] = { CHECK_NEUTRAL, CHECK_ACCEPT, CHECK_REJECT, CHECK_DEFER };
 	struct engine_decision d;
-	static char headers[ENGINE_HEADERS_MAX];
+	static char headers[ENGINE_HEADERS_MAX], text[ENGINE_TEXT_MAX];
 	char out[ENGINE_TEXT_MAX + ENGINE_HEADERS_MAX + 64];
 
 	for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
@@ -50,10 +50,11 @@ static void answer(const struct engine_request *er, const char *seed, size_t see
 		d.code = i == 2 ? 550 : 451;
 		memcpy(d.enhanced, i == 2 ? "5.1.1" : "4.4.3", 6);
 		/* text and headers from the input: any bytes a check might let through */
-		size_t n = seedlen < sizeof d.text - 1 ? seedlen : sizeof d.text - 1;
-		memcpy(d.text, seed, n);
-		d.text[n] = '\0';
-		d.headers = "";
+		size_t n = seedlen < sizeof text - 1 ? seedlen : sizeof text - 1;
+		memcpy(text, seed, n);
+		text[n] = '\0';
+		d.text = text;
+		d.log = d.headers = "";
 		if (i == 0) {
 			n = seedlen < sizeof headers - 1 ? seedlen : sizeof headers - 1;
 			memcpy(headers, seed, n);
@@ -97,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct policy_query q;
 		policy_request_decode(&req, cfg, "FUZZ", &er, &q);
 		CHECK(q.ask || q.why != NULL);
-		CHECK(!er.has_rcpt || er.rcpt.domain_len <= SMTP_DOMAIN_MAX);
+		CHECK(!er.has_rcpt || er.rcpt->domain_len <= SMTP_DOMAIN_MAX);
 		CHECK(strlen(er.helo) <= SMTP_DOMAIN_MAX);
 		answer(&er, (const char *)data, size);
 		policy_request_reset(&req);

@@ -63,6 +63,7 @@ def default_gateway():
         "workers": 2,
         "shutdown_timeout": "3s",
         "cache": "memory:",
+        "control_socket": "",  # tests that want one give a path under tmp_path, never /run/backstop
     }
 
 

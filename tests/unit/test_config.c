@@ -495,7 +495,10 @@ static void test_errors_values(void **state)
 	expect_error("[gateway]\ntls_cert = /nonexistent/cert.pem\ntls_key = /nonexistent/k\n" MIN_CONF,
 		     "t.conf:2: tls_cert = /nonexistent/cert.pem: file not found");
 	expect_error("[gateway]\ncache = redis:x\n" MIN_CONF,
-		     "t.conf:2: cache = redis:x: expected lmdb:/DIRECTORY or memory:");
+		     "t.conf:2: cache = redis:x: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB");
+	expect_error("[gateway]\ncache = nosql:x\n" MIN_CONF,
+		     "t.conf:2: cache = nosql:x: expected lmdb:/DIRECTORY, memory:, redis://HOST:PORT/DB, "
+		     "rediss://HOST:PORT/DB or redis+sentinel://HOST:PORT,.../MASTER/DB");
 	expect_error("[gateway]\ncallout_sender = nobody\n" MIN_CONF,
 		     "t.conf:2: callout_sender = nobody: expected an address local@domain, or "
 		     "nothing for the null sender");
@@ -618,8 +621,20 @@ static void test_specs_by_registry(void **state)
 		assert_string_equal(vcache_why(bad), "lmdb: needs an absolute directory name, without "
 						     "spaces (lmdb:/var/lib/backstop/verdicts)");
 	assert_string_equal(vcache_why("memory:100"), "memory: takes nothing after the colon");
-	for (const char *bad = "redis:x\0memory\0"; *bad; bad += strlen(bad) + 1)
-		assert_string_equal(vcache_why(bad), "expected lmdb:/DIRECTORY or memory:");
+	for (const char *bad = "nosql:x\0memory\0"; *bad; bad += strlen(bad) + 1)
+		assert_string_equal(vcache_why(bad), "expected lmdb:/DIRECTORY, memory:, redis://HOST:PORT/DB, "
+						     "rediss://HOST:PORT/DB or redis+sentinel://HOST:PORT,.../MASTER/DB");
+	/* the Redis rows: syntax only, nothing resolved or connected */
+	for (const char *ok = "redis://127.0.0.1:6379/0\0redis://redis.example\0rediss://r.example:6380/2\0"
+			      "redis://[::1]:6379\0redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/1\0"
+			      "redis+sentinel://s1/mymaster\0"; *ok; ok += strlen(ok) + 1)
+		assert_string_equal(vcache_why(ok), "");
+	for (const char *bad = "redis:x\0redis://\0redis://h:1/x\0redis://a,b:1/0\0redis://u@h:1/0\0"; *bad;
+	     bad += strlen(bad) + 1)
+		assert_string_equal(vcache_why(bad), "expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB");
+	for (const char *bad = "redis+sentinel://h:1\0redis+sentinel://h:1/\0redis+sentinel://h:1/m/x\0"; *bad;
+	     bad += strlen(bad) + 1)
+		assert_string_equal(vcache_why(bad), "expected redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB");
 
 	/* through the config, with FILE:LINE */
 	expect_error("[gateway]\ncache = lmdb:verdicts\n" MIN_CONF,

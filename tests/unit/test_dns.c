@@ -1,7 +1,9 @@
-/* test_dns.c - dns_resolve_host() and dns_query_txt() without the Internet: numeric hosts,
- * "localhost" from /etc/hosts, names under .invalid, and a fake DNS server on 127.0.0.1 (UDP,
- * same event loop) answering A, AAAA, TXT and NXDOMAIN, or staying silent. Callbacks must come
- * from the loop, cancelled queries and freed resolvers must stay quiet, no fd may leak. */
+/* test_dns.c - dns_resolve_host(), dns_query_txt() and dns_lookup() without the Internet:
+ * numeric hosts, "localhost" from /etc/hosts, names under .invalid, and a fake DNS server on
+ * 127.0.0.1 (UDP, same event loop) answering A, AAAA, MX, PTR, TXT, CNAME chains, NXDOMAIN and
+ * NODATA with an SOA, SERVFAIL, or staying silent. Callbacks must come from the loop, cancelled
+ * queries and freed resolvers must stay quiet, no fd may leak; the cache keeps answers by
+ * their TTL (negative ones by the SOA), never failures, within its bound. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +23,7 @@
 #include <event2/event.h>
 
 #include "dns.h"
+#include "dns_cache.h"
 #include "util.h"
 #include "unit_support.h"
 
@@ -40,17 +43,51 @@ static size_t put16(unsigned char *p, unsigned v)
 	return 2;
 }
 
-/* One answer record pointing at the question's name. */
-static size_t put_rr(unsigned char *p, unsigned type, const void *rdata, size_t rdlen)
+/* One record owned by the name at offset owner (a compression pointer), with ttl. */
+static size_t put_rr_at(unsigned char *p, unsigned owner, unsigned type, unsigned ttl, const void *rdata, size_t rdlen)
 {
-	size_t n = put16(p, 0xc00c);
+	size_t n = put16(p, 0xc000 | owner);
 	n += put16(p + n, type);
 	n += put16(p + n, 1);
-	n += put16(p + n, 0);
-	n += put16(p + n, 60);
+	n += put16(p + n, ttl >> 16);
+	n += put16(p + n, ttl & 0xffff);
 	n += put16(p + n, (unsigned)rdlen);
 	memcpy(p + n, rdata, rdlen);
 	return n + rdlen;
+}
+
+/* One answer record pointing at the question's name. */
+static size_t put_rr(unsigned char *p, unsigned type, const void *rdata, size_t rdlen)
+{
+	return put_rr_at(p, 12, type, 60, rdata, rdlen);
+}
+
+/* "a.b" in wire form; returns its length. */
+static size_t put_name(unsigned char *p, const char *name)
+{
+	size_t n = 0;
+	while (*name) {
+		size_t l = strcspn(name, ".");
+		p[n++] = (unsigned char)l;
+		memcpy(p + n, name, l);
+		n += l;
+		name += l + (name[l] == '.');
+	}
+	p[n++] = 0;
+	return n;
+}
+
+/* An SOA (owner: the question's name) with ttl and minimum, for the authority section. */
+static size_t put_soa(unsigned char *p, unsigned ttl, unsigned minimum)
+{
+	unsigned char rd[64];
+	size_t n = put_name(rd, "ns.test");
+	n += put_name(rd + n, "admin.test");
+	for (int i = 0; i < 4; i++)
+		n += put16(rd + n, 0), n += put16(rd + n, 100);
+	n += put16(rd + n, minimum >> 16);
+	n += put16(rd + n, minimum & 0xffff);
+	return put_rr_at(p, 12, 6, ttl, rd, n);
 }
 
 /* The question's name as "a.b.c" and the end of the question; 0 on garbage. */
@@ -90,9 +127,45 @@ static void fakedns_read(evutil_socket_t fd, short what, void *arg)
 	if (strcasecmp(name, "silent.test") == 0)
 		return;
 	memcpy(r, q, qend);
-	size_t n = qend, an = 0;
+	size_t n = qend, an = 0, ns = 0;
 	int rcode = 0;
-	if (strcasecmp(name, "mx.test") == 0 && type == 1) {
+	if (strcasecmp(name, "fail.test") == 0) {
+		rcode = 2; /* SERVFAIL */
+	} else if (strcasecmp(name, "nodata.test") == 0) {
+		n += put_soa(r + n, 300, 30);
+		ns = 1;
+	} else if (strcasecmp(name, "nx.test") == 0) {
+		n += put_soa(r + n, 120, 600);
+		ns = 1;
+		rcode = 3;
+	} else if (strcasecmp(name, "mail.test") == 0 && type == 15) {
+		unsigned char mx[32];
+		size_t l = put16(mx, 10);
+		l += put_name(mx + l, "mx.test");
+		n += put_rr_at(r + n, 12, 15, 3600, mx, l);
+		mx[1] = 20;
+		l = 2 + put_name(mx + 2, "MX2.Test");
+		n += put_rr_at(r + n, 12, 15, 120, mx, l);
+		an = 2;
+	} else if (strcasecmp(name, "1.2.0.192.in-addr.arpa") == 0 && type == 12) {
+		unsigned char ptr[32];
+		size_t l = put_name(ptr, "mx.test");
+		n += put_rr(r + n, 12, ptr, l);
+		an = 1;
+	} else if (strcasecmp(name, "alias.test") == 0) {
+		/* the target's records first, then the CNAME to it: order is not meaningful */
+		unsigned char target[32];
+		size_t l = put_name(target, "spf.test");
+		size_t at = n;
+		static const char t1[] = "\015v=spf1 -all x";
+		unsigned char rd[4 + 40];
+		memcpy(rd, t1, sizeof t1 - 1);
+		/* owner of the TXT: the CNAME's target, written in the CNAME's rdata below */
+		size_t cname_rdata = at + 12 + (sizeof t1 - 1) + 12;
+		n += put_rr_at(r + n, (unsigned)cname_rdata, 16, 500, rd, sizeof t1 - 1);
+		n += put_rr_at(r + n, 12, 5, 90, target, l);
+		an = 2;
+	} else if (strcasecmp(name, "mx.test") == 0 && type == 1) {
 		unsigned char a[4] = { 192, 0, 2, 1 };
 		n += put_rr(r + n, 1, a, 4);
 		an = 1;
@@ -113,7 +186,7 @@ static void fakedns_read(evutil_socket_t fd, short what, void *arg)
 	put16(r + 2, 0x8180 | (unsigned)rcode);
 	put16(r + 4, 1);
 	put16(r + 6, (unsigned)an);
-	put16(r + 8, 0);
+	put16(r + 8, (unsigned)ns);
 	put16(r + 10, 0);
 	sendto(fd, r, n, 0, (struct sockaddr *)&from, fromlen);
 }
@@ -402,6 +475,209 @@ static void test_free_with_pending(void **state)
 	assert_int_equal(t->calls, 0);
 }
 
+
+/* ---- typed lookups ---- */
+
+struct lk {
+	int calls;
+	enum dns_result result;
+	uint32_t ttl;
+	bool cached;
+	size_t count, total;
+	char text[4][64];
+	unsigned char addr[4][16];
+	uint16_t pref[4];
+	struct event_base *base;
+};
+
+static void lk_cb(void *arg, const struct dns_answer *a)
+{
+	struct lk *l = arg;
+	l->calls++;
+	l->result = a->result;
+	l->ttl = a->ttl;
+	l->cached = a->cached;
+	l->count = a->count;
+	l->total = a->total;
+	for (size_t i = 0; i < a->count && i < 4; i++) {
+		snprintf(l->text[i], sizeof l->text[i], "%s", a->rr[i].text ? a->rr[i].text : "");
+		memcpy(l->addr[i], a->rr[i].addr, 16);
+		l->pref[i] = a->rr[i].preference;
+	}
+	event_base_loopbreak(l->base);
+}
+
+static struct lk lookup(struct t *t, const char *name, enum dns_type type)
+{
+	struct lk l = { .base = t->base };
+	dns_lookup(t->r, name, type, lk_cb, &l);
+	assert_int_equal(l.calls, 0); /* never from inside the call */
+	run(t, 5000);
+	assert_int_equal(l.calls, 1);
+	return l;
+}
+
+static void test_lookup_types(void **state)
+{
+	struct t *t = *state;
+	use_fake_dns(t, 1000);
+	struct lk l = lookup(t, "mx.test", DNS_TYPE_A);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_int_equal(l.count, 1);
+	assert_int_equal(l.ttl, 60);
+	assert_memory_equal(l.addr[0], "\xc0\x00\x02\x01", 4);
+	l = lookup(t, "mx.test.", DNS_TYPE_AAAA);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_int_equal(l.addr[0][0], 0x20);
+	l = lookup(t, "mail.test", DNS_TYPE_MX);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_int_equal(l.count, 2);
+	assert_int_equal(l.pref[0], 10);
+	assert_string_equal(l.text[0], "mx.test");
+	assert_int_equal(l.pref[1], 20);
+	assert_string_equal(l.text[1], "MX2.Test");
+	assert_int_equal(l.ttl, 120); /* the smallest */
+	l = lookup(t, "1.2.0.192.in-addr.arpa", DNS_TYPE_PTR);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_string_equal(l.text[0], "mx.test");
+	l = lookup(t, "spf.test", DNS_TYPE_TXT);
+	assert_int_equal(l.count, 2);
+	assert_string_equal(l.text[0], "v=spf1 -all");
+	assert_string_equal(l.text[1], "other=record");
+	/* a CNAME to spf.test, answered after the target's record: followed, TTL the smaller */
+	l = lookup(t, "alias.test", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_int_equal(l.count, 1);
+	assert_string_equal(l.text[0], "v=spf1 -all x");
+	assert_int_equal(l.ttl, 90);
+}
+
+static void test_lookup_negative(void **state)
+{
+	struct t *t = *state;
+	use_fake_dns(t, 300);
+	struct lk l = lookup(t, "nx.test", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_NXDOMAIN);
+	assert_int_equal(l.ttl, 120); /* min(SOA TTL, MINIMUM) */
+	l = lookup(t, "nodata.test", DNS_TYPE_A);
+	assert_int_equal(l.result, DNS_RESULT_NODATA);
+	assert_int_equal(l.ttl, 30);
+	l = lookup(t, "mx.test", DNS_TYPE_TXT); /* NODATA without SOA: not to be kept */
+	assert_int_equal(l.result, DNS_RESULT_NODATA);
+	assert_int_equal(l.ttl, 0);
+	l = lookup(t, "fail.test", DNS_TYPE_A);
+	assert_int_equal(l.result, DNS_RESULT_TEMPFAIL);
+	l = lookup(t, "silent.test", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_TEMPFAIL);
+	int q = t->dns.queries;
+	l = lookup(t, "x.invalid", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_NXDOMAIN);
+	l = lookup(t, "a..b", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_NXDOMAIN);
+	l = lookup(t, "", DNS_TYPE_A);
+	assert_int_equal(l.result, DNS_RESULT_NXDOMAIN);
+	assert_int_equal(t->dns.queries, q); /* none of those asked */
+}
+
+static void test_lookup_cache(void **state)
+{
+	struct t *t = *state;
+	use_fake_dns(t, 300);
+	struct dns_cache *c = dns_cache_new(100);
+	dns_resolver_set_cache(t->r, c);
+	struct lk l = lookup(t, "spf.test", DNS_TYPE_TXT);
+	assert_false(l.cached);
+	int q = t->dns.queries;
+	l = lookup(t, "SPF.test.", DNS_TYPE_TXT);
+	assert_true(l.cached);
+	assert_int_equal(l.count, 2);
+	assert_string_equal(l.text[1], "other=record");
+	l = lookup(t, "nx.test", DNS_TYPE_TXT);
+	l = lookup(t, "nx.test", DNS_TYPE_TXT);
+	assert_true(l.cached);
+	assert_int_equal(l.result, DNS_RESULT_NXDOMAIN);
+	assert_int_equal(t->dns.queries, q + 1);
+	l = lookup(t, "spf.test", DNS_TYPE_A); /* another type: asked */
+	assert_false(l.cached);
+	l = lookup(t, "fail.test", DNS_TYPE_A);
+	l = lookup(t, "fail.test", DNS_TYPE_A); /* failures are never kept */
+	assert_false(l.cached);
+	assert_int_equal(l.result, DNS_RESULT_TEMPFAIL);
+	struct dns_resolver_stats rs;
+	dns_resolver_stats(t->r, &rs);
+	assert_int_equal(rs.cache_hits, 2);
+	assert_int_equal(rs.tempfails, 2);
+	dns_resolver_free(t->r);
+	t->r = NULL;
+	dns_cache_free(c);
+}
+
+/* Expiry by TTL and the bound, without a server. */
+static void test_cache_ttl_and_bound(void **state)
+{
+	(void)state;
+	struct dns_cache *c = dns_cache_new(3);
+	struct dns_answer *a = dns_answer_new_empty(DNS_TYPE_TXT, DNS_RESULT_NXDOMAIN, "NXDOMAIN");
+	a->ttl = 10;
+	dns_cache_put(c, "a.test", a, 1000);
+	struct dns_answer *h = dns_cache_get(c, "A.TEST", DNS_TYPE_TXT, 10999);
+	assert_ptr_equal(h, a);
+	dns_answer_unref(h);
+	assert_null(dns_cache_get(c, "a.test", DNS_TYPE_TXT, 11000)); /* expired */
+	assert_null(dns_cache_get(c, "a.test", DNS_TYPE_A, 2000));
+	dns_cache_put(c, "a.test", a, 0);
+	dns_cache_put(c, "b.test", a, 0);
+	dns_cache_put(c, "c.test", a, 0);
+	dns_answer_unref(dns_cache_get(c, "a.test", DNS_TYPE_TXT, 1)); /* a is now the most recent */
+	dns_cache_put(c, "d.test", a, 0);                           /* b goes */
+	assert_null(dns_cache_get(c, "b.test", DNS_TYPE_TXT, 1));
+	h = dns_cache_get(c, "a.test", DNS_TYPE_TXT, 1);
+	assert_non_null(h);
+	dns_answer_unref(h);
+	struct dns_cache_stats st;
+	dns_cache_stats(c, &st);
+	assert_int_equal(st.entries, 3);
+	assert_int_equal(st.evictions, 1);
+	a->ttl = 0;
+	dns_cache_put(c, "e.test", a, 0); /* TTL 0: not kept */
+	assert_null(dns_cache_get(c, "e.test", DNS_TYPE_TXT, 0));
+	dns_cache_free(c);
+	dns_answer_unref(a);
+}
+
+static void test_servers_check(void **state)
+{
+	(void)state;
+	const char *why = NULL;
+	assert_int_equal(dns_servers_check("127.0.0.1:5353, [::1]:53", &why), 0);
+	assert_int_equal(dns_servers_check("192.0.2.1 2001:db8::1", &why), 0);
+	assert_int_equal(dns_servers_check("", &why), 0);
+	assert_int_equal(dns_servers_check("ns.example.com", &why), -1);
+	assert_int_equal(dns_servers_check("127.0.0.1:70000", &why), -1);
+	assert_int_equal(dns_servers_check("[::1:53", &why), -1);
+}
+
+/* The list is applied once, a reload's new list replaces it, "" goes back to resolv.conf's. */
+static void test_servers_switch(void **state)
+{
+	struct t *t = *state;
+	fakedns_start(&t->dns, t->base);
+	t->r = dns_resolver_new_opts(t->base, 300, 1, NULL);
+	char csv[64];
+	snprintf(csv, sizeof csv, " 127.0.0.1:%d ,", t->dns.port);
+	assert_int_equal(dns_resolver_set_servers(t->r, csv), 0);
+	assert_int_equal(dns_resolver_set_servers(t->r, csv), 0);
+	struct lk l = lookup(t, "spf.test", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_OK);
+	assert_int_equal(dns_resolver_set_servers(t->r, "127.0.0.1:1"), 0);
+	int q = t->dns.queries;
+	l = lookup(t, "spf.test", DNS_TYPE_TXT);
+	assert_int_equal(l.result, DNS_RESULT_TEMPFAIL);
+	assert_int_equal(t->dns.queries, q);
+	assert_int_equal(dns_resolver_set_servers(t->r, ""), 0);
+	assert_int_equal(dns_resolver_set_servers(t->r, "bogus"), -1);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -416,6 +692,12 @@ int main(void)
 		T(test_timeout),
 		T(test_cancel),
 		T(test_free_with_pending),
+		T(test_lookup_types),
+		T(test_lookup_negative),
+		T(test_lookup_cache),
+		T(test_cache_ttl_and_bound),
+		T(test_servers_check),
+		T(test_servers_switch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -228,9 +228,12 @@ static struct engine_request request(const struct fixture *f, enum engine_fronte
 	struct engine_request req;
 	engine_request_init(&req, fe, "S1", NULL, 0);
 	req.stage = stage;
-	if (rcpt) {
-		struct smtp_address a = addr(rcpt);
-		engine_request_set_rcpt(&req, &f->cfg, &a);
+	if (rcpt) { /* the request points to it: kept in a ring for the test's life */
+		static struct smtp_address ring[8];
+		static size_t next;
+		struct smtp_address *a = &ring[next++ % 8];
+		*a = addr(rcpt);
+		engine_request_set_rcpt(&req, &f->cfg, a);
 	}
 	return req;
 }
@@ -247,10 +250,17 @@ static void on_decision(void *arg, const struct engine_decision *d)
 	struct outcome *o = arg;
 	o->calls++;
 	o->from_inside_start |= inside_engine_start;
-	static char headers[ENGINE_HEADERS_MAX]; /* d->headers lives only during the callback */
+	/* d's strings live only during the callback: kept in a ring for the test's life */
+	static char headers[4][ENGINE_HEADERS_MAX], text[4][ENGINE_TEXT_MAX], log[4][ENGINE_LOG_MAX];
+	static size_t n;
+	size_t i = n++ % 4;
 	o->d = *d;
-	snprintf(headers, sizeof headers, "%s", d->headers);
-	o->d.headers = headers;
+	snprintf(headers[i], sizeof headers[i], "%s", d->headers);
+	snprintf(text[i], sizeof text[i], "%s", d->text);
+	snprintf(log[i], sizeof log[i], "%s", d->log);
+	o->d.headers = headers[i];
+	o->d.text = text[i];
+	o->d.log = log[i];
 	engine_cancel(o->cancel_in_callback);
 }
 
@@ -606,11 +616,11 @@ static void test_request_set_rcpt(void **state)
 	struct engine_request req = request(f, ENGINE_FRONTEND_SMTP, ENGINE_STAGE_RCPT, "<postmaster>");
 	assert_true(req.has_rcpt);
 	assert_ptr_equal(req.domain, &f->doms[1]); /* postmaster_domain = example.org */
-	assert_string_equal(req.rcpt.domain, "example.org");
-	assert_int_equal(req.rcpt.domain_len, strlen("example.org"));
+	assert_string_equal(req.rcpt->domain, "example.org");
+	assert_int_equal(req.rcpt->domain_len, strlen("example.org"));
 	req = request(f, ENGINE_FRONTEND_SMTP, ENGINE_STAGE_RCPT, "<Bob@Example.COM>");
 	assert_ptr_equal(req.domain, &f->doms[0]);
-	assert_string_equal(req.rcpt.local, "Bob");
+	assert_string_equal(req.rcpt->local, "Bob");
 	req = request(f, ENGINE_FRONTEND_SMTP, ENGINE_STAGE_RCPT, "<bob@example.net>");
 	assert_null(req.domain);
 	req = request(f, ENGINE_FRONTEND_SMTP, ENGINE_STAGE_RCPT, "<postmaster@example.net>");
