@@ -209,6 +209,10 @@ static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *si
 		fprintf(stderr, "backstop blcheck: cannot start the resolver: %s\n", why ? why : "no event loop");
 		goto out;
 	}
+	if (cfg && dns_resolver_set_servers(r, cfg->dns_servers) < 0) {
+		fprintf(stderr, "backstop blcheck: dns_servers = %s: not usable\n", cfg->dns_servers);
+		goto out;
+	}
 	for (size_t i = 0; i < addrs->n; i++) {
 		const struct dnsbl_cidr *c = &addrs->items[i];
 		inet_ntop(c->family, c->addr, ips[i], sizeof ips[i]);
