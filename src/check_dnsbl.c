@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "config_load.h"
 #include "dns.h"
 #include "dnsbl_lookup.h"
@@ -28,7 +29,7 @@ struct dnsbl_warn {
 
 struct dnsbl_check {
 	struct dnsbl_sites sites;
-	struct dnsbl_cidrs skip;
+	struct cidr_list skip;
 	int threshold;
 	enum dnsbl_action action;
 	uint64_t timeout_ms;
@@ -55,34 +56,28 @@ static void dnsbl_validate(struct cfg_loader *L)
 {
 	const struct bs_config *cfg = L->cfg;
 	struct dnsbl_sites s;
-	struct dnsbl_cidrs c;
+	struct cidr_list c;
+	const char *err = NULL;
 	char why[256];
-	struct { const char *key, *value; bool sites; } keys[] = {
-		{ "dnsbl_sites", cfg->dnsbl_sites, true }, { "blcheck_sites", cfg->blcheck_sites, true },
-		{ "dnsbl_skip", cfg->dnsbl_skip, false }, { "blcheck_addresses", cfg->blcheck_addresses, false },
+	struct { const char *key, *value; } keys[] = {
+		{ "dnsbl_sites", cfg->dnsbl_sites }, { "blcheck_sites", cfg->blcheck_sites },
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		if (keys[i].value == NULL)
 			continue;
-		unsigned line = config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, keys[i].key);
-		int rc = keys[i].sites ? dnsbl_sites_parse(keys[i].value, &s, why, sizeof why)
-				       : dnsbl_cidrs_parse(keys[i].value, &c, why, sizeof why);
-		if (rc < 0) {
-			config_error(L, line, "%s: %s", keys[i].key, why);
-			continue;
-		}
-		if (keys[i].sites)
-			dnsbl_sites_free(&s);
+		if (dnsbl_sites_parse(keys[i].value, &s, why, sizeof why) < 0)
+			config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, keys[i].key), "%s: %s",
+				     keys[i].key, why);
 		else
-			dnsbl_cidrs_free(&c);
+			dnsbl_sites_free(&s);
 	}
-	if (cfg->blcheck_addresses && dnsbl_cidrs_parse(cfg->blcheck_addresses, &c, why, sizeof why) == 0) {
+	if (cfg->blcheck_addresses && cidr_list_parse(cfg->blcheck_addresses, &c, &err) == 0) {
 		for (size_t i = 0; i < c.n; i++)
-			if (c.items[i].prefix != (c.items[i].family == AF_INET ? 32u : 128u))
+			if (c.items[i].bits != (c.items[i].family == AF_INET ? 32u : 128u))
 				config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "blcheck_addresses"),
 					     "blcheck_addresses: addresses, not networks");
-		dnsbl_cidrs_free(&c);
+		cidr_list_free(&c);
 	}
 	if (cfg->dnsbl_sites && cfg->dnsbl_timeout_ms >= cfg->decision_timeout_ms)
 		config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "dnsbl_timeout"),
@@ -245,7 +240,7 @@ static struct check_query *dnsbl_start(void *state, struct event_base *base, con
 		answer_now(cb, arg, "dnsbl=skipped");
 		return NULL;
 	}
-	if (dnsbl_cidrs_contain(&c->skip, sa)) {
+	if (cidr_list_match(&c->skip, sa)) {
 		answer_now(cb, arg, "dnsbl=skipped dnsbl_skip=yes");
 		return NULL;
 	}
@@ -275,7 +270,7 @@ static void dnsbl_free(struct dnsbl_check *c)
 {
 	pthread_mutex_destroy(&c->warn_lock);
 	dnsbl_sites_free(&c->sites);
-	dnsbl_cidrs_free(&c->skip);
+	cidr_list_free(&c->skip);
 	free(c->warn_failed);
 	free(c->warn_refused);
 	free(c);
@@ -289,8 +284,11 @@ static int dnsbl_open(const struct engine_env *env, void **state, char *why, siz
 		return 0;
 	struct dnsbl_check *c = xcalloc(1, sizeof *c);
 	pthread_mutex_init(&c->warn_lock, NULL);
+	const char *err = NULL;
 	if (dnsbl_sites_parse(cfg->dnsbl_sites, &c->sites, why, whysz) < 0 ||
-	    dnsbl_cidrs_parse(cfg->dnsbl_skip, &c->skip, why, whysz) < 0) { /* validated: not expected */
+	    cidr_list_parse(cfg->dnsbl_skip ? cfg->dnsbl_skip : "", &c->skip, &err) < 0) { /* validated */
+		if (err)
+			snprintf(why, whysz, "dnsbl_skip: %s", err);
 		dnsbl_free(c);
 		return -1;
 	}
