@@ -48,61 +48,6 @@ static void check_sites(const char *text)
 	dnsbl_sites_free(&s);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
-
-static void check_sites(const char *text)
-{
-	struct dnsbl_sites s, again;
-	char why[256], name[DNSBL_QNAME_MAX];
-	uint8_t v6[16];
-
-	if (dnsbl_sites_parse(text, &s, why, sizeof why) < 0) {
-		CHECK(why[0] != '\0');
-		return;
-	}
-	CHECK(s.n <= DNSBL_SITES_MAX && s.ndomains <= s.n);
-	memset(v6, 0xab, sizeof v6);
-	for (size_t i = 0; i < s.n; i++) {
-		const struct dnsbl_site *e = &s.items[i];
-		size_t len = strlen(e->domain);
-		CHECK(len > 0 && len <= DNSBL_DOMAIN_MAX && e->domain[len - 1] != '.');
-		for (size_t k = 0; k < len; k++)
-			CHECK(e->domain[k] < 'A' || e->domain[k] > 'Z');
-		CHECK(e->weight >= -DNSBL_WEIGHT_MAX && e->weight <= DNSBL_WEIGHT_MAX);
-		CHECK(e->domain_index < s.ndomains);
-		CHECK(strcmp(dnsbl_sites_domain(&s, e->domain_index)->domain, e->domain) == 0);
-		CHECK(dnsbl_query_name(AF_INET6, v6, e->domain, name, sizeof name) == 0);
-		CHECK(dnsbl_query_name(AF_INET, v6, e->domain, name, sizeof name) == 0);
-	}
-	CHECK(dnsbl_sites_parse(text, &again, why, sizeof why) == 0 && again.n == s.n);
-	for (size_t i = 0; i < s.n; i++) {
-		uint8_t a[4] = { 127, 0, 0, (uint8_t)i };
-		CHECK(dnsbl_site_matches(&s.items[i], a) == dnsbl_site_matches(&again.items[i], a));
-	}
-	dnsbl_sites_free(&again);
-	dnsbl_sites_free(&s);
-}
-
-static void check_cidrs(const char *text)
-{
-	struct dnsbl_cidrs c;
-	char why[256];
-
-	if (dnsbl_cidrs_parse(text, &c, why, sizeof why) < 0)
-		return;
-	for (size_t i = 0; i < c.n; i++) {
-		const struct dnsbl_cidr *n = &c.items[i];
-		unsigned max = n->family == AF_INET ? 32 : 128;
-		CHECK(n->family == AF_INET || n->family == AF_INET6);
-		CHECK(n->prefix <= max);
-		for (unsigned bit = n->prefix; bit < max; bit++)
-			CHECK(!(n->addr[bit / 8] & (0x80 >> (bit % 8))));
-	}
-	dnsbl_cidrs_free(&c);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *text = malloc(size + 1);
