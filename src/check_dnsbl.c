@@ -1,19 +1,18 @@
 /* check_dnsbl.c - DNS blocklist and allowlist scores as a check of the engine, at CONNECT (issue
- * 12): the client's address is asked of every list of dnsbl_sites at once (dnsbl_lookup.c) on one
- * DNS thread with its own loop and resolver; workers post queries to it through a locked inbox
- * and get the answer back on their own loop, as rcpt_callout.c does. The session does not wait
- * before its banner; a client whose score reaches dnsbl_threshold is refused at its first RCPT
+ * 12): the client's address is asked of every list of dnsbl_sites at once (dnsbl_lookup.c)
+ * through the asking worker's resolver (engine_env.dns: dns_servers, the process-wide TTL cache,
+ * so a returning client costs no query). The session does not wait before its banner; a client whose score reaches dnsbl_threshold is refused at its first RCPT
  * (550 5.7.1 naming the lists), or only logged with dnsbl_action = log. A list that times out
  * scores 0 and is logged; a reply in 127.255.255.0/24 is an error, logged loudly. */
 #include "check.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "config_load.h"
 #include "dns.h"
 #include "dnsbl_lookup.h"
@@ -30,33 +29,21 @@ struct dnsbl_warn {
 
 struct dnsbl_check {
 	struct dnsbl_sites sites;
-	struct dnsbl_cidrs skip;
+	struct cidr_list skip;
 	int threshold;
 	enum dnsbl_action action;
 	uint64_t timeout_ms;
-	struct event_base *base;       /* the DNS thread's loop */
-	struct dns_resolver *dns;      /* on the DNS thread only */
-	struct event *wake;
-	pthread_t thread;
-	pthread_mutex_t lock;          /* inbox, cancels, stop; each query's cancelled / answered */
-	struct check_query *inbox, *inbox_tail, *cancels;
-	struct check_query *live;      /* DNS thread only: queries with a lookup running */
-	bool stop;
-	struct dnsbl_warn *warn_failed, *warn_refused; /* per list, DNS thread only */
+	engine_dns_fn dns;             /* the asking loop's resolver */
+	void *dns_arg;
+	pthread_mutex_t warn_lock;     /* the warnings' state, shared by the workers */
+	struct dnsbl_warn *warn_failed, *warn_refused; /* per list */
 };
 
 struct check_query {
-	struct check_query *next;      /* inbox, or live (DNS thread) */
-	struct check_query *prev;      /* live */
-	struct check_query *cnext;     /* cancels */
 	struct dnsbl_check *c;
-	struct event *ev;              /* on the asking worker's loop: delivers the answer */
 	check_cb cb;
 	void *arg;
-	struct dnsbl_lookup *lk;       /* DNS thread only */
-	bool cancelled, answered;      /* under c->lock */
-	int family;
-	uint8_t addr[16];
+	struct dnsbl_lookup *lk;
 	char ip[INET6_ADDRSTRLEN];
 	enum check_result result;
 	char text[ENGINE_TEXT_MAX];
@@ -69,59 +56,35 @@ static void dnsbl_validate(struct cfg_loader *L)
 {
 	const struct bs_config *cfg = L->cfg;
 	struct dnsbl_sites s;
-	struct dnsbl_cidrs c;
+	struct cidr_list c;
+	const char *err = NULL;
 	char why[256];
-	struct { const char *key, *value; bool sites; } keys[] = {
-		{ "dnsbl_sites", cfg->dnsbl_sites, true }, { "blcheck_sites", cfg->blcheck_sites, true },
-		{ "dnsbl_skip", cfg->dnsbl_skip, false }, { "blcheck_addresses", cfg->blcheck_addresses, false },
+	struct { const char *key, *value; } keys[] = {
+		{ "dnsbl_sites", cfg->dnsbl_sites }, { "blcheck_sites", cfg->blcheck_sites },
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		if (keys[i].value == NULL)
 			continue;
-		unsigned line = config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, keys[i].key);
-		int rc = keys[i].sites ? dnsbl_sites_parse(keys[i].value, &s, why, sizeof why)
-				       : dnsbl_cidrs_parse(keys[i].value, &c, why, sizeof why);
-		if (rc < 0) {
-			config_error(L, line, "%s: %s", keys[i].key, why);
-			continue;
-		}
-		if (keys[i].sites)
-			dnsbl_sites_free(&s);
+		if (dnsbl_sites_parse(keys[i].value, &s, why, sizeof why) < 0)
+			config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, keys[i].key), "%s: %s",
+				     keys[i].key, why);
 		else
-			dnsbl_cidrs_free(&c);
+			dnsbl_sites_free(&s);
 	}
-	if (cfg->blcheck_addresses && dnsbl_cidrs_parse(cfg->blcheck_addresses, &c, why, sizeof why) == 0) {
+	if (cfg->blcheck_addresses && cidr_list_parse(cfg->blcheck_addresses, &c, &err) == 0) {
 		for (size_t i = 0; i < c.n; i++)
-			if (c.items[i].prefix != (c.items[i].family == AF_INET ? 32u : 128u))
+			if (c.items[i].bits != (c.items[i].family == AF_INET ? 32u : 128u))
 				config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "blcheck_addresses"),
 					     "blcheck_addresses: addresses, not networks");
-		dnsbl_cidrs_free(&c);
+		cidr_list_free(&c);
 	}
 	if (cfg->dnsbl_sites && cfg->dnsbl_timeout_ms >= cfg->decision_timeout_ms)
 		config_error(L, config_seen_line(L->gw_seen, CFG_SEC_GATEWAY, "dnsbl_timeout"),
 			     "dnsbl_timeout must be below decision_timeout, or a slow list would defer clients");
 }
 
-/* ---- on the asking worker's loop ---- */
-
-static void query_deliver(evutil_socket_t fd, short what, void *arg)
-{
-	struct check_query *q = arg;
-	struct check_answer a;
-
-	(void)fd;
-	(void)what;
-	check_answer_neutral(&a);
-	if (q->result == CHECK_REJECT)
-		check_answer_set_text(&a, CHECK_REJECT, 550, "5.7.1", q->text);
-	strbuf_append(a.log, sizeof a.log, q->log);
-	event_free(q->ev);
-	check_cb cb = q->cb;
-	void *cbarg = q->arg;
-	free(q);
-	cb(cbarg, &a);
-}
+/* ---- deciding ---- */
 
 static void answer_now(check_cb cb, void *arg, const char *log)
 {
@@ -132,106 +95,24 @@ static void answer_now(check_cb cb, void *arg, const char *log)
 	cb(arg, &a);
 }
 
-static struct check_query *dnsbl_start(void *state, struct event_base *base, const struct engine_request *req,
-				       check_cb cb, void *arg)
-{
-	struct dnsbl_check *c = state;
-	const struct sockaddr *sa = (const struct sockaddr *)&req->client;
-	int family;
-	uint8_t addr[16];
-
-	if (dnsbl_client_addr(sa, &family, addr) < 0) {
-		answer_now(cb, arg, "dnsbl=skipped");
-		return NULL;
-	}
-	if (dnsbl_cidrs_contain(&c->skip, sa)) {
-		answer_now(cb, arg, "dnsbl=skipped dnsbl_skip=yes");
-		return NULL;
-	}
-	struct check_query *q = xcalloc(1, sizeof *q);
-	q->c = c;
-	q->cb = cb;
-	q->arg = arg;
-	q->family = family;
-	memcpy(q->addr, addr, sizeof addr);
-	strbuf_append(q->ip, sizeof q->ip, req->client_ip);
-	q->ev = event_new(base, -1, 0, query_deliver, q);
-	pthread_mutex_lock(&c->lock);
-	if (c->inbox_tail)
-		c->inbox_tail->next = q;
-	else
-		c->inbox = q;
-	c->inbox_tail = q;
-	pthread_mutex_unlock(&c->lock);
-	event_active(c->wake, EV_READ, 0);
-	return q;
-}
-
-/* Safe against an answer arriving at the same time (rcpt_callout.c's scheme): an answered query
- * is freed here; one still waiting goes to the DNS thread, which stops its lookup and frees it. */
-static void dnsbl_cancel(struct check_query *q)
-{
-	struct dnsbl_check *c = q->c;
-	struct event *ev = q->ev;
-	bool answered;
-
-	pthread_mutex_lock(&c->lock);
-	answered = q->answered;
-	if (!answered) {
-		q->cancelled = true;
-		q->cnext = c->cancels;
-		c->cancels = q;
-	}
-	pthread_mutex_unlock(&c->lock);
-	event_free(ev);
-	if (answered)
-		free(q);
-	else
-		event_active(c->wake, EV_READ, 0);
-}
-
-/* ---- on the DNS thread ---- */
-
-static void live_unlink(struct dnsbl_check *c, struct check_query *q)
-{
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		c->live = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
-	q->next = q->prev = NULL;
-}
-
-static void query_post(struct check_query *q)
-{
-	struct dnsbl_check *c = q->c;
-
-	pthread_mutex_lock(&c->lock);
-	if (q->cancelled) { /* on c->cancels: freed there */
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	q->answered = true;
-	event_active(q->ev, EV_TIMEOUT, 0);
-	pthread_mutex_unlock(&c->lock); /* q belongs to the worker from here */
-}
-
 /* Warn at most once a minute per list and kind, counting what was not said. */
-static void warn_list(struct dnsbl_warn *w, enum log_level level, const struct dnsbl_list_result *lr,
-		      const char *ip, const char *what)
+static void warn_list(pthread_mutex_t *lock, struct dnsbl_warn *w, enum log_level level,
+		      const struct dnsbl_list_result *lr, const char *ip, const char *what)
 {
 	uint64_t now = now_ms();
 	char extra[64] = "";
 
+	pthread_mutex_lock(lock);
 	if (w->last_ms != 0 && now - w->last_ms < DNSBL_WARN_EVERY_MS) {
 		w->suppressed++;
+		pthread_mutex_unlock(lock);
 		return;
 	}
 	if (w->suppressed)
 		snprintf(extra, sizeof extra, " (and %lu more times in the last minute)", w->suppressed);
 	w->last_ms = now;
 	w->suppressed = 0;
+	pthread_mutex_unlock(lock);
 	log_msg(level, "dnsbl: list %s, client %s: %s%s", lr->domain, ip, what, extra);
 }
 
@@ -250,11 +131,11 @@ static void list_warnings(struct dnsbl_check *c, const struct check_query *q, co
 					snprintf(what, sizeof what, "answered 127.255.255.%u, an ERROR reply (127.255.255.0/24: "
 						 "the list refuses this resolver; see dns_servers), not a listing",
 						 lr->addrs[k][3]);
-			warn_list(&c->warn_refused[i], LOG_LVL_ERR, lr, q->ip, what);
+			warn_list(&c->warn_lock, &c->warn_refused[i], LOG_LVL_ERR, lr, q->ip, what);
 		} else if (lr->state == DNSBL_FAILED) {
 			snprintf(what, sizeof what, "failed (%s after %llu ms): scored 0", lr->error ? lr->error : "error",
 				 (unsigned long long)lr->ms);
-			warn_list(&c->warn_failed[i], LOG_LVL_WARN, lr, q->ip, what);
+			warn_list(&c->warn_lock, &c->warn_failed[i], LOG_LVL_WARN, lr, q->ip, what);
 		}
 	}
 }
@@ -329,84 +210,67 @@ static void lookup_done(void *arg, const struct dnsbl_result *res)
 	struct check_query *q = arg;
 	struct dnsbl_check *c = q->c;
 	bool over = res->score >= c->threshold;
+	struct check_answer a;
 
 	q->lk = NULL;
-	live_unlink(c, q);
 	list_warnings(c, q, res);
+	check_answer_neutral(&a);
 	build_log(c, q, res, over);
-	q->result = CHECK_NEUTRAL;
 	if (over && c->action == DNSBL_ACTION_REJECT) {
-		q->result = CHECK_REJECT;
 		build_text(q, res);
+		check_answer_set_text(&a, CHECK_REJECT, 550, "5.7.1", q->text);
 	}
-	query_post(q);
+	strbuf_append(a.log, sizeof a.log, q->log);
+	check_cb cb = q->cb;
+	void *cbarg = q->arg;
+	free(q);
+	cb(cbarg, &a);
 }
 
-static void dnsbl_wake(evutil_socket_t fd, short what, void *arg)
+static struct check_query *dnsbl_start(void *state, struct event_base *base, const struct engine_request *req,
+				       check_cb cb, void *arg)
 {
-	struct dnsbl_check *c = arg;
-	struct check_query *q, *gone;
-	bool stop;
+	struct dnsbl_check *c = state;
+	const struct sockaddr *sa = (const struct sockaddr *)&req->client;
+	struct dns_resolver *r;
+	int family;
+	uint8_t addr[16];
 
-	(void)fd;
-	(void)what;
-	pthread_mutex_lock(&c->lock);
-	q = c->inbox;
-	c->inbox = c->inbox_tail = NULL;
-	gone = c->cancels; /* each was posted before it was cancelled: in this inbox or an earlier one */
-	c->cancels = NULL;
-	stop = c->stop;
-	pthread_mutex_unlock(&c->lock);
-	for (struct check_query *n; q; q = n) {
-		n = q->next;
-		q->next = c->live;
-		q->prev = NULL;
-		if (c->live)
-			c->live->prev = q;
-		c->live = q;
-		q->lk = dnsbl_lookup_start(c->dns, c->base, &c->sites, q->family, q->addr, c->timeout_ms,
-					   DNSBL_TXT_BLOCKING, lookup_done, q);
+	if (dnsbl_client_addr(sa, &family, addr) < 0) {
+		answer_now(cb, arg, "dnsbl=skipped");
+		return NULL;
 	}
-	for (struct check_query *n; gone; gone = n) {
-		n = gone->cnext;
-		if (gone->lk != NULL) {
-			dnsbl_lookup_cancel(gone->lk);
-			live_unlink(c, gone);
-		}
-		free(gone);
+	if (cidr_list_match(&c->skip, sa)) {
+		answer_now(cb, arg, "dnsbl=skipped dnsbl_skip=yes");
+		return NULL;
 	}
-	if (stop) { /* nobody should be waiting (sessions hold the generation); answer any that is */
-		while ((q = c->live) != NULL) {
-			dnsbl_lookup_cancel(q->lk);
-			q->lk = NULL;
-			live_unlink(c, q);
-			snprintf(q->log, sizeof q->log, "dnsbl=stopped");
-			query_post(q);
-		}
-		event_base_loopbreak(c->base);
+	if ((r = c->dns(c->dns_arg, base)) == NULL) { /* a loop without a resolver: fail open */
+		answer_now(cb, arg, "dnsbl=skipped dnsbl_errors=no-resolver");
+		return NULL;
 	}
+	struct check_query *q = xcalloc(1, sizeof *q);
+	q->c = c;
+	q->cb = cb;
+	q->arg = arg;
+	strbuf_append(q->ip, sizeof q->ip, req->client_ip);
+	q->lk = dnsbl_lookup_start(r, base, &c->sites, family, addr, c->timeout_ms, DNSBL_TXT_BLOCKING,
+				   lookup_done, q);
+	return q;
 }
 
-static void *dnsbl_thread(void *arg)
+static void dnsbl_cancel(struct check_query *q)
 {
-	struct dnsbl_check *c = arg;
-
-	event_base_loop(c->base, EVLOOP_NO_EXIT_ON_EMPTY);
-	return NULL;
+	dnsbl_lookup_cancel(q->lk);
+	free(q);
 }
 
 /* ---- open / close (main thread) ---- */
 
 static void dnsbl_free(struct dnsbl_check *c)
 {
-	dns_resolver_free(c->dns);
-	if (c->wake)
-		event_free(c->wake);
-	if (c->base)
-		event_base_free(c->base);
-	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->warn_lock);
 	dnsbl_sites_free(&c->sites);
-	dnsbl_cidrs_free(&c->skip);
+	cidr_list_free(&c->skip);
 	free(c->warn_failed);
 	free(c->warn_refused);
 	free(c);
@@ -415,14 +279,16 @@ static void dnsbl_free(struct dnsbl_check *c)
 static int dnsbl_open(const struct engine_env *env, void **state, char *why, size_t whysz)
 {
 	const struct bs_config *cfg = env->cfg;
-	const char *err = NULL;
 
-	if (cfg == NULL || cfg->dnsbl_sites == NULL)
+	if (cfg == NULL || cfg->dnsbl_sites == NULL || env->dns == NULL) /* no DNS: check-config's engine */
 		return 0;
 	struct dnsbl_check *c = xcalloc(1, sizeof *c);
-	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->warn_lock, NULL);
+	const char *err = NULL;
 	if (dnsbl_sites_parse(cfg->dnsbl_sites, &c->sites, why, whysz) < 0 ||
-	    dnsbl_cidrs_parse(cfg->dnsbl_skip, &c->skip, why, whysz) < 0) { /* validated: not expected */
+	    cidr_list_parse(cfg->dnsbl_skip ? cfg->dnsbl_skip : "", &c->skip, &err) < 0) { /* validated */
+		if (err)
+			snprintf(why, whysz, "dnsbl_skip: %s", err);
 		dnsbl_free(c);
 		return -1;
 	}
@@ -433,38 +299,17 @@ static int dnsbl_open(const struct engine_env *env, void **state, char *why, siz
 	c->threshold = (int)cfg->dnsbl_threshold;
 	c->action = cfg->dnsbl_action;
 	c->timeout_ms = cfg->dnsbl_timeout_ms;
+	c->dns = env->dns;
+	c->dns_arg = env->dns_arg;
 	c->warn_failed = xcalloc(c->sites.ndomains, sizeof *c->warn_failed);
 	c->warn_refused = xcalloc(c->sites.ndomains, sizeof *c->warn_refused);
-	c->base = event_base_new();
-	/* c-ares retries once with twice the time: both tries within dnsbl_timeout */
-	unsigned try_ms = (unsigned)(c->timeout_ms / 3 > 50 ? c->timeout_ms / 3 : 50);
-	if (c->base)
-		c->dns = dns_resolver_new_opts(c->base, try_ms, 2, &err);
-	if (c->dns)
-		c->wake = event_new(c->base, -1, 0, dnsbl_wake, c);
-	if (c->wake == NULL || pthread_create(&c->thread, NULL, dnsbl_thread, c) != 0) {
-		snprintf(why, whysz, "dnsbl: cannot start the DNS thread%s%s", err ? ": " : "", err ? err : "");
-		dnsbl_free(c);
-		return -1;
-	}
 	*state = c;
 	return 1;
 }
 
 static void dnsbl_close(void *state)
 {
-	struct dnsbl_check *c = state;
-
-	pthread_mutex_lock(&c->lock);
-	c->stop = true;
-	pthread_mutex_unlock(&c->lock);
-	event_active(c->wake, EV_READ, 0);
-	pthread_join(c->thread, NULL);
-	for (struct check_query *q = c->cancels, *n; q; q = n) { /* cancelled after the thread stopped */
-		n = q->cnext;
-		free(q);
-	}
-	dnsbl_free(c);
+	dnsbl_free(state);
 }
 
 const struct check_type check_dnsbl_type = {

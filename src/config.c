@@ -318,8 +318,9 @@ const struct cfg_key config_keys[] = {
 	  "naming the lists (and the TXT reason of the first that gives one)." },
 	{ G, "dnsbl_action", CFG_T_ENUM, "reject", NULL, 0, 0, e_dnsbl_action, GW(dnsbl_action), NULL,
 	  NULL, "A client over dnsbl_threshold: reject its recipients, or only log the decision." },
-	{ G, "dnsbl_skip", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(dnsbl_skip), NULL, "CIDR,...",
-	  "Client networks never screened (192.0.2.0/24, 2001:db8::/32; a bare address is one host)." },
+	{ G, "dnsbl_skip", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(dnsbl_skip), cidr_list_check, "CIDR,...",
+	  "Client networks never screened: the site's own relays, partners (192.0.2.0/24, "
+	  "2001:db8::/32, single addresses; commas or spaces)." },
 	{ G, "dnsbl_timeout", CFG_T_DURATION, "5s", NULL, 100, MINUTES(5), NULL, GW(dnsbl_timeout_ms),
 	  NULL, "duration",
 	  "How long to wait for the lists' answers; a list that has not answered by then scores 0. "
@@ -328,7 +329,7 @@ const struct cfg_key config_keys[] = {
 	  GW(blcheck_sites), NULL, "site[=filter],...",
 	  "Lists that backstop blcheck asks about the site's own addresses (dnsbl_sites syntax; "
 	  "weights are ignored, a negative one marks an allowlist)." },
-	{ G, "blcheck_addresses", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(blcheck_addresses), NULL,
+	{ G, "blcheck_addresses", CFG_T_STR, NULL, "none", 0, 0, NULL, GW(blcheck_addresses), cidr_list_check,
 	  "address,...",
 	  "The site's public mail addresses that backstop blcheck checks when none are given on "
 	  "its command line." },

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "cidr.h"
 #include "config.h"
 #include "dns.h"
 #include "dnsbl_lookup.h"
@@ -163,13 +164,13 @@ static int blcheck_config(const char *path, bool given, struct bs_config **cfg)
 }
 
 /* Every address operand, else blcheck_addresses, as one list of addresses. */
-static int blcheck_addrs(int argc, char **argv, const struct bs_config *cfg, struct dnsbl_cidrs *out)
+static int blcheck_addrs(int argc, char **argv, const struct bs_config *cfg, struct cidr_list *out)
 {
-	char why[256];
+	const char *why = NULL;
 
 	if (argc == 0) {
 		const char *conf = cfg ? cfg->blcheck_addresses : NULL;
-		if (conf == NULL || dnsbl_cidrs_parse(conf, out, why, sizeof why) < 0 || out->n == 0) {
+		if (conf == NULL || cidr_list_parse(conf, out, &why) < 0 || out->n == 0) {
 			fprintf(stderr, "backstop blcheck: no address given and no blcheck_addresses in the configuration\n");
 			return -1;
 		}
@@ -178,23 +179,23 @@ static int blcheck_addrs(int argc, char **argv, const struct bs_config *cfg, str
 	out->items = xcalloc((size_t)argc, sizeof *out->items);
 	out->n = 0;
 	for (int i = 0; i < argc; i++) {
-		struct dnsbl_cidr *c = &out->items[out->n];
+		struct cidr *c = &out->items[out->n];
 		if (inet_pton(AF_INET, argv[i], c->addr) == 1)
 			c->family = AF_INET;
 		else if (inet_pton(AF_INET6, argv[i], c->addr) == 1)
 			c->family = AF_INET6;
 		else {
 			fprintf(stderr, "backstop blcheck: not an IP address: %s\n", argv[i]);
-			dnsbl_cidrs_free(out);
+			cidr_list_free(out);
 			return -1;
 		}
-		c->prefix = c->family == AF_INET ? 32 : 128;
+		c->bits = c->family == AF_INET ? 32 : 128;
 		out->n++;
 	}
 	return 0;
 }
 
-static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *sites, const struct dnsbl_cidrs *addrs)
+static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *sites, const struct cidr_list *addrs)
 {
 	struct blcheck b = { .sites = sites };
 	uint64_t timeout = cfg ? cfg->dnsbl_timeout_ms : 5000;
@@ -209,8 +210,12 @@ static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *si
 		fprintf(stderr, "backstop blcheck: cannot start the resolver: %s\n", why ? why : "no event loop");
 		goto out;
 	}
+	if (cfg && dns_resolver_set_servers(r, cfg->dns_servers) < 0) {
+		fprintf(stderr, "backstop blcheck: dns_servers = %s: not usable\n", cfg->dns_servers);
+		goto out;
+	}
 	for (size_t i = 0; i < addrs->n; i++) {
-		const struct dnsbl_cidr *c = &addrs->items[i];
+		const struct cidr *c = &addrs->items[i];
 		inet_ntop(c->family, c->addr, ips[i], sizeof ips[i]);
 		as[i] = (struct blcheck_addr){ .b = &b, .ip = ips[i] };
 		b.pending++;
@@ -243,7 +248,7 @@ int dnsbl_cli_main(int argc, char **argv)
 	bool given = false;
 	struct bs_config *cfg = NULL;
 	struct dnsbl_sites sites = { 0 };
-	struct dnsbl_cidrs addrs = { 0 };
+	struct cidr_list addrs = { 0 };
 	char why[256];
 	int ch, rc = EXIT_USAGE;
 
@@ -273,7 +278,7 @@ int dnsbl_cli_main(int argc, char **argv)
 	rc = blcheck_run(cfg, &sites, &addrs);
 out:
 	dnsbl_sites_free(&sites);
-	dnsbl_cidrs_free(&addrs);
+	cidr_list_free(&addrs);
 	config_unref(cfg);
 	return rc;
 }

@@ -63,15 +63,15 @@ static void query_done(struct dnsbl_lookup *l)
 		lookup_finish(l);
 }
 
-static void txt_answer(void *arg, const struct dns_txt *res)
+static void txt_answer(void *arg, const struct dns_answer *ans)
 {
 	struct list_q *q = arg;
 	struct dnsbl_list_result *lr = &q->l->res.lists[q->i];
 
 	q->txt = NULL;
-	if (res->status == DNS_OK && res->count > 0) { /* the first record: lists give one */
-		size_t n = res->len[0] < sizeof lr->txt - 1 ? res->len[0] : sizeof lr->txt - 1;
-		memcpy(lr->txt, res->txt[0], n);
+	if (ans->result == DNS_RESULT_OK && ans->count > 0) { /* the first record: lists give one */
+		size_t n = ans->rr[0].len < sizeof lr->txt - 1 ? ans->rr[0].len : sizeof lr->txt - 1;
+		memcpy(lr->txt, ans->rr[0].text, n);
 		lr->txt[n] = '\0';
 		for (size_t k = 0; k < n; k++) /* NULs and controls out: it goes into replies and logs */
 			if ((unsigned char)lr->txt[k] < 0x20 || lr->txt[k] == 0x7f)
@@ -99,7 +99,7 @@ static void list_score(struct dnsbl_lookup *l, size_t i)
 	}
 }
 
-static void a_answer(void *arg, const struct dns_addrs *res)
+static void a_answer(void *arg, const struct dns_answer *ans)
 {
 	struct list_q *q = arg;
 	struct dnsbl_lookup *l = q->l;
@@ -107,18 +107,17 @@ static void a_answer(void *arg, const struct dns_addrs *res)
 
 	q->a = NULL;
 	lr->ms = now_ms() - l->t0;
-	if (res->status != DNS_OK) {
-		lr->state = res->status == DNS_NOTFOUND ? DNSBL_NOT_LISTED : DNSBL_FAILED;
-		lr->error = res->status == DNS_NOTFOUND ? NULL : res->error ? res->error : "lookup failed";
+	lr->cached = ans->cached;
+	if (ans->result != DNS_RESULT_OK) {
+		bool none = ans->result == DNS_RESULT_NXDOMAIN || ans->result == DNS_RESULT_NODATA;
+		lr->state = none ? DNSBL_NOT_LISTED : DNSBL_FAILED;
+		lr->error = none ? NULL : ans->error ? ans->error : "lookup failed";
 		query_done(l);
 		return;
 	}
 	lr->state = DNSBL_LISTED;
-	for (size_t k = 0; k < res->count && lr->naddrs < DNSBL_REPLY_ADDRS; k++) {
-		if (res->addr[k].ss_family != AF_INET)
-			continue;
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)&res->addr[k];
-		memcpy(lr->addrs[lr->naddrs], &sin->sin_addr, 4);
+	for (size_t k = 0; k < ans->count && lr->naddrs < DNSBL_REPLY_ADDRS; k++) {
+		memcpy(lr->addrs[lr->naddrs], ans->rr[k].addr, 4);
 		if (dnsbl_reply_is_error(lr->addrs[lr->naddrs]))
 			lr->state = DNSBL_REFUSED;
 		lr->naddrs++;
@@ -130,7 +129,7 @@ static void a_answer(void *arg, const struct dns_addrs *res)
 		bool want = l->txt == DNSBL_TXT_ALL || (l->txt == DNSBL_TXT_BLOCKING && lr->matched && lr->weight > 0);
 		if (want) {
 			l->pending++;
-			q->txt = dns_query_txt(l->r, q->name, txt_answer, q);
+			q->txt = dns_lookup(l->r, q->name, DNS_TYPE_TXT, txt_answer, q);
 		}
 	}
 	query_done(l);
@@ -189,8 +188,7 @@ struct dnsbl_lookup *dnsbl_lookup_start(struct dns_resolver *r, struct event_bas
 			continue;
 		}
 		l->pending++;
-		/* port 1: c-ares refuses service "0"; the port is not used */
-		l->qs[i].a = dns_resolve_host(r, l->qs[i].name, 1, AF_INET, a_answer, &l->qs[i]);
+		l->qs[i].a = dns_lookup(r, l->qs[i].name, DNS_TYPE_A, a_answer, &l->qs[i]);
 	}
 	if (l->pending == 0) /* nothing to ask: answer from the loop at once */
 		tv.tv_sec = tv.tv_usec = 0;

@@ -1,10 +1,11 @@
 /* dnsbl_lookup.h - one client address asked of every list of a dnsbl_sites list at once, over the
- * asynchronous DNS (dns.h): an A query per distinct list domain, then a TXT query for each list
- * that lists the address (the reason, with its removal link), all under one deadline. The result
+ * asynchronous DNS (dns.h, typed lookups through the resolver's TTL cache): an A query per
+ * distinct list domain, then a TXT query for each list that lists the address (the reason, with
+ * its removal link), all under one deadline. The result
  * says per list: not listed, listed (reply addresses, TXT), refused (127.255.255.x: the list
  * refuses this resolver, never a listing) or failed (timeout, server failure); and the score,
  * the sum of the weights of the entries that match. Used by the engine check (check_dnsbl.c) on
- * its DNS thread and by `backstop blcheck` (dnsbl_cli.c) on its own loop.
+ * the asking worker's loop and by `backstop blcheck` (dnsbl_cli.c) on its own loop.
  *
  * Threads: everything runs on the loop of the resolver given; the callback always comes from that
  * loop, never from inside dnsbl_lookup_start. */
@@ -41,6 +42,7 @@ struct dnsbl_list_result {
 	uint8_t addrs[DNSBL_REPLY_ADDRS][4];
 	char txt[DNSBL_TXT_MAX];             /* "" when none (or not asked) */
 	const char *error;                   /* FAILED / REFUSED: why (static) */
+	bool cached;                         /* the A answer came from the DNS cache */
 	uint64_t ms;                         /* time to the A answer (or to the deadline) */
 };
 

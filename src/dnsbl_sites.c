@@ -1,6 +1,6 @@
-/* dnsbl_sites.c - parsing postscreen_dnsbl_sites lists and CIDR lists, query names and reply
- * matching for DNS blocklists (dnsbl_sites.h). A hand-written scanner over the text: each entry
- * is domain[=filter][*weight], entries separated by commas or white space. */
+/* dnsbl_sites.c - parsing postscreen_dnsbl_sites lists, query names and reply matching for DNS
+ * blocklists (dnsbl_sites.h). A hand-written scanner over the text: each entry is
+ * domain[=filter][*weight], entries separated by commas or white space. */
 #include "dnsbl_sites.h"
 
 #include <arpa/inet.h>
@@ -231,74 +231,7 @@ bool dnsbl_reply_is_error(const uint8_t addr[4])
 	return addr[0] == 127 && addr[1] == 255 && addr[2] == 255;
 }
 
-/* ---- CIDR lists ---- */
-
-static int parse_cidr(const char *s, size_t len, struct dnsbl_cidr *c)
-{
-	char buf[INET6_ADDRSTRLEN + 8];
-	const char *slash = memchr(s, '/', len);
-	size_t alen = slash ? (size_t)(slash - s) : len;
-	long prefix = -1;
-
-	if (alen == 0 || alen >= sizeof buf)
-		return -1;
-	memcpy(buf, s, alen);
-	buf[alen] = '\0';
-	memset(c, 0, sizeof *c);
-	if (inet_pton(AF_INET, buf, c->addr) == 1)
-		c->family = AF_INET;
-	else if (inet_pton(AF_INET6, buf, c->addr) == 1)
-		c->family = AF_INET6;
-	else
-		return -1;
-	unsigned max = c->family == AF_INET ? 32 : 128;
-	if (slash) {
-		const char *p = slash + 1;
-		if (parse_num(&p, s + len, &prefix) < 0 || p != s + len || prefix > (long)max)
-			return -1;
-	}
-	c->prefix = prefix < 0 ? max : (unsigned)prefix;
-	for (unsigned bit = c->prefix; bit < max; bit++) /* host bits must be clear */
-		if (c->addr[bit / 8] & (0x80 >> (bit % 8)))
-			return -2;
-	return 0;
-}
-
-int dnsbl_cidrs_parse(const char *text, struct dnsbl_cidrs *out, char *why, size_t whysz)
-{
-	const char *p = text ? text : "", *end = p + strlen(p);
-	struct dnsbl_cidrs c = { NULL, 0 };
-
-	for (;;) {
-		while (p < end && is_sep(*p))
-			p++;
-		if (p == end)
-			break;
-		size_t len = 0;
-		while (p + len < end && !is_sep(p[len]))
-			len++;
-		c.items = xrealloc(c.items, (c.n + 1) * sizeof *c.items);
-		int rc = parse_cidr(p, len, &c.items[c.n]);
-		if (rc < 0) {
-			snprintf(why, whysz, "%.*s: %s", (int)(len > 60 ? 60 : len), p,
-				 rc == -2 ? "host bits set under the prefix (write the network address)"
-					  : "not an address or network (192.0.2.0/24, 2001:db8::/32)");
-			dnsbl_cidrs_free(&c);
-			return -1;
-		}
-		c.n++;
-		p += len;
-	}
-	*out = c;
-	return 0;
-}
-
-void dnsbl_cidrs_free(struct dnsbl_cidrs *c)
-{
-	free(c->items);
-	c->items = NULL;
-	c->n = 0;
-}
+/* ---- clients ---- */
 
 int dnsbl_client_addr(const struct sockaddr *sa, int *family, uint8_t addr[16])
 {
@@ -319,24 +252,6 @@ int dnsbl_client_addr(const struct sockaddr *sa, int *family, uint8_t addr[16])
 		return 0;
 	}
 	return -1;
-}
-
-bool dnsbl_cidrs_contain(const struct dnsbl_cidrs *c, const struct sockaddr *sa)
-{
-	uint8_t a[16];
-	int family;
-
-	if (c->n == 0 || dnsbl_client_addr(sa, &family, a) < 0)
-		return false;
-	for (size_t i = 0; i < c->n; i++) {
-		const struct dnsbl_cidr *n = &c->items[i];
-		unsigned full = n->prefix / 8, rest = n->prefix % 8;
-		if (n->family != family || memcmp(a, n->addr, full) != 0)
-			continue;
-		if (rest == 0 || ((a[full] ^ n->addr[full]) & (0xFF00 >> rest) & 0xFF) == 0)
-			return true;
-	}
-	return false;
 }
 
 int dnsbl_query_name(int family, const uint8_t addr[16], const char *domain, char *buf, size_t bufsz)

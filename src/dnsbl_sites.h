@@ -1,9 +1,9 @@
 /* dnsbl_sites.h - DNS blocklists and allowlists as Postfix's postscreen_dnsbl_sites writes them:
  * "zen.spamhaus.org=127.0.0.[2..11]*3, bl.spamcop.net*2, list.dnswl.org=127.0.[0..255].[1..3]*-2"
  * (a list domain, an optional filter on the reply address with [a..b;c] ranges per octet, an
- * optional weight, negative for allow lists), CIDR lists ("192.0.2.0/24, 2001:db8::/32"), the
- * query name of a client (reversed octets, IPv6 in nibbles) and what a reply means. Pure: no
- * I/O, no allocation but the parsed lists (owned by the caller, freed with the _free calls). */
+ * optional weight, negative for allow lists), the query name of a client (reversed octets, IPv6
+ * in nibbles) and what a reply means. Pure: no I/O, no allocation but the parsed list (owned by
+ * the caller, freed with dnsbl_sites_free). CIDR lists (dnsbl_skip) are cidr.h's. */
 #ifndef BACKSTOP_DNSBL_SITES_H
 #define BACKSTOP_DNSBL_SITES_H
 
@@ -44,24 +44,6 @@ const struct dnsbl_site *dnsbl_sites_domain(const struct dnsbl_sites *s, size_t 
 bool dnsbl_site_matches(const struct dnsbl_site *site, const uint8_t addr[4]);
 /* 127.255.255.0/24: the list refuses the query (rate limit, public resolver), never a listing. */
 bool dnsbl_reply_is_error(const uint8_t addr[4]);
-
-struct dnsbl_cidr {
-	int family;         /* AF_INET or AF_INET6 */
-	uint8_t addr[16];   /* network address (4 bytes used for AF_INET) */
-	unsigned prefix;
-};
-
-struct dnsbl_cidrs {
-	struct dnsbl_cidr *items;
-	size_t n;
-};
-
-/* "192.0.2.0/24, 2001:db8::/32 10.0.0.1": commas and/or spaces; a bare address is a /32 or /128.
- * Host bits set under the prefix are an error (a typo more often than not). 0, or -1 with why. */
-int dnsbl_cidrs_parse(const char *text, struct dnsbl_cidrs *out, char *why, size_t whysz);
-void dnsbl_cidrs_free(struct dnsbl_cidrs *c);
-/* Is the address in one of the networks? IPv4-mapped IPv6 addresses count as IPv4. */
-bool dnsbl_cidrs_contain(const struct dnsbl_cidrs *c, const struct sockaddr *sa);
 
 /* The client's address as family + bytes, IPv4-mapped IPv6 made IPv4: 0, or -1 (not IP). */
 int dnsbl_client_addr(const struct sockaddr *sa, int *family, uint8_t addr[16]);

@@ -161,12 +161,12 @@ def test_check_config_refuses_bad_lists(tmp_path):
     conf = tmp_path / "bad.conf"
     conf.write_text("[gateway]\nlisten = 127.0.0.1:0\ncache = memory:\n"
                     "dnsbl_sites = zen.spamhaus.org=127.0.0.[2..11*3\n"
-                    "dnsbl_skip = 10.0.0.1/8\n"
+                    "dnsbl_skip = 10.0.0.0/33\n"
                     "[domain example.test]\ndeliver = 127.0.0.1:1\n")
     r = run_cli("check-config", "-c", conf)
     assert r.returncode == 1
     assert f"{conf}:4: dnsbl_sites: entry 1" in r.stdout
-    assert f"{conf}:5: dnsbl_skip: 10.0.0.1/8: host bits" in r.stdout
+    assert f"{conf}:5: dnsbl_skip = 10.0.0.0/33: prefix length too long" in r.stdout
 
 
 # ---------------------------------------------------------------------------------------------
