@@ -106,6 +106,9 @@ struct t {
 	int code;
 	char enhanced[8], text[ENGINE_TEXT_MAX], log[ENGINE_LOG_MAX], headers[ENGINE_HEADERS_MAX];
 	char facts[ENGINE_FACTS_MAX];
+	/* what a request points to, kept until its decision (as a session keeps them) */
+	char helo[SMTP_DOMAIN_MAX + 1];
+	struct smtp_address sender, rcpt;
 };
 
 static struct dns_resolver *dns_of(void *arg, struct event_base *base)
@@ -199,19 +202,18 @@ static void request(struct t *t, struct engine_request *req, enum engine_stage s
 		    const char *ip, const char *helo, const char *sender, const char *rcpt, const char *facts)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
-	struct smtp_address a;
 	size_t used;
 
 	inet_pton(AF_INET, ip, &sin.sin_addr);
 	engine_request_init(req, fe, "T", (struct sockaddr *)&sin, sizeof sin);
 	req->stage = stage;
-	snprintf(req->helo, sizeof req->helo, "%s", helo);
-	assert_int_equal(smtp_path_parse(sender, strlen(sender), true, false, &a, &used), ADDR_OK);
-	req->has_sender = true;
-	req->sender = a;
+	snprintf(t->helo, sizeof t->helo, "%s", helo);
+	req->helo = t->helo;
+	assert_int_equal(smtp_path_parse(sender, strlen(sender), true, false, &t->sender, &used), ADDR_OK);
+	engine_request_set_sender(req, &t->sender);
 	if (rcpt) {
-		assert_int_equal(smtp_path_parse(rcpt, strlen(rcpt), false, false, &a, &used), ADDR_OK);
-		engine_request_set_rcpt(req, t->cfg, &a);
+		assert_int_equal(smtp_path_parse(rcpt, strlen(rcpt), false, false, &t->rcpt, &used), ADDR_OK);
+		engine_request_set_rcpt(req, t->cfg, &t->rcpt);
 	}
 	req->facts = facts;
 }
