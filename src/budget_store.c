@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "config_value.h"
+#include "redis_target.h"
 #include "util.h"
 
 struct budget_query *budget_store_get(struct budget_store *st, struct event_base *base, const char *const *keys,
@@ -42,6 +44,22 @@ void budget_store_free(struct budget_store *st)
 		return;
 	st->type->free(st->state);
 	free(st);
+}
+
+void budget_store_forget_base(struct budget_store *st, struct event_base *base)
+{
+	if (st != NULL && st->type->forget_base)
+		st->type->forget_base(st->state, base);
+}
+
+struct budget_store *budget_store_open(const struct bs_config *cfg, char *why, size_t whysz)
+{
+	enum redis_kind kind;
+	const char *arg;
+
+	if (redis_target_kind(cfg->cache, &kind, &arg))
+		return budget_redis_new(cfg, (size_t)cfg->harvest_max_entries, why, whysz);
+	return budget_memory_new((size_t)cfg->harvest_max_entries);
 }
 
 bool budget_over(const struct budget_state *st, const struct budget_rule *rule, uint64_t now_ms)

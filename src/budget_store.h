@@ -2,7 +2,7 @@
  * reaches its limit: what the harvest defence (check_harvest.c) keeps per client address and per
  * client network. A store is an interface (struct budget_store_type: get, add, cancel, stats,
  * free) so that the counters can live in this process (budget_memory.c) or be shared by several
- * gateways (a Redis store, later) with the same semantics:
+ * gateways (budget_redis.c, when the cache is Redis) with the same semantics:
  *   - a key's count is the number of events added within its rule's window (an event counts for
  *     at least the window and at most a sixteenth of it longer: budget_memory.c's slots);
  *   - an add that brings the count to the rule's limit starts a penalty of the rule's penalty
@@ -25,6 +25,8 @@
 #include <sys/socket.h>
 
 #include <event2/event.h>
+
+struct bs_config;
 
 #define BUDGET_KEY_MAX 64  /* "a:" or "n:" and an address or a network, NUL included */
 #define BUDGET_KEYS_MAX 4  /* keys per call */
@@ -61,6 +63,8 @@ struct budget_store_type {
 	void (*cancel)(struct budget_query *q); /* no callback after this */
 	void (*stats)(void *state, FILE *out);  /* "budget_..." key=value lines */
 	void (*free)(void *state);
+	/* Optional: drop what the store keeps for base's loop (a connection), before base is freed. */
+	void (*forget_base)(void *state, struct event_base *base);
 };
 
 struct budget_store {
@@ -70,6 +74,11 @@ struct budget_store {
 
 /* The in-memory store: at most max_entries keys, the least recently counted one evicted first. */
 struct budget_store *budget_memory_new(size_t max_entries);
+/* The Redis store of cfg's cache (redis://, rediss://, redis+sentinel://), with a memory store of
+ * max_entries keys as its local fallback. NULL with why if the target is wrong. */
+struct budget_store *budget_redis_new(const struct bs_config *cfg, size_t max_entries, char *why, size_t whysz);
+/* The store for cfg: Redis when its cache is, else memory (harvest_max_entries keys). */
+struct budget_store *budget_store_open(const struct bs_config *cfg, char *why, size_t whysz);
 
 struct budget_query *budget_store_get(struct budget_store *st, struct event_base *base, const char *const *keys,
 				      const struct budget_rule *rules, size_t n, uint64_t now_ms, budget_cb cb,
@@ -80,6 +89,8 @@ struct budget_query *budget_store_add(struct budget_store *st, struct event_base
 void budget_store_cancel(struct budget_store *st, struct budget_query *q);
 void budget_store_stats(struct budget_store *st, FILE *out);
 void budget_store_free(struct budget_store *st);
+/* base's loop is going away (called from the thread that frees it, after it stopped). */
+void budget_store_forget_base(struct budget_store *st, struct event_base *base);
 
 /* Is a key in state st over its budget at now_ms? */
 bool budget_over(const struct budget_state *st, const struct budget_rule *rule, uint64_t now_ms);

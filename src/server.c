@@ -631,6 +631,7 @@ static void server_teardown(struct server *srv)
 	runtime_graveyard_free(srv->grave);
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
 		vcache_forget_base(srv->cache, srv->workers[i].base); /* a Redis cache's connection */
+		budget_store_forget_base(srv->budgets, srv->workers[i].base); /* and the budgets' */
 		worker_free(&srv->workers[i]);
 	}
 	vcache_close(srv->cache);
@@ -722,8 +723,7 @@ static void server_unlink_policy_sockets(const struct bs_config *cfg)
 int server_run(const char *config_path, struct bs_config *cfg)
 {
 	struct server srv = { .config_path = config_path, .start_time = (uint64_t)time(NULL),
-			      .stats = engine_stats_new(),
-			      .budgets = budget_memory_new((size_t)cfg->harvest_max_entries) };
+			      .stats = engine_stats_new() };
 	char why[512], ready[2048] = "";
 	int status = 1;
 
@@ -738,7 +738,15 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		config_unref(srv.running);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
-		budget_store_free(srv.budgets);
+		return 1;
+	}
+	if ((srv.budgets = budget_store_open(cfg, why, sizeof why)) == NULL) { /* Redis when the cache is */
+		log_err("%s:%u: %s", cfg->path, config_gateway_line(cfg, "cache"), why);
+		config_unref(cfg);
+		config_unref(srv.running);
+		vcache_close(srv.cache);
+		runtime_graveyard_free(srv.grave);
+		engine_stats_free(srv.stats);
 		return 1;
 	}
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);

@@ -16,18 +16,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-
 #include "log.h"
 #include "redis_conn.h"
+#include "redis_target.h"
 #include "util.h"
 #include "vcache_local.h"
 
 #define REDIS_POLL_MS 50
 #define REDIS_SYNC_TIMEOUT_MS 10000 /* purge, flush: the admin's commands */
 #define REDIS_SCAN_COUNT "1000"
-
-enum redis_kind { KIND_PLAIN, KIND_TLS, KIND_SENTINEL };
 
 struct redis_loop {
 	struct redis_loop *next;
@@ -71,60 +68,12 @@ struct vcache_query {
 
 static _Thread_local struct redis_loop *tl_loop; /* this thread's loop connection, if any */
 
-/* ---- spec ---- */
-
-struct redis_spec {
-	char hosts[512];   /* "h:p" or "h:p,h:p" */
-	char master[128];
-	unsigned db;
-};
-
-/* arg: "//HOST[:PORT][/DB]" or, for Sentinel, "//HOST:PORT,HOST:PORT/MASTER[/DB]". */
-static int redis_spec_parse(enum redis_kind kind, const char *arg, struct redis_spec *sp, const char **why)
+static int redis_check_plain(const char *arg, const char **why) { return redis_target_check(REDIS_KIND_PLAIN, arg, why); }
+static int redis_check_tls(const char *arg, const char **why) { return redis_target_check(REDIS_KIND_TLS, arg, why); }
+static int redis_check_sentinel(const char *arg, const char **why)
 {
-	memset(sp, 0, sizeof *sp);
-	*why = kind == KIND_SENTINEL ? "expected redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB"
-				     : "expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB";
-	if (strncmp(arg, "//", 2) != 0)
-		return -1;
-	arg += 2;
-	size_t hlen = strcspn(arg, "/");
-	if (hlen == 0 || hlen >= sizeof sp->hosts || strpbrk(arg, " \t@?#") != NULL)
-		return -1;
-	memcpy(sp->hosts, arg, hlen);
-	if (kind != KIND_SENTINEL && strchr(sp->hosts, ',') != NULL)
-		return -1;
-	const char *rest = arg + hlen;
-	if (kind == KIND_SENTINEL) {
-		if (*rest != '/')
-			return -1;
-		size_t mlen = strcspn(rest + 1, "/");
-		if (mlen == 0 || mlen >= sizeof sp->master)
-			return -1;
-		memcpy(sp->master, rest + 1, mlen);
-		rest += 1 + mlen;
-	}
-	if (*rest == '/' && rest[1] != '\0') {
-		char *end;
-		unsigned long db = strtoul(rest + 1, &end, 10);
-		if (*end != '\0' || db > 10000 || rest[1] < '0' || rest[1] > '9')
-			return -1;
-		sp->db = (unsigned)db;
-	} else if (*rest != '\0' && strcmp(rest, "/") != 0) {
-		return -1;
-	}
-	return 0;
+	return redis_target_check(REDIS_KIND_SENTINEL, arg, why);
 }
-
-static int redis_check(enum redis_kind kind, const char *arg, const char **why)
-{
-	struct redis_spec sp;
-	return redis_spec_parse(kind, arg, &sp, why);
-}
-
-static int redis_check_plain(const char *arg, const char **why) { return redis_check(KIND_PLAIN, arg, why); }
-static int redis_check_tls(const char *arg, const char **why) { return redis_check(KIND_TLS, arg, why); }
-static int redis_check_sentinel(const char *arg, const char **why) { return redis_check(KIND_SENTINEL, arg, why); }
 
 /* ---- values ---- */
 
@@ -733,75 +682,9 @@ static void *redis_sub_main(void *arg)
 
 /* ---- open, close ---- */
 
-static SSL_CTX *redis_ssl_ctx(const char *ca, char *why, size_t whysz)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL)
-		return NULL;
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if ((ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL) : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
-		snprintf(why, whysz, "cannot load the CA certificates %s", ca ? ca : "of the system");
-		SSL_CTX_free(ctx);
-		return NULL;
-	}
-	return ctx;
-}
-
-static int redis_read_password(const char *path, char **out, char *why, size_t whysz)
-{
-	char buf[512];
-	FILE *f = fopen(path, "r");
-
-	if (f == NULL || fgets(buf, sizeof buf, f) == NULL) {
-		snprintf(why, whysz, "cannot read the password file %s", path);
-		if (f)
-			fclose(f);
-		return -1;
-	}
-	fclose(f);
-	buf[strcspn(buf, "\r\n")] = '\0';
-	*out = xstrdup(buf);
-	return 0;
-}
-
-static int redis_target_make(struct redis_store *s, enum redis_kind kind, const struct redis_spec *sp,
-			     const struct bs_config *cfg, char *why, size_t whysz)
-{
-	struct redis_target *t = &s->target;
-	char err[200];
-
-	t->tls = kind == KIND_TLS;
-	t->db = sp->db;
-	t->timeout_ms = cfg && cfg->cache_redis_timeout_ms ? cfg->cache_redis_timeout_ms : 500;
-	snprintf(t->master, sizeof t->master, "%s", sp->master);
-	for (const char *p = sp->hosts; *p; ) {
-		size_t len = strcspn(p, ",");
-		if (t->nhosts == REDIS_HOST_MAX ||
-		    redis_endpoint_resolve(p, len, kind == KIND_SENTINEL ? "26379" : "6379", &t->hosts[t->nhosts++],
-					   err, sizeof err) != 0) {
-			snprintf(why, whysz, "cache %s: %s", s->name, t->nhosts == REDIS_HOST_MAX ? "too many hosts" : err);
-			return -1;
-		}
-		p += len + (p[len] == ',');
-	}
-	if (cfg && cfg->cache_redis_password_file &&
-	    redis_read_password(cfg->cache_redis_password_file, &t->password, err, sizeof err) != 0) {
-		snprintf(why, whysz, "cache %s: %s", s->name, err);
-		return -1;
-	}
-	if (t->tls && (t->ssl_ctx = redis_ssl_ctx(cfg ? cfg->cache_redis_tls_ca : NULL, err, sizeof err)) == NULL) {
-		snprintf(why, whysz, "cache %s: %s", s->name, err);
-		return -1;
-	}
-	return 0;
-}
-
 static void redis_store_free(struct redis_store *s)
 {
-	if (s->target.ssl_ctx)
-		SSL_CTX_free(s->target.ssl_ctx);
-	free(s->target.password);
+	redis_target_clear(&s->target);
 	vcache_local_free(s->local);
 	pthread_mutex_destroy(&s->loops_lock);
 	free(s);
@@ -810,24 +693,16 @@ static void redis_store_free(struct redis_store *s)
 static void *redis_open(enum redis_kind kind, const char *prefix, const char *arg, const struct bs_config *cfg,
 			char *why, size_t whysz)
 {
-	struct redis_spec sp;
-	const char *err;
 	struct redis_store *s = xcalloc(1, sizeof *s);
 	char host[64] = "localhost";
 
 	pthread_mutex_init(&s->loops_lock, NULL);
 	snprintf(s->name, sizeof s->name, "%s:%s", prefix, arg);
-	if (redis_spec_parse(kind, arg, &sp, &err) != 0) {
-		snprintf(why, whysz, "cache %s: %s", s->name, err);
+	if (redis_target_make(&s->target, kind, arg, s->name, cfg, why, whysz) != 0) {
 		redis_store_free(s);
 		return NULL;
 	}
-	if (redis_target_make(s, kind, &sp, cfg, why, whysz) != 0) {
-		redis_store_free(s);
-		return NULL;
-	}
-	const char *p = cfg && cfg->cache_redis_prefix ? cfg->cache_redis_prefix : "";
-	snprintf(s->prefix, sizeof s->prefix, "backstop:%s%s", p, p[0] ? ":" : "");
+	redis_key_prefix(cfg, s->prefix, sizeof s->prefix);
 	snprintf(s->channel, sizeof s->channel, "%spurge", s->prefix);
 	gethostname(host, sizeof host - 1);
 	snprintf(s->owner, sizeof s->owner, "%s:%ld", host, (long)getpid());
@@ -844,15 +719,15 @@ static void *redis_open(enum redis_kind kind, const char *prefix, const char *ar
 
 static void *vcache_redis_open_plain(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
-	return redis_open(KIND_PLAIN, "redis", arg, cfg, why, whysz);
+	return redis_open(REDIS_KIND_PLAIN, "redis", arg, cfg, why, whysz);
 }
 static void *vcache_redis_open_tls(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
-	return redis_open(KIND_TLS, "rediss", arg, cfg, why, whysz);
+	return redis_open(REDIS_KIND_TLS, "rediss", arg, cfg, why, whysz);
 }
 static void *vcache_redis_open_sentinel(const char *arg, const struct bs_config *cfg, char *why, size_t whysz)
 {
-	return redis_open(KIND_SENTINEL, "redis+sentinel", arg, cfg, why, whysz);
+	return redis_open(REDIS_KIND_SENTINEL, "redis+sentinel", arg, cfg, why, whysz);
 }
 
 static void vcache_redis_stats(void *state, FILE *out)

@@ -1,0 +1,440 @@
+/* budget_redis.c - the budget store shared by several gateways (budget_store.h), used when the
+ * cache is Redis: a key's counters live in "backstop:[PREFIX:]b:KEY" and are counted by one Lua
+ * script (EVALSHA, EVAL when Redis does not know it yet) in one round trip, on Redis's clock, with
+ * budget_memory.c's semantics; keys expire by themselves (PX). Every add is also counted in a
+ * local memory store, which answers alone when Redis is down or slower than cache_redis_timeout:
+ * nothing is queued while Redis is away, and losing and finding it again are logged once. Each
+ * worker loop has its own connection (made on its first call), like the verdict store. */
+#include "budget_store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "redis_conn.h"
+#include "redis_target.h"
+#include "util.h"
+
+/* The value: "WIDTH:PENALTY_UNTIL:SLOT=COUNT,SLOT=COUNT" (ms on Redis's clock; SLOT = time /
+ * WIDTH, WIDTH = window / 16); the 17 newest slots count, as in budget_memory.c. KEYS: the keys;
+ * ARGV[1]: "a" (add) or "g" (get), then LIMIT, WINDOW_MS, PENALTY_MS per key. Answers COUNT,
+ * PENALTY_LEFT_MS, TRIPPED per key. */
+static const char budget_redis_lua[] =
+	"if redis.replicate_commands then redis.replicate_commands() end\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local add = ARGV[1] == 'a'\n"
+	"local out = {}\n"
+	"for i, key in ipairs(KEYS) do\n"
+	"  local limit, window, pen = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])\n"
+	"  local width = math.max(math.floor(window / 16), 1)\n"
+	"  local idx = math.floor(now / width)\n"
+	"  local pu, count, slots = 0, 0, {}\n"
+	"  local v = redis.call('GET', key)\n"
+	"  if v then\n"
+	"    local w, p, rest = string.match(v, '^(%d+):(%d+):(.*)$')\n"
+	"    if w then\n"
+	"      pu = tonumber(p)\n"
+	"      if tonumber(w) ~= width then\n" /* a reload changed the window: all in the newest slot */
+	"        local total = 0\n"
+	"        for _, c in string.gmatch(rest, '(%d+)=(%d+)') do total = total + tonumber(c) end\n"
+	"        if total > 0 then slots[idx] = total end\n"
+	"      else\n"
+	"        for s, c in string.gmatch(rest, '(%d+)=(%d+)') do\n"
+	"          s = tonumber(s)\n"
+	"          if s > idx - 17 then slots[s] = tonumber(c) end\n"
+	"        end\n"
+	"      end\n"
+	"      for _, c in pairs(slots) do count = count + c end\n"
+	"    end\n"
+	"  end\n"
+	"  local tripped = 0\n"
+	"  if add then\n"
+	"    local before = count\n"
+	"    slots[idx] = (slots[idx] or 0) + 1\n"
+	"    count = count + 1\n"
+	"    if limit > 0 and before < limit and count >= limit then\n"
+	"      tripped = 1\n"
+	"      if pen > 0 and pu <= now then pu = now + pen end\n"
+	"    end\n"
+	"    local parts = {}\n"
+	"    for s, c in pairs(slots) do parts[#parts + 1] = string.format('%d=%d', s, c) end\n"
+	"    local ttl = window + width\n"
+	"    if pu - now > ttl then ttl = pu - now end\n"
+	"    redis.call('SET', key, string.format('%d:%d:', width, pu) .. table.concat(parts, ','),\n"
+	"               'PX', string.format('%d', ttl))\n"
+	"  end\n"
+	"  local left = 0\n"
+	"  if pu > now then left = pu - now end\n"
+	"  out[#out + 1] = count\n"
+	"  out[#out + 1] = left\n"
+	"  out[#out + 1] = tripped\n"
+	"end\n"
+	"return out\n";
+
+struct bloop {
+	struct bloop *next;
+	struct budget_redis *s;
+	struct event_base *base;
+	struct redis_conn *conn;
+	unsigned long up_seen;           /* the store's up_epoch when this loop last looked */
+};
+
+struct budget_redis {
+	struct redis_target target;
+	char name[300];                  /* the cache spec, for log lines */
+	char prefix[100];                /* "backstop:[PREFIX:]b:" */
+	char sha[41];                    /* of budget_redis_lua */
+	struct budget_store *local;      /* counts every add; answers alone when Redis cannot */
+	pthread_mutex_t loops_lock;
+	struct bloop *loops;
+	atomic_int down;                 /* the loss was logged */
+	atomic_int script_failed;        /* an error answer was logged */
+	atomic_ulong up_epoch;
+	atomic_ulong calls, answered, fallbacks, timeouts, errors, trips;
+};
+
+struct budget_query {
+	struct budget_redis *s;
+	struct bloop *lp;
+	bool add, evalsha;
+	size_t n;
+	uint64_t now;
+	budget_cb cb;
+	void *arg;
+	struct redis_cmd *cmd;
+	struct event *timer;
+	struct budget_state local[BUDGET_KEYS_MAX]; /* add: the local store's answer */
+	struct budget_rule rules[BUDGET_KEYS_MAX];
+	char keys[BUDGET_KEYS_MAX][BUDGET_KEY_MAX];
+};
+
+static _Thread_local struct bloop *tl_bloop; /* this thread's loop connection, if any */
+
+/* ---- availability, logged once per change ---- */
+
+static void br_state(void *arg, bool up)
+{
+	struct budget_redis *s = arg;
+
+	if (up)
+		atomic_fetch_add(&s->up_epoch, 1);
+	if (!up && atomic_exchange(&s->down, 1) == 0)
+		log_warn("budgets %s: Redis lost: harvest budgets counted by this gateway alone until it is back "
+			 "(reconnecting with backoff)", s->name);
+	else if (up && atomic_exchange(&s->down, 0) == 1)
+		log_notice("budgets %s: Redis found again: harvest budgets shared again", s->name);
+}
+
+static struct bloop *br_loop_fresh(struct bloop *lp)
+{
+	unsigned long epoch = atomic_load(&lp->s->up_epoch);
+
+	if (epoch != lp->up_seen) { /* another loop reconnected: do not wait for our backoff */
+		lp->up_seen = epoch;
+		if (redis_conn_failed(lp->conn))
+			redis_conn_retry_now(lp->conn);
+	}
+	return lp;
+}
+
+static struct bloop *br_loop_for(struct budget_redis *s, struct event_base *base)
+{
+	if (tl_bloop && tl_bloop->s == s && tl_bloop->base == base)
+		return br_loop_fresh(tl_bloop);
+	pthread_mutex_lock(&s->loops_lock);
+	struct bloop *lp = s->loops;
+	while (lp && lp->base != base)
+		lp = lp->next;
+	if (lp == NULL) {
+		lp = xcalloc(1, sizeof *lp);
+		lp->s = s;
+		lp->base = base;
+		lp->conn = redis_conn_new(base, &s->target, br_state, s);
+		redis_conn_kick(lp->conn);
+		lp->next = s->loops;
+		s->loops = lp;
+	}
+	pthread_mutex_unlock(&s->loops_lock);
+	tl_bloop = lp;
+	return br_loop_fresh(lp);
+}
+
+static void br_forget_base(void *state, struct event_base *base)
+{
+	struct budget_redis *s = state;
+
+	pthread_mutex_lock(&s->loops_lock);
+	for (struct bloop **pp = &s->loops; *pp; pp = &(*pp)->next) {
+		struct bloop *lp = *pp;
+		if (lp->base != base)
+			continue;
+		*pp = lp->next;
+		redis_conn_free(lp->conn);
+		if (tl_bloop == lp)
+			tl_bloop = NULL;
+		free(lp);
+		break;
+	}
+	pthread_mutex_unlock(&s->loops_lock);
+}
+
+/* ---- a call ---- */
+
+static void br_capture(void *arg, const struct budget_state *states, size_t n)
+{
+	memcpy(arg, states, n * sizeof *states);
+}
+
+static void br_q_free(struct budget_query *q)
+{
+	redis_cmd_cancel(q->cmd);
+	if (q->timer)
+		event_free(q->timer);
+	free(q);
+}
+
+static void br_q_answer(struct budget_query *q, const struct budget_state *st)
+{
+	budget_cb cb = q->cb;
+	void *arg = q->arg;
+	struct budget_state copy[BUDGET_KEYS_MAX];
+	size_t n = q->n;
+
+	memcpy(copy, st, n * sizeof *st);
+	br_q_free(q);
+	if (cb)
+		cb(arg, copy, n);
+}
+
+/* Redis could not say: the local store's answer (an add was counted there already). */
+static void br_q_fallback(struct budget_query *q)
+{
+	atomic_fetch_add(&q->s->fallbacks, 1);
+	if (!q->add) {
+		const char *ptrs[BUDGET_KEYS_MAX];
+		for (size_t i = 0; i < q->n; i++)
+			ptrs[i] = q->keys[i];
+		memset(q->local, 0, sizeof q->local);
+		budget_store_get(q->s->local, NULL, ptrs, q->rules, q->n, q->now, br_capture, q->local);
+	}
+	br_q_answer(q, q->local);
+}
+
+static int br_q_send(struct budget_query *q);
+
+static void br_on_reply(void *arg, const redisReply *r)
+{
+	struct budget_query *q = arg;
+	struct budget_redis *s = q->s;
+	struct budget_state st[BUDGET_KEYS_MAX];
+
+	q->cmd = NULL;
+	if (r && r->type == REDIS_REPLY_ERROR && q->evalsha && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		q->evalsha = false; /* first use on this Redis: send the script itself */
+		if (br_q_send(q) != 0)
+			br_q_fallback(q);
+		return;
+	}
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * q->n) {
+		if (r && atomic_fetch_add(&s->errors, 1) == 0)
+			log_err("budgets %s: Redis answered %s: harvest budgets counted by this gateway alone",
+				s->name, r->type == REDIS_REPLY_ERROR ? r->str : "something unexpected");
+		br_q_fallback(q);
+		return;
+	}
+	memset(st, 0, sizeof st);
+	for (size_t i = 0; i < q->n; i++) {
+		const redisReply *c = r->element[3 * i], *left = r->element[3 * i + 1], *tr = r->element[3 * i + 2];
+		if (c->type != REDIS_REPLY_INTEGER || left->type != REDIS_REPLY_INTEGER || tr->type != REDIS_REPLY_INTEGER) {
+			br_q_fallback(q);
+			return;
+		}
+		st[i].count = c->integer < 0 ? 0 : c->integer > UINT32_MAX ? UINT32_MAX : (uint32_t)c->integer;
+		st[i].penalty_until_ms = left->integer > 0 ? q->now + (uint64_t)left->integer : 0;
+		st[i].tripped = tr->integer != 0;
+		if (st[i].tripped)
+			atomic_fetch_add(&s->trips, 1);
+	}
+	atomic_fetch_add(&s->answered, 1);
+	br_q_answer(q, st);
+}
+
+static void br_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct budget_query *q = arg;
+	(void)fd;
+	(void)what;
+	atomic_fetch_add(&q->s->timeouts, 1); /* Redis is slow: do not wait longer */
+	br_q_fallback(q);
+}
+
+/* EVALSHA (or EVAL) sha n keys... op limit window penalty ... 0, or -1: not connected. */
+static int br_q_send(struct budget_query *q)
+{
+	struct budget_redis *s = q->s;
+	const char *argv[3 + BUDGET_KEYS_MAX * 4 + 1];
+	char nkeys[8], keys[BUDGET_KEYS_MAX][BUDGET_KEY_MAX + 100], nums[BUDGET_KEYS_MAX][3][24];
+	int argc = 0;
+
+	argv[argc++] = q->evalsha ? "EVALSHA" : "EVAL";
+	argv[argc++] = q->evalsha ? s->sha : budget_redis_lua;
+	snprintf(nkeys, sizeof nkeys, "%zu", q->n);
+	argv[argc++] = nkeys;
+	for (size_t i = 0; i < q->n; i++) {
+		snprintf(keys[i], sizeof keys[i], "%s%s", s->prefix, q->keys[i]);
+		argv[argc++] = keys[i];
+	}
+	argv[argc++] = q->add ? "a" : "g";
+	for (size_t i = 0; i < q->n; i++) {
+		snprintf(nums[i][0], sizeof nums[i][0], "%u", q->rules[i].limit);
+		snprintf(nums[i][1], sizeof nums[i][1], "%llu", (unsigned long long)q->rules[i].window_ms);
+		snprintf(nums[i][2], sizeof nums[i][2], "%llu", (unsigned long long)q->rules[i].penalty_ms);
+		for (int k = 0; k < 3; k++)
+			argv[argc++] = nums[i][k];
+	}
+	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
+	return q->cmd ? 0 : -1;
+}
+
+static struct budget_query *br_call(struct budget_redis *s, struct event_base *base, bool add, const char *const *keys,
+				    const struct budget_rule *rules, size_t n, uint64_t now, budget_cb cb, void *arg)
+{
+	n = n < BUDGET_KEYS_MAX ? n : BUDGET_KEYS_MAX;
+	atomic_fetch_add(&s->calls, 1);
+	struct budget_query *q = xcalloc(1, sizeof *q);
+	q->s = s;
+	q->add = add;
+	q->evalsha = true;
+	q->n = n;
+	q->now = now;
+	q->cb = cb;
+	q->arg = arg;
+	for (size_t i = 0; i < n; i++) {
+		strbuf_append(q->keys[i], sizeof q->keys[i], keys[i]);
+		q->rules[i] = rules[i];
+	}
+	if (add) /* counted here too: this gateway's own count, should Redis go */
+		budget_store_add(s->local, NULL, keys, rules, n, now, br_capture, q->local);
+	if (base == NULL) { /* no loop to wait on */
+		br_q_fallback(q);
+		return NULL;
+	}
+	q->lp = br_loop_for(s, base);
+	if (br_q_send(q) != 0) { /* not connected: the local store alone, nothing queued */
+		br_q_fallback(q);
+		return NULL;
+	}
+	uint64_t ms = s->target.timeout_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	q->timer = evtimer_new(base, br_on_timeout, q);
+	evtimer_add(q->timer, &tv);
+	return q;
+}
+
+static struct budget_query *br_get(void *state, struct event_base *base, const char *const *keys,
+				   const struct budget_rule *rules, size_t n, uint64_t now, budget_cb cb, void *arg)
+{
+	return br_call(state, base, false, keys, rules, n, now, cb, arg);
+}
+
+static struct budget_query *br_add(void *state, struct event_base *base, const char *const *keys,
+				   const struct budget_rule *rules, size_t n, uint64_t now, budget_cb cb, void *arg)
+{
+	return br_call(state, base, true, keys, rules, n, now, cb, arg);
+}
+
+static void br_cancel(struct budget_query *q)
+{
+	br_q_free(q);
+}
+
+static void br_stats(void *state, FILE *out)
+{
+	struct budget_redis *s = state;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+
+	fprintf(out, "budget_store=redis\nbudget_redis_reachable=%s\nbudget_key_prefix=%s\nbudget_redis_calls=%lu\n"
+		     "budget_redis_answered=%lu\nbudget_redis_fallbacks=%lu\nbudget_redis_timeouts=%lu\n"
+		     "budget_redis_errors=%lu\nbudget_trips=%lu\n",
+		atomic_load(&s->down) ? "no" : "yes", s->prefix, atomic_load(&s->calls), atomic_load(&s->answered),
+		atomic_load(&s->fallbacks), atomic_load(&s->timeouts), atomic_load(&s->errors), atomic_load(&s->trips));
+	if (mem == NULL)
+		return;
+	budget_store_stats(s->local, mem); /* "budget_x=..." -> "budget_local_x=..." */
+	fclose(mem);
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		if (strncmp(line, "budget_", 7) == 0 && strncmp(line, "budget_store=", 13) != 0)
+			fprintf(out, "budget_local_%s\n", line + 7);
+	free(buf);
+}
+
+static void br_free(void *state)
+{
+	struct budget_redis *s = state;
+
+	while (s->loops) { /* loops whose owner did not forget them: their base is still alive */
+		struct bloop *lp = s->loops;
+		s->loops = lp->next;
+		redis_conn_free(lp->conn);
+		free(lp);
+	}
+	tl_bloop = NULL;
+	budget_store_free(s->local);
+	redis_target_clear(&s->target);
+	pthread_mutex_destroy(&s->loops_lock);
+	free(s);
+}
+
+static const struct budget_store_type budget_redis_type = {
+	.name = "redis",
+	.get = br_get,
+	.add = br_add,
+	.cancel = br_cancel,
+	.stats = br_stats,
+	.free = br_free,
+	.forget_base = br_forget_base,
+};
+
+static void br_sha1(const char *text, char out[41])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL);
+	for (unsigned i = 0; i < mdlen && i < 20; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+struct budget_store *budget_redis_new(const struct bs_config *cfg, size_t max_entries, char *why, size_t whysz)
+{
+	enum redis_kind kind;
+	const char *arg;
+	struct budget_redis *s = xcalloc(1, sizeof *s);
+
+	pthread_mutex_init(&s->loops_lock, NULL);
+	s->local = budget_memory_new(max_entries);
+	if (!redis_target_kind(cfg->cache, &kind, &arg)) {
+		snprintf(why, whysz, "cache %s: not a Redis store", cfg->cache ? cfg->cache : "");
+		br_free(s);
+		return NULL;
+	}
+	snprintf(s->name, sizeof s->name, "%s", cfg->cache);
+	if (redis_target_make(&s->target, kind, arg, s->name, cfg, why, whysz) != 0) {
+		br_free(s);
+		return NULL;
+	}
+	redis_key_prefix(cfg, s->prefix, sizeof s->prefix - 2);
+	strbuf_append(s->prefix, sizeof s->prefix, "b:");
+	br_sha1(budget_redis_lua, s->sha);
+	struct budget_store *st = xcalloc(1, sizeof *st);
+	st->type = &budget_redis_type;
+	st->state = s;
+	return st;
+}
