@@ -87,7 +87,7 @@ struct bloop {
 struct budget_redis {
 	struct redis_target target;
 	char name[300];                  /* the cache spec, for log lines */
-	char prefix[100];                /* "backstop:[PREFIX:]b:" */
+	char prefix[100];                /* "backstop:[PREFIX:]": then "b:KEY", "r:HOST:PORT:SECOND" */
 	char sha[41];                    /* of budget_redis_lua */
 	struct budget_store *local;      /* counts every add; answers alone when Redis cannot */
 	pthread_mutex_t loops_lock;
@@ -95,13 +95,15 @@ struct budget_redis {
 	atomic_int down;                 /* the loss was logged */
 	atomic_int script_failed;        /* an error answer was logged */
 	atomic_ulong up_epoch;
-	atomic_ulong calls, answered, fallbacks, timeouts, errors, trips;
+	atomic_ulong calls, answered, fallbacks, timeouts, errors, trips, takes, taken, refused;
 };
 
 struct budget_query {
 	struct budget_redis *s;
 	struct bloop *lp;
-	bool add, evalsha;
+	bool add, evalsha, take;         /* take: a rate (INCRBY), not budgets */
+	unsigned want, limit;            /* take: events asked, the rate */
+	budget_take_cb tcb;
 	size_t n;
 	uint64_t now;
 	budget_cb cb;
@@ -124,8 +126,8 @@ static void br_state(void *arg, bool up)
 	if (up)
 		atomic_fetch_add(&s->up_epoch, 1);
 	if (!up && atomic_exchange(&s->down, 1) == 0)
-		log_warn("budgets %s: Redis lost: harvest budgets counted by this gateway alone until it is back "
-			 "(reconnecting with backoff)", s->name);
+		log_warn("budgets %s: Redis lost: harvest budgets and callout_max_rate counted by this gateway alone "
+			 "until it is back (reconnecting with backoff)", s->name);
 	else if (up && atomic_exchange(&s->down, 0) == 1)
 		log_notice("budgets %s: Redis found again: harvest budgets shared again", s->name);
 }
@@ -211,10 +213,24 @@ static void br_q_answer(struct budget_query *q, const struct budget_state *st)
 		cb(arg, copy, n);
 }
 
-/* Redis could not say: the local store's answer (an add was counted there already). */
+static void br_take_answer(struct budget_query *q, unsigned granted)
+{
+	budget_take_cb cb = q->tcb;
+	void *arg = q->arg;
+
+	br_q_free(q);
+	cb(arg, granted);
+}
+
+/* Redis could not say: the local store's answer (an add was counted there already); a rate is
+ * left to this process's own limiter. */
 static void br_q_fallback(struct budget_query *q)
 {
 	atomic_fetch_add(&q->s->fallbacks, 1);
+	if (q->take) {
+		br_take_answer(q, q->want);
+		return;
+	}
 	if (!q->add) {
 		const char *ptrs[BUDGET_KEYS_MAX];
 		for (size_t i = 0; i < q->n; i++)
@@ -234,13 +250,22 @@ static void br_on_reply(void *arg, const redisReply *r)
 	struct budget_state st[BUDGET_KEYS_MAX];
 
 	q->cmd = NULL;
+	if (q->take && r && r->type == REDIS_REPLY_INTEGER) { /* the second's count, ours included */
+		unsigned long long c = r->integer > 0 ? (unsigned long long)r->integer : 0, before = c - q->want;
+		unsigned granted = c <= q->limit ? q->want : before < q->limit ? (unsigned)(q->limit - before) : 0;
+		atomic_fetch_add(&s->answered, 1);
+		atomic_fetch_add(&s->taken, granted);
+		atomic_fetch_add(&s->refused, q->want - granted);
+		br_take_answer(q, granted);
+		return;
+	}
 	if (r && r->type == REDIS_REPLY_ERROR && q->evalsha && strncmp(r->str, "NOSCRIPT", 8) == 0) {
 		q->evalsha = false; /* first use on this Redis: send the script itself */
 		if (br_q_send(q) != 0)
 			br_q_fallback(q);
 		return;
 	}
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * q->n) {
+	if (r == NULL || q->take || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * q->n) {
 		if (r && atomic_fetch_add(&s->errors, 1) == 0)
 			log_err("budgets %s: Redis answered %s: harvest budgets counted by this gateway alone",
 				s->name, r->type == REDIS_REPLY_ERROR ? r->str : "something unexpected");
@@ -286,7 +311,7 @@ static int br_q_send(struct budget_query *q)
 	snprintf(nkeys, sizeof nkeys, "%zu", q->n);
 	argv[argc++] = nkeys;
 	for (size_t i = 0; i < q->n; i++) {
-		snprintf(keys[i], sizeof keys[i], "%s%s", s->prefix, q->keys[i]);
+		snprintf(keys[i], sizeof keys[i], "%sb:%s", s->prefix, q->keys[i]);
 		argv[argc++] = keys[i];
 	}
 	argv[argc++] = q->add ? "a" : "g";
@@ -299,6 +324,17 @@ static int br_q_send(struct budget_query *q)
 	}
 	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
 	return q->cmd ? 0 : -1;
+}
+
+/* Bound the wait by cache_redis_timeout. */
+static struct budget_query *br_q_arm(struct budget_query *q, struct event_base *base)
+{
+	uint64_t ms = q->s->target.timeout_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	q->timer = evtimer_new(base, br_on_timeout, q);
+	evtimer_add(q->timer, &tv);
+	return q;
 }
 
 static struct budget_query *br_call(struct budget_redis *s, struct event_base *base, bool add, const char *const *keys,
@@ -329,11 +365,7 @@ static struct budget_query *br_call(struct budget_redis *s, struct event_base *b
 		br_q_fallback(q);
 		return NULL;
 	}
-	uint64_t ms = s->target.timeout_ms;
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-	q->timer = evtimer_new(base, br_on_timeout, q);
-	evtimer_add(q->timer, &tv);
-	return q;
+	return br_q_arm(q, base);
 }
 
 static struct budget_query *br_get(void *state, struct event_base *base, const char *const *keys,
@@ -346,6 +378,38 @@ static struct budget_query *br_add(void *state, struct event_base *base, const c
 				   const struct budget_rule *rules, size_t n, uint64_t now, budget_cb cb, void *arg)
 {
 	return br_call(state, base, true, keys, rules, n, now, cb, arg);
+}
+
+/* A rate per second: INCRBY "r:KEY:SECOND" n, and PEXPIRE so that the second's key goes. */
+static struct budget_query *br_take(void *state, struct event_base *base, const char *key, uint64_t second,
+				    unsigned n, unsigned limit, budget_take_cb cb, void *arg)
+{
+	struct budget_redis *s = state;
+	char k[BUDGET_KEY_MAX + 300], num[24];
+
+	atomic_fetch_add(&s->takes, 1);
+	if (base == NULL || n == 0 || limit == 0) {
+		cb(arg, n);
+		return NULL;
+	}
+	struct budget_query *q = xcalloc(1, sizeof *q);
+	q->s = s;
+	q->take = true;
+	q->want = n;
+	q->limit = limit;
+	q->tcb = cb;
+	q->arg = arg;
+	q->lp = br_loop_for(s, base);
+	snprintf(k, sizeof k, "%sr:%s:%llu", s->prefix, key, (unsigned long long)second);
+	snprintf(num, sizeof num, "%u", n);
+	const char *incr[3] = { "INCRBY", k, num }, *expire[3] = { "PEXPIRE", k, "2000" };
+	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, 3, incr);
+	if (q->cmd == NULL) { /* not connected: this process's limiter alone */
+		br_q_fallback(q);
+		return NULL;
+	}
+	redis_conn_commandv(q->lp->conn, NULL, NULL, 3, expire);
+	return br_q_arm(q, base);
 }
 
 static void br_cancel(struct budget_query *q)
@@ -362,9 +426,11 @@ static void br_stats(void *state, FILE *out)
 
 	fprintf(out, "budget_store=redis\nbudget_redis_reachable=%s\nbudget_key_prefix=%s\nbudget_redis_calls=%lu\n"
 		     "budget_redis_answered=%lu\nbudget_redis_fallbacks=%lu\nbudget_redis_timeouts=%lu\n"
-		     "budget_redis_errors=%lu\nbudget_trips=%lu\n",
+		     "budget_redis_errors=%lu\nbudget_trips=%lu\nbudget_rate_takes=%lu\nbudget_rate_taken=%lu\n"
+		     "budget_rate_refused=%lu\n",
 		atomic_load(&s->down) ? "no" : "yes", s->prefix, atomic_load(&s->calls), atomic_load(&s->answered),
-		atomic_load(&s->fallbacks), atomic_load(&s->timeouts), atomic_load(&s->errors), atomic_load(&s->trips));
+		atomic_load(&s->fallbacks), atomic_load(&s->timeouts), atomic_load(&s->errors), atomic_load(&s->trips),
+		atomic_load(&s->takes), atomic_load(&s->taken), atomic_load(&s->refused));
 	if (mem == NULL)
 		return;
 	budget_store_stats(s->local, mem); /* "budget_x=..." -> "budget_local_x=..." */
@@ -397,6 +463,7 @@ static const struct budget_store_type budget_redis_type = {
 	.get = br_get,
 	.add = br_add,
 	.cancel = br_cancel,
+	.take = br_take,
 	.stats = br_stats,
 	.free = br_free,
 	.forget_base = br_forget_base,
@@ -430,8 +497,7 @@ struct budget_store *budget_redis_new(const struct bs_config *cfg, size_t max_en
 		br_free(s);
 		return NULL;
 	}
-	redis_key_prefix(cfg, s->prefix, sizeof s->prefix - 2);
-	strbuf_append(s->prefix, sizeof s->prefix, "b:");
+	redis_key_prefix(cfg, s->prefix, sizeof s->prefix);
 	br_sha1(budget_redis_lua, s->sha);
 	struct budget_store *st = xcalloc(1, sizeof *st);
 	st->type = &budget_redis_type;

@@ -26,6 +26,21 @@ struct budget_query *budget_store_add(struct budget_store *st, struct event_base
 	return st->type->add(st->state, base, keys, rules, n, now_ms, cb, arg);
 }
 
+struct budget_query *budget_store_take(struct budget_store *st, struct event_base *base, const char *key,
+				       uint64_t second, unsigned n, unsigned limit, budget_take_cb cb, void *arg)
+{
+	if (st == NULL || st->type->take == NULL) {
+		cb(arg, n);
+		return NULL;
+	}
+	return st->type->take(st->state, base, key, second, n, limit, cb, arg);
+}
+
+bool budget_store_shares_rates(const struct budget_store *st)
+{
+	return st != NULL && st->type->take != NULL;
+}
+
 void budget_store_cancel(struct budget_store *st, struct budget_query *q)
 {
 	if (q != NULL && st->type->cancel)

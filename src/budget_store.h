@@ -47,6 +47,8 @@ struct budget_state {
 
 /* states[i] answers keys[i]; valid only during the call. */
 typedef void (*budget_cb)(void *arg, const struct budget_state *states, size_t n);
+/* take: granted of the n events asked fit in the rate (0..n). */
+typedef void (*budget_take_cb)(void *arg, unsigned granted);
 
 struct budget_query; /* an outstanding call, defined by each store */
 
@@ -63,6 +65,11 @@ struct budget_store_type {
 	void (*cancel)(struct budget_query *q); /* no callback after this */
 	void (*stats)(void *state, FILE *out);  /* "budget_..." key=value lines */
 	void (*free)(void *state);
+	/* Optional, for stores shared by several gateways: a rate per second (callout_max_rate).
+	 * Count n events in second (wall clock, seconds since the epoch) of key, of which at most
+	 * limit fit; cb gets how many of the n did. */
+	struct budget_query *(*take)(void *state, struct event_base *base, const char *key, uint64_t second,
+				     unsigned n, unsigned limit, budget_take_cb cb, void *arg);
 	/* Optional: drop what the store keeps for base's loop (a connection), before base is freed. */
 	void (*forget_base)(void *state, struct event_base *base);
 };
@@ -86,6 +93,12 @@ struct budget_query *budget_store_get(struct budget_store *st, struct event_base
 struct budget_query *budget_store_add(struct budget_store *st, struct event_base *base, const char *const *keys,
 				      const struct budget_rule *rules, size_t n, uint64_t now_ms, budget_cb cb,
 				      void *arg);
+/* A shared rate (the type's take); a store without one answers n from inside the call (the
+ * caller's own limiter decides). */
+struct budget_query *budget_store_take(struct budget_store *st, struct event_base *base, const char *key,
+				       uint64_t second, unsigned n, unsigned limit, budget_take_cb cb, void *arg);
+/* Does st count rates for several gateways (has a take)? */
+bool budget_store_shares_rates(const struct budget_store *st);
 void budget_store_cancel(struct budget_store *st, struct budget_query *q);
 void budget_store_stats(struct budget_store *st, FILE *out);
 void budget_store_free(struct budget_store *st);

@@ -258,15 +258,28 @@ void callout_conn_start_batch(struct cconn *c)
 		if (callout_rcpt_line(f->addr, line, sizeof line) != 0) {
 			callout_pool_answer(p, &f->ans, RCPT_INVALID, "not a possible mailbox (control characters)");
 			callout_flight_finish(p, f);
-		} else if (!f->check && !callout_rate_take(p->rate, now_ms())) {
-			callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE, "%s:%s: not probed: callout_max_rate (%u/s) reached",
-					    p->host, p->port, callout_rate_limit(p->rate));
-			f->ans.rate_limited = true;
-			atomic_fetch_add(&p->o.counters->rate_limited, 1);
-			callout_flight_finish(p, f);
-		} else {
-			batch[nb++] = f;
+			continue;
 		}
+		if (!f->check) { /* a token of this process's limiter, and of the gateways' when shared */
+			size_t want = p->queued + 1 < room - nb ? p->queued + 1 : room - nb; /* this batch's */
+			enum callout_share_answer sa = callout_share_ask(p->share, callout_rate_limit(p->rate),
+									 (unsigned)want);
+			if (sa == CALLOUT_SHARE_WAIT) { /* the store answers soon: back at the head until then */
+				callout_flight_enqueue(p, f, true);
+				break;
+			}
+			if (sa == CALLOUT_SHARE_NO || !callout_rate_take(p->rate, now_ms())) {
+				callout_pool_answer(p, &f->ans, RCPT_UNAVAILABLE,
+						    "%s:%s: not probed: callout_max_rate (%u/s) reached%s", p->host, p->port,
+						    callout_rate_limit(p->rate), sa == CALLOUT_SHARE_NO ? " by the gateways" : "");
+				f->ans.rate_limited = true;
+				atomic_fetch_add(&p->o.counters->rate_limited, 1);
+				callout_flight_finish(p, f);
+				continue;
+			}
+			callout_share_use(p->share);
+		}
+		batch[nb++] = f;
 	}
 	if (nb == 0)
 		return; /* the connection stays idle, its idle timer running */

@@ -142,6 +142,12 @@ void callout_pool_cancel(struct callout_pool *p, struct callout_waiter *w)
 	callout_flight_unwait(p, w);
 }
 
+/* The gateways' shared rate answered: schedule again. */
+static void pool_share_wake(void *arg)
+{
+	callout_pool_kick(arg);
+}
+
 struct callout_pool *callout_pool_new(struct event_base *base, const struct callout_pool_opts *opts,
 				      char *why, size_t whysz)
 {
@@ -176,6 +182,7 @@ struct callout_pool *callout_pool_new(struct event_base *base, const struct call
 	p->o.ttls = p->ttls;
 	p->health = backend_health_new();
 	p->rate = callout_rate_get(p->key, opts->max_rate);
+	p->share = callout_share_new(base, p->key, pool_share_wake, p);
 	p->conns = xcalloc(p->o.max_conns, sizeof *p->conns);
 	p->tsize = 256;
 	p->table = xcalloc(p->tsize, sizeof *p->table);
@@ -206,6 +213,7 @@ void callout_pool_free(struct callout_pool *p)
 	pool_drain_all(p);
 	dns_resolver_free(p->dns);
 	backend_health_free(p->health);
+	callout_share_free(p->share);
 	callout_rate_put(p->rate);
 	event_free(p->kick);
 	for (size_t i = 0; i < p->o.nttls; i++)

@@ -18,6 +18,7 @@ struct callout_pool {
 	struct dns_resolver *dns;
 	struct backend_health *health;
 	struct callout_rate *rate; /* callout_max_rate, shared with the process (callout_rate.h) */
+	struct callout_share *share; /* and with the other gateways (NULL: not shared) */
 	struct callout_pool_opts o;
 	char *spec, *host, *port, *sender, *helo, *key;
 	struct callout_domain_ttl *ttls;

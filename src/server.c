@@ -27,6 +27,7 @@
 #include "backend_health.h"
 #include "backend_slots.h"
 #include "budget_store.h"
+#include "callout_rate.h"
 #include "connlimit.h"
 #include "control.h"
 #include "engine_stats.h"
@@ -637,6 +638,7 @@ static void server_teardown(struct server *srv)
 	vcache_close(srv->cache);
 	engine_stats_free(srv->stats);
 	dns_cache_free(srv->dns_cache);
+	callout_rate_share_store(NULL);
 	budget_store_free(srv->budgets);
 }
 
@@ -749,6 +751,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		engine_stats_free(srv.stats);
 		return 1;
 	}
+	callout_rate_share_store(srv.budgets); /* callout_max_rate too, when the budgets are shared */
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
 	srv.generation = 1;
 	srv.loaded_at = (uint64_t)time(NULL);
@@ -758,6 +761,7 @@ int server_run(const char *config_path, struct bs_config *cfg)
 		vcache_close(srv.cache);
 		runtime_graveyard_free(srv.grave);
 		engine_stats_free(srv.stats);
+		callout_rate_share_store(NULL);
 		budget_store_free(srv.budgets);
 		return 1;
 	}
@@ -825,6 +829,7 @@ out:
 		vcache_close(srv.cache);
 		dns_cache_free(srv.dns_cache);
 		engine_stats_free(srv.stats);
+		callout_rate_share_store(NULL);
 		budget_store_free(srv.budgets);
 	}
 	free(srv.workers);

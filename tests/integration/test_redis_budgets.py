@@ -5,6 +5,7 @@ refused because of it; when Redis returns the budgets are shared again without a
 HAProxy (send-proxy, send-proxy-v2) the budget is the real client's, not the balancer's.
 
 Client sockets are bound to addresses of 127.0.0.0/8 (as in test_harvest.py)."""
+import threading
 import time
 
 import pytest
@@ -81,7 +82,8 @@ def test_harvester_split_over_two_gateways_trips_the_shared_budget(backstop_fact
 
 def test_redis_killed_budgets_local_then_shared_again(backstop_factory, backend, fake, redis):
     fv = fake(known=[KNOWN])
-    a, b = two_gateways(backstop_factory, backend, fv, redis, harvest_limit="6/1h", cache_redis_timeout="200ms")
+    a, b = two_gateways(backstop_factory, backend, fv, redis, harvest_limit="6/1h", cache_redis_timeout="200ms",
+                        callout_max_rate=50)  # shared too: probes go on while Redis is away
     assert valid(a, "127.0.3.1").code == 250
     redis.kill()
     # Redis gone: each gateway counts alone; valid mail is answered, never refused because of Redis
@@ -89,7 +91,8 @@ def test_redis_killed_budgets_local_then_shared_again(backstop_factory, backend,
     for g in (a, b):
         for i in range(3):
             assert valid(g, f"127.0.3.{i + 2}").code == 250
-    a.wait_log(r"budgets redis://.*: Redis lost: harvest budgets counted by this gateway alone", start=mark_a)
+    a.wait_log(r"budgets redis://.*: Redis lost: harvest budgets and callout_max_rate counted by this gateway "
+               r"alone", start=mark_a)
     unknowns(a, "127.0.1.20", 3, "da")
     unknowns(b, "127.0.1.20", 3, "db")  # 3 + 3, but nobody sees 6
     assert valid(a, "127.0.1.20").code == 250
@@ -158,3 +161,54 @@ def test_haproxy_budget_is_the_real_client(backstop_factory, backend, fake, redi
         assert redis.cli("-n", 2, "EXISTS", "backstop:mx:b:a:127.0.0.1") == "0"  # never the balancer's
         for g in (a, b):
             assert not [l for l in g.log if "budget=a:127.0.0.1 " in l]
+
+
+def test_callout_max_rate_shared_by_two_gateways(backstop_factory, backend, fake, redis):
+    fv = fake(known=[KNOWN])
+    times, lock = [], threading.Lock()
+    seen = fv._rcpt
+
+    def timed(addr):
+        if addr.startswith("f"):  # the flood's addresses (not the domain's catch-all check)
+            with lock:
+                times.append(time.time())
+        seen(addr)
+    fv._rcpt = timed
+    rate, duration = 10, 3.0
+    a, b = two_gateways(backstop_factory, backend, fv, redis, harvest_limit="0", max_errors=100000,
+                        callout_max_rate=rate, callout_max_connections=4)
+    codes = []
+    t0 = time.monotonic()
+
+    def flood(g, k):
+        with conn_from(g, f"127.0.4.{k + 1}", timeout=20) as c:
+            mail(c)
+            burst = 0
+            while time.monotonic() - t0 < duration:
+                c.send("".join(f"RCPT TO:<f{k}-{burst}-{i}@example.test>\r\n" for i in range(20)))
+                got = [c.reply() for _ in range(20)]
+                burst += 1
+                with lock:
+                    codes.extend((r.code, r.enhanced) for r in got)
+    threads = [threading.Thread(target=flood, args=(g, k)) for k, g in enumerate((a, b, a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    elapsed = time.monotonic() - t0
+    refused = sum(1 for c in codes if c[0] == 451)
+    answered = sum(1 for c in codes if c[0] == 550)
+    assert refused + answered == len(codes), set(codes)
+    with lock:
+        ts = sorted(times)
+    assert len(ts) == answered
+    # both gateways together: the rate per second, not twice it (two gateways counting alone
+    # let 60 through in this test), and probes all along
+    assert rate * (duration - 1) <= len(ts) <= rate * (int(elapsed) + 2), (len(ts), elapsed)
+    per_second = {}
+    for t in ts:
+        per_second[int(t)] = per_second.get(int(t), 0) + 1
+    # a probe granted at the end of a second may reach the server just after it: 1 of slack
+    assert max(per_second.values()) <= rate + 1, per_second
+    # the gateways' shared counter refused probes that each gateway's own limiter would have let go
+    assert [l for l in a.log + b.log if "reached by the gateways" in l]
