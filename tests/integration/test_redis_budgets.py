@@ -5,6 +5,7 @@ refused because of it; when Redis returns the budgets are shared again without a
 HAProxy (send-proxy, send-proxy-v2) the budget is the real client's, not the balancer's.
 
 Client sockets are bound to addresses of 127.0.0.0/8 (as in test_harvest.py)."""
+import signal
 import threading
 import time
 
@@ -115,6 +116,24 @@ def test_redis_killed_budgets_local_then_shared_again(backstop_factory, backend,
     split_harvest(a, b, "127.0.1.30", "r")
     assert banner(a, "127.0.1.30").code == 421
     assert redis.cli("-n", 2, "EXISTS", "backstop:mx:b:a:127.0.1.30") == "1"
+
+
+def test_redis_that_does_not_answer_is_bounded(backstop_factory, backend, fake, redis):
+    fv = fake(known=[KNOWN])
+    a, b = two_gateways(backstop_factory, backend, fv, redis, harvest_limit="3/1h", cache_redis_timeout="200ms",
+                        callout_max_rate=50)
+    assert valid(a, "127.0.5.1").code == 250  # connected
+    redis.proc.send_signal(signal.SIGSTOP)  # the connections stay open, nothing answers
+    try:
+        t0 = time.monotonic()
+        assert valid(a, "127.0.5.2").code == 250
+        unknowns(a, "127.0.1.40", 3, "slow")  # counted locally: the third trips a's own budget
+        a.wait_log(r"harvest: client=127\.0\.1\.40 budget=a:127\.0\.1\.40 reached: 3 unknown")
+        assert banner(a, "127.0.1.40").code == 421
+        # each RCPT waited at most a few times cache_redis_timeout, never for Redis itself
+        assert time.monotonic() - t0 < 8, time.monotonic() - t0
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("mode", ["send-proxy", "send-proxy-v2"])
