@@ -154,7 +154,7 @@ const struct cfg_key config_keys[] = {
 	{ G, "cache", CFG_T_STR, VCACHE_DEFAULT, NULL, 0, 0, NULL, GW(cache),
 	  vcache_spec_check, "store",
 	  "Where verification verdicts are cached: lmdb:DIRECTORY, memory: (lost on restart), or Redis "
-	  "shared by several gateways: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
+	  "shared by several gateways (verdicts, harvest budgets and callout_max_rate): redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
 	  "redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
 	  NULL, "size", "Largest size of the verdict cache." },
@@ -207,7 +207,8 @@ const struct cfg_key config_keys[] = {
 	  "How long to wait for each reply of a callout server." },
 	{ G, "callout_max_rate", CFG_T_UINT, "100", NULL, 0, 100000, NULL, GW(callout_max_rate), NULL,
 	  "probes/s",
-	  "Probes per second sent to one callout server, all workers together (0: no limit). In no "
+	  "Probes per second sent to one callout server, all workers together, and all gateways "
+	  "when the cache is Redis (0: no limit). In no "
 	  "second does a server get more: past it, a recipient whose verdict is not cached gets "
 	  "451 4.4.3 instead of a probe (whatever on_unavailable says), so a flood of unknown "
 	  "addresses never reaches the validation server faster." },
@@ -239,7 +240,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "harvest_max_entries", CFG_T_UINT, "100000", NULL, 100, 10000000, NULL,
 	  GW(harvest_max_entries), NULL, "count",
 	  "Client addresses and networks whose harvest budgets are kept in memory (about 150 octets "
-	  "each); past it the one counted least recently is forgotten. Budgets survive a reload; this "
+	  "each; with a Redis cache, this gateway's own count, which answers while Redis is away); "
+	  "past it the one counted least recently is forgotten. Budgets survive a reload; this "
 	  "value changes at the next restart." },
 	/* [gateway]: the Postfix policy service */
 	{ G, "policy_listen", CFG_T_LISTENERS, "", NULL, 0, 0, NULL, GW(policy_listen), NULL,
