@@ -1,7 +1,8 @@
 /* budget_redis.c - the budget store shared by several gateways (budget_store.h), used when the
  * cache is Redis: a key's counters live in "backstop:[PREFIX:]b:KEY" and are counted by one Lua
- * script (EVALSHA, EVAL when Redis does not know it yet) in one round trip, on Redis's clock, with
- * budget_memory.c's semantics; keys expire by themselves (PX). Every add is also counted in a
+ * script (EVALSHA, EVAL when Redis does not know it yet) in one round trip, and read with one MGET
+ * (the state computed here, as the script would), with budget_memory.c's semantics, on the
+ * gateways' wall clocks; keys expire by themselves (PX). Every add is also counted in a
  * local memory store, which answers alone when Redis is down or slower than cache_redis_timeout:
  * nothing is queued while Redis is away, and losing and finding it again are logged once. Each
  * worker loop has its own connection (made on its first call), like the verdict store. */
@@ -11,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -19,18 +21,16 @@
 #include "redis_target.h"
 #include "util.h"
 
-/* The value: "WIDTH:PENALTY_UNTIL:SLOT=COUNT,SLOT=COUNT" (ms on Redis's clock; SLOT = time /
- * WIDTH, WIDTH = window / 16); the 17 newest slots count, as in budget_memory.c. KEYS: the keys;
- * ARGV[1]: "a" (add) or "g" (get), then LIMIT, WINDOW_MS, PENALTY_MS per key. Answers COUNT,
- * PENALTY_LEFT_MS, TRIPPED per key. */
+/* The value: "WIDTH:PENALTY_UNTIL:SLOT=COUNT,SLOT=COUNT" (wall-clock ms; SLOT = time / WIDTH,
+ * WIDTH = window / 16); the 17 newest slots count, as in budget_memory.c (br_decode reads it the
+ * same way). KEYS: the keys; ARGV[1]: "a" (add) or "g" (get), ARGV[2]: now, then LIMIT,
+ * WINDOW_MS, PENALTY_MS per key. Answers COUNT, PENALTY_LEFT_MS, TRIPPED per key. */
 static const char budget_redis_lua[] =
-	"if redis.replicate_commands then redis.replicate_commands() end\n"
-	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local now = tonumber(ARGV[2])\n"
 	"local add = ARGV[1] == 'a'\n"
 	"local out = {}\n"
 	"for i, key in ipairs(KEYS) do\n"
-	"  local limit, window, pen = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])\n"
+	"  local limit, window, pen = tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])\n"
 	"  local width = math.max(math.floor(window / 16), 1)\n"
 	"  local idx = math.floor(now / width)\n"
 	"  local pu, count, slots = 0, 0, {}\n"
@@ -105,7 +105,8 @@ struct budget_query {
 	unsigned want, limit;            /* take: events asked, the rate */
 	budget_take_cb tcb;
 	size_t n;
-	uint64_t now;
+	uint64_t now;                    /* the caller's clock */
+	uint64_t wall;                   /* the gateways' clock (ms since the epoch) */
 	budget_cb cb;
 	void *arg;
 	struct redis_cmd *cmd;
@@ -243,6 +244,33 @@ static void br_q_fallback(struct budget_query *q)
 
 static int br_q_send(struct budget_query *q);
 
+/* A value's state at wall (the script's reading of it); penalty_until_ms on the caller's clock
+ * (now). A value that does not parse counts nothing. */
+static void br_decode(const char *v, const struct budget_rule *rule, uint64_t wall, uint64_t now,
+		      struct budget_state *st)
+{
+	uint64_t width = rule->window_ms / 16 ? rule->window_ms / 16 : 1, idx = wall / width, total = 0;
+	char *end;
+	uint64_t w = strtoull(v, &end, 10);
+
+	if (*end != ':')
+		return;
+	uint64_t pu = strtoull(end + 1, &end, 10);
+	if (*end != ':')
+		return;
+	for (const char *p = end + 1; *p; p += *p == ',') {
+		uint64_t slot = strtoull(p, &end, 10);
+		if (*end != '=')
+			return;
+		uint64_t c = strtoull(end + 1, &end, 10);
+		if (w != width || slot + 17 > idx) /* a changed window: everything, as the script does */
+			total += c;
+		p = end;
+	}
+	st->count = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+	st->penalty_until_ms = pu > wall ? now + (pu - wall) : 0;
+}
+
 static void br_on_reply(void *arg, const redisReply *r)
 {
 	struct budget_query *q = arg;
@@ -257,6 +285,15 @@ static void br_on_reply(void *arg, const redisReply *r)
 		atomic_fetch_add(&s->taken, granted);
 		atomic_fetch_add(&s->refused, q->want - granted);
 		br_take_answer(q, granted);
+		return;
+	}
+	if (!q->take && !q->add && r && r->type == REDIS_REPLY_ARRAY && r->elements == q->n) {
+		memset(st, 0, sizeof st);
+		for (size_t i = 0; i < q->n; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				br_decode(r->element[i]->str, &q->rules[i], q->wall, q->now, &st[i]);
+		atomic_fetch_add(&s->answered, 1);
+		br_q_answer(q, st);
 		return;
 	}
 	if (r && r->type == REDIS_REPLY_ERROR && q->evalsha && strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -298,14 +335,24 @@ static void br_on_timeout(evutil_socket_t fd, short what, void *arg)
 	br_q_fallback(q);
 }
 
-/* EVALSHA (or EVAL) sha n keys... op limit window penalty ... 0, or -1: not connected. */
+/* add: EVALSHA (or EVAL) sha n keys... a now limit window penalty ...; get: MGET keys... 0, or
+ * -1: not connected. */
 static int br_q_send(struct budget_query *q)
 {
 	struct budget_redis *s = q->s;
-	const char *argv[3 + BUDGET_KEYS_MAX * 4 + 1];
-	char nkeys[8], keys[BUDGET_KEYS_MAX][BUDGET_KEY_MAX + 100], nums[BUDGET_KEYS_MAX][3][24];
+	const char *argv[4 + BUDGET_KEYS_MAX * 4 + 1];
+	char nkeys[8], now[24], keys[BUDGET_KEYS_MAX][BUDGET_KEY_MAX + 100], nums[BUDGET_KEYS_MAX][3][24];
 	int argc = 0;
 
+	if (!q->add) {
+		argv[argc++] = "MGET";
+		for (size_t i = 0; i < q->n; i++) {
+			snprintf(keys[i], sizeof keys[i], "%sb:%s", s->prefix, q->keys[i]);
+			argv[argc++] = keys[i];
+		}
+		q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
+		return q->cmd ? 0 : -1;
+	}
 	argv[argc++] = q->evalsha ? "EVALSHA" : "EVAL";
 	argv[argc++] = q->evalsha ? s->sha : budget_redis_lua;
 	snprintf(nkeys, sizeof nkeys, "%zu", q->n);
@@ -314,7 +361,9 @@ static int br_q_send(struct budget_query *q)
 		snprintf(keys[i], sizeof keys[i], "%sb:%s", s->prefix, q->keys[i]);
 		argv[argc++] = keys[i];
 	}
-	argv[argc++] = q->add ? "a" : "g";
+	argv[argc++] = "a";
+	snprintf(now, sizeof now, "%llu", (unsigned long long)q->wall);
+	argv[argc++] = now;
 	for (size_t i = 0; i < q->n; i++) {
 		snprintf(nums[i][0], sizeof nums[i][0], "%u", q->rules[i].limit);
 		snprintf(nums[i][1], sizeof nums[i][1], "%llu", (unsigned long long)q->rules[i].window_ms);
@@ -337,6 +386,13 @@ static struct budget_query *br_q_arm(struct budget_query *q, struct event_base *
 	return q;
 }
 
+static uint64_t br_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static struct budget_query *br_call(struct budget_redis *s, struct event_base *base, bool add, const char *const *keys,
 				    const struct budget_rule *rules, size_t n, uint64_t now, budget_cb cb, void *arg)
 {
@@ -348,6 +404,7 @@ static struct budget_query *br_call(struct budget_redis *s, struct event_base *b
 	q->evalsha = true;
 	q->n = n;
 	q->now = now;
+	q->wall = br_wall_ms();
 	q->cb = cb;
 	q->arg = arg;
 	for (size_t i = 0; i < n; i++) {
