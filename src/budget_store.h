@@ -8,7 +8,9 @@
  *   - an add that brings the count to the rule's limit starts a penalty of the rule's penalty
  *     time, unless one is already running; it "tripped" the key;
  *   - a key is over budget while its count is at or above the limit or its penalty runs.
- * Times are milliseconds on a clock given by the caller (now_ms(); tests pass their own).
+ * Times are milliseconds on a clock given by the caller (now_ms(); tests pass their own; the
+ * Redis store counts on the wall clock, which all gateways share, and answers on the caller's).
+ * A shared store also counts rates per second for all gateways (take: callout_max_rate).
  *
  * Threads: a store is shared by every worker (thread-safe) and outlives configuration generations
  * (the server owns it, like engine_stats): budgets survive SIGHUP. Calls follow check.h's rule:
