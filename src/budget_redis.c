@@ -23,14 +23,20 @@
 
 /* The value: "WIDTH:PENALTY_UNTIL:SLOT=COUNT,SLOT=COUNT" (wall-clock ms; SLOT = time / WIDTH,
  * WIDTH = window / 16); the 17 newest slots count, as in budget_memory.c (br_decode reads it the
- * same way). KEYS: the keys; ARGV[1]: "a" (add) or "g" (get), ARGV[2]: now, then LIMIT,
- * WINDOW_MS, PENALTY_MS per key. Answers COUNT, PENALTY_LEFT_MS, TRIPPED per key. */
+ * same way). KEYS: the keys; ARGV[1]: "a" (add) or "g" (get), then LIMIT, WINDOW_MS, PENALTY_MS
+ * per key, then NOW (the gateway's wall clock; Redis's TIME without it). Answers COUNT,
+ * PENALTY_LEFT_MS, TRIPPED per key. */
 static const char budget_redis_lua[] =
-	"local now = tonumber(ARGV[2])\n"
+	"local now = tonumber(ARGV[2 + 3 * #KEYS])\n"
+	"if not now then\n"
+	"  if redis.replicate_commands then redis.replicate_commands() end\n"
+	"  local t = redis.call('TIME')\n"
+	"  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"end\n"
 	"local add = ARGV[1] == 'a'\n"
 	"local out = {}\n"
 	"for i, key in ipairs(KEYS) do\n"
-	"  local limit, window, pen = tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])\n"
+	"  local limit, window, pen = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])\n"
 	"  local width = math.max(math.floor(window / 16), 1)\n"
 	"  local idx = math.floor(now / width)\n"
 	"  local pu, count, slots = 0, 0, {}\n"
@@ -335,7 +341,7 @@ static void br_on_timeout(evutil_socket_t fd, short what, void *arg)
 	br_q_fallback(q);
 }
 
-/* add: EVALSHA (or EVAL) sha n keys... a now limit window penalty ...; get: MGET keys... 0, or
+/* add: EVALSHA (or EVAL) sha n keys... a limit window penalty ... now; get: MGET keys... 0, or
  * -1: not connected. */
 static int br_q_send(struct budget_query *q)
 {
@@ -362,8 +368,6 @@ static int br_q_send(struct budget_query *q)
 		argv[argc++] = keys[i];
 	}
 	argv[argc++] = "a";
-	snprintf(now, sizeof now, "%llu", (unsigned long long)q->wall);
-	argv[argc++] = now;
 	for (size_t i = 0; i < q->n; i++) {
 		snprintf(nums[i][0], sizeof nums[i][0], "%u", q->rules[i].limit);
 		snprintf(nums[i][1], sizeof nums[i][1], "%llu", (unsigned long long)q->rules[i].window_ms);
@@ -371,6 +375,8 @@ static int br_q_send(struct budget_query *q)
 		for (int k = 0; k < 3; k++)
 			argv[argc++] = nums[i][k];
 	}
+	snprintf(now, sizeof now, "%llu", (unsigned long long)q->wall);
+	argv[argc++] = now;
 	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
 	return q->cmd ? 0 : -1;
 }
