@@ -244,7 +244,7 @@ static void cache_kv(void *arg, const char *key, const char *v)
 		c->evicted = num(v);
 	else if (strcmp(key, "write_errors") == 0)
 		c->write_errors = num(v);
-	else if (strcmp(key, "up") == 0) /* a network store says whether it is reachable */
+	else if (strcmp(key, "up") == 0 || strcmp(key, "redis_reachable") == 0) /* a network store: reachable? */
 		c->up = yes(v) || strcmp(v, "1") == 0;
 }
 
