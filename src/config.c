@@ -157,7 +157,10 @@ const struct cfg_key config_keys[] = {
 	  "shared by several gateways: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
 	  "redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
-	  NULL, "size", "Largest size of the verdict cache." },
+	  NULL, "size",
+	  "Largest size of the verdict cache: the LMDB map size with lmdb:, cache_max_size / 256 "
+	  "verdicts with memory:; not used with Redis (cache_redis_local_size bounds the local layer, "
+	  "Redis's own maxmemory the rest)." },
 	{ G, "cache_redis_prefix", CFG_T_STR, "", NULL, 0, 0, NULL, GW(cache_redis_prefix),
 	  config_check_redis_prefix, "word",
 	  "With a Redis cache: keys are backstop:PREFIX:v:ADDRESS (verdicts), backstop:PREFIX:l:ADDRESS "
