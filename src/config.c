@@ -88,7 +88,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "greet_delay", CFG_T_DURATION, "0s", NULL, 0, MINUTES(5), NULL, GW(greet_delay_ms), NULL,
 	  "duration", "Wait this long before the banner, to catch clients that talk first." },
 	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
-	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	  "What to do with a client that talks before the banner, when greet_delay is above 0: log it, "
+	  "or reject it (554 5.5.1) and disconnect." },
 	{ G, "proxy_protocol_from", CFG_T_STR, "", NULL, 0, 0, NULL, GW(proxy_protocol_from),
 	  cidr_list_check, "CIDR,...",
 	  "Load balancers (address blocks, commas or spaces between them) whose SMTP connections start "
