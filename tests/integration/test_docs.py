@@ -215,18 +215,18 @@ def test_man8_describes_every_option_of_each_command():
 
 def documented_metrics(man):
     """{name: (type, [labels])} of every metric backstop(8)'s METRICS section lists: an item
-    `.It Sy NAME Ns Brq Va a , b` (several names joined by ` , Sy `), then `TYPE: meaning`."""
+    `.It Sy NAME Ns Brq Va a , b`, then `TYPE: meaning`. One metric per item: Brq encloses the
+    rest of its line, so a second name on it would render inside the first one's braces."""
     out = {}
     lines = section(man, "METRICS", None).splitlines()
     for i, line in enumerate(lines):
         if not line.startswith(".It Sy backstop_"):
             continue
+        m = re.match(r"^\.It Sy (backstop_[a-z0-9_]+)(?: Ns Brq Va ([a-z_ ,]+))?$", line)
+        assert m, f"not one metric with its labels: {line!r}"
         kind = re.match(r"^(counter|gauge|histogram):", lines[i + 1])
-        for part in line[len(".It "):].split(" , Sy "):
-            m = re.match(r"(?:Sy )?(backstop_[a-z0-9_]+)(?: Ns Brq Va (.*))?$", part.strip())
-            assert m, f"cannot read {part!r} in {line!r}"
-            labels = [l.strip() for l in (m.group(2) or "").split(",") if l.strip()]
-            out[m.group(1)] = (kind.group(1) if kind else None, labels)
+        labels = [l.strip() for l in (m.group(2) or "").split(",") if l.strip()]
+        out[m.group(1)] = (kind.group(1) if kind else None, labels)
     return out
 
 
