@@ -19,16 +19,15 @@ MAN8 = ROOT / "man" / "backstop.8"
 MAN5 = Path(BACKSTOP_BIN).resolve().parent / "man" / "backstop.conf.5"  # built from the .in template
 README = ROOT / "README.md"
 GROFF = shutil.which("groff")
-# not served by the daemon: documented for `backstop blcheck` to write through node_exporter's
-# textfile collector (contrib/prometheus uses them)
+# documented in METRICS but not served by the daemon: a node_exporter textfile gauge that
+# contrib/prometheus's alert rules and the dashboard use
 TEXTFILE_METRICS = {"backstop_blocklist_listed"}
 
 
-def section(text, start, end):
-    """The text of the mdoc section .Sh START up to the next .Sh (or .Sh END)."""
-    i = text.index(f".Sh {start}\n")
-    j = text.index(f".Sh {end}\n", i) if end else text.index("\n.Sh ", i + 1)
-    return text[i:j]
+def section(text, name):
+    """The text of the mdoc section .Sh NAME up to the next .Sh."""
+    i = text.index(f".Sh {name}\n")
+    return text[i:text.index("\n.Sh ", i + 1)]
 
 
 def rendered_conf5():
@@ -67,7 +66,7 @@ def full_config(tmp_path):
 def test_conf5_lists_every_key_of_backstop_config_in_its_section(tmp_path):
     keys = full_config(tmp_path)
     assert len(keys["gateway"]) > 80 and len(keys["domain"]) > 15 and len(keys["ldap"]) > 10, keys
-    page = section(rendered_conf5(), "KEYS", None)
+    page = section(rendered_conf5(), "KEYS")
     titles = {"gateway": "[gateway]", "domain": "[domain NAME]", "ldap": "[ldap NAME]"}
     for sec, names in keys.items():
         i = page.index(f".Ss Keys of {titles[sec]}\n")
@@ -91,8 +90,8 @@ def test_docs_name_every_restart_only_key():
     body = body[:body.index("\n}\n")]
     restart = set(re.findall(r'strbuf_append\(out, len, " (\w+)"\)', body))
     assert {"listen", "workers", "cache", "user"} <= restart, restart
-    desc = section(rendered_conf5(), "DESCRIPTION", None)
-    signals = section(MAN8.read_text(), "SIGNALS", None)
+    desc = section(rendered_conf5(), "DESCRIPTION")
+    signals = section(MAN8.read_text(), "SIGNALS")
     readme = README.read_text()
     reload_par = readme[readme.index("**Reload.**"):]
     reload_par = reload_par[:reload_par.index("\n\n")]
@@ -169,7 +168,7 @@ def commands():
 
 def command_entry(man, name):
     """The .It Cm NAME item of COMMANDS, up to the next command's."""
-    sec = section(man, "COMMANDS", None)
+    sec = section(man, "COMMANDS")
     names = commands()
     starts = {n: sec.find(f"\n.It Cm {n} ") for n in names}
     i = starts[name]
@@ -180,8 +179,8 @@ def command_entry(man, name):
 
 def test_man8_describes_every_command_with_its_exit_status():
     man = MAN8.read_text()
-    synopsis = section(man, "SYNOPSIS", None)
-    status = section(man, "EXIT STATUS", None)
+    synopsis = section(man, "SYNOPSIS")
+    status = section(man, "EXIT STATUS")
     for name in commands():
         assert re.search(rf"^\.Nm\n\.Cm {re.escape(name)}$", synopsis, re.M), f"{name}: not in SYNOPSIS"
         command_entry(man, name)
@@ -192,7 +191,7 @@ def test_man8_describes_every_command_with_its_exit_status():
 
 def test_man8_describes_every_option_of_each_command():
     man = MAN8.read_text()
-    options = section(man, "OPTIONS", None)
+    options = section(man, "OPTIONS")
     for name in commands():
         r = run_cli(name, "--help")
         assert r.returncode == 0, r.stderr
@@ -204,8 +203,10 @@ def test_man8_describes_every_option_of_each_command():
             assert f"Fl -{long_}" in where, f"backstop {name} --{long_}: not in backstop(8)"
             if short:
                 assert re.search(rf"Fl {short}\b", where), f"backstop {name} -{short}: not in backstop(8)"
-        for op in re.findall(r"^ {2}([a-z]+)\b(?: [A-Z@|]+)* {2,}", r.stdout, re.M):
-            if op.upper() != op and name == "cache":  # the operations stats, show, purge, flush
+        if name == "cache":  # its operations: stats, show ADDR, purge ADDR|@DOMAIN, flush
+            ops = re.findall(r"^ {2}([a-z]+)\b(?: [A-Z@|]+)* {2,}", r.stdout, re.M)
+            assert {"stats", "show", "purge", "flush"} <= set(ops), ops
+            for op in ops:
                 assert f".It Cm {op}" in entry, f"backstop cache {op}: not in backstop(8)"
     assert "Fl -help" in man and "Fl -version" in man
 
@@ -218,7 +219,7 @@ def documented_metrics(man):
     `.It Sy NAME Ns Brq Va a , b`, then `TYPE: meaning`. One metric per item: Brq encloses the
     rest of its line, so a second name on it would render inside the first one's braces."""
     out = {}
-    lines = section(man, "METRICS", None).splitlines()
+    lines = section(man, "METRICS").splitlines()
     for i, line in enumerate(lines):
         if not line.startswith(".It Sy backstop_"):
             continue
@@ -293,7 +294,7 @@ def test_served_metrics_have_the_documented_labels(backstop_factory, backend, tm
     # the checks of the engine appear by name in the page, with the stages they run at
     checks = set(re.findall(r'check="(\w+)"', text))
     assert {"spf", "dnsbl", "harvest", "relay", "verify"} <= checks, checks
-    metrics_sec = section(MAN8.read_text(), "METRICS", None)
+    metrics_sec = section(MAN8.read_text(), "METRICS")
     for c in checks:
         assert re.search(rf"\.Cm {c}\b", metrics_sec), f"check {c} not named in METRICS"
     for stage in set(re.findall(r'stage="([\w-]+)"', text)):
@@ -312,7 +313,7 @@ def test_man_pages_render_without_warnings(page):
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     # mdoc mistakes groff takes silently: an .It outside a list, a .Cm line of SYNOPSIS without .Nm
     text = path.read_text()
-    synopsis = section(text, "SYNOPSIS", None) if "backstop.8" == page else ""
+    synopsis = section(text, "SYNOPSIS") if "backstop.8" == page else ""
     for m in re.finditer(r"^\.Cm ([a-z-]+)$", synopsis, re.M):
         before = synopsis[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         assert before == ".Nm", f"SYNOPSIS: .Cm {m.group(1)} not after .Nm"
