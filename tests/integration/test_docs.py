@@ -1,6 +1,6 @@
 """The documentation keeps up with the code: every key of `backstop config` is in the rendered
 backstop.conf(5) under its section, the SPF, DNSBL and harvest keys are in the README with their
-defaults, every command of `backstop --help` (and each option of its own --help) is in backstop(8)
+defaults, a default given in passing in the prose is the real one, every command of `backstop --help` (and each option of its own --help) is in backstop(8)
 with its exit status, every metric family of the source and of a running gateway is in backstop(8)'s
 METRICS with the labels it is served with, and groff finds nothing to warn about in either page.
 """
@@ -153,6 +153,28 @@ def test_readme_gives_spf_dnsbl_and_harvest_keys_with_defaults(tmp_path):
         if not ok:
             problems.append(f"{key}: README gives no default (expected {default!r}) in {rows}")
     assert not problems, "\n".join(problems)
+
+
+def test_defaults_given_in_the_prose_are_the_real_ones(tmp_path):
+    """Where the pages or the README give a key's default in passing, `.Ic key` then `(25s)` or
+    `key` (25s), it is the default `backstop config` shows."""
+    keys = full_config(tmp_path)
+    defaults = {**keys["ldap"], **keys["domain"], **keys["gateway"]}  # [gateway]'s win for shared names
+    value = re.compile(r"^[0-9][0-9a-zA-Z/.]*$")
+    texts = {"backstop.8": MAN8.read_text(), "backstop.conf.5": rendered_conf5(), "README.md": README.read_text()}
+    pattern = {"README.md": r"`(\w+)` \(([^)]*)\)", "backstop.8": r"^\.Ic (\w+)(?: [,;.]+)?\n\(([^)\n]*)\)"}
+    pattern["backstop.conf.5"] = pattern["backstop.8"]
+    wrong, seen = [], 0
+    for name, text in texts.items():
+        for key, inner in re.findall(pattern[name], text, re.M):
+            first = re.split(r"[\s,;:]+", inner.strip())[0]
+            if key not in defaults or defaults[key] in (None, "") or not value.match(first):
+                continue
+            seen += 1
+            if not same_value(first, defaults[key]):
+                wrong.append(f"{name}: {key} ({inner}) but its default is {defaults[key]}")
+    assert seen >= 20, seen
+    assert not wrong, "\n".join(wrong)
 
 
 # ---------------------------------------------------------------------------------------------
