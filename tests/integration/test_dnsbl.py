@@ -98,6 +98,18 @@ def test_listed_client_refused_with_the_list_named(backstop_factory, lists):
     assert session(b, "127.0.2.1").code == 250
 
 
+def test_screenings_counted_in_metrics(backstop_factory, lists):
+    from test_metrics import http_get, metrics_addr, parse, value
+    b = start(backstop_factory, lists, metrics_listen="127.0.0.1:0")
+    codes = [session(b, ip).code for ip in ("127.0.1.2", "127.0.1.3", "127.0.2.1", "127.0.1.4")]
+    assert codes == [550, 250, 250, 250], codes
+    s = parse(http_get(metrics_addr(b))[2])
+    got = {o: value(s, "backstop_check_outcomes_total", check="dnsbl", outcome=o)
+           for o in ("listed", "under_threshold", "clean", "list_refused")}
+    # 127.0.1.2 listed; 127.0.1.3 scores 1; 127.0.2.1 nowhere; 127.0.1.4 only on the refusing list
+    assert got == {"listed": 1, "under_threshold": 1, "clean": 2, "list_refused": 1}, got
+
+
 def test_two_lists_add_up_and_allowlist_outweighs(backstop_factory, lists):
     # 127.0.1.3: bl.test 127.0.0.3 (+3), spam.test (+2), allow.test (-4): 1, under 3
     b = start(backstop_factory, lists)
