@@ -85,9 +85,11 @@ static const struct command commands[] = {
 	  "  -n, --dry-run       print the difference and what would be written; write nothing\n"
 	  "  -s, --max-shrink PCT  refuse to remove more than PCT % of the addresses (default 10)\n"
 	  "  -f, --force         write even when more than --max-shrink % would go\n" },
-	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [IP ...]",
+	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [-m FILE] [IP ...]",
 	  "is each address on the DNS blocklists of blcheck_sites? exit 0 listed nowhere, 1 listed somewhere, "
 	  "2 lookups failed, 3 usage or configuration error",
+	  "  -m, --metrics-file FILE  also write the per-list figures there for Prometheus (node_exporter's\n"
+	  "                      textfile collector: backstop_blocklist_listed{zone})\n"
 	  "  IP ...              the addresses to check (default: blcheck_addresses in FILE)\n"
 	  "                      without -c, FILE is read when it exists; without it, the built-in list\n"
 	  "                      and the system's resolver are used\n" },

@@ -226,5 +226,18 @@ def test_blcheck_exit_codes(tmp_path, lists):  # noqa: C901 (one server, many ca
     assert failed.returncode == 2, failed.stdout
     assert "ERROR: timeout" in failed.stdout
 
+    # the same figures for Prometheus: one gauge per list, checked by promtool
+    prom = tmp_path / "blcheck.prom"
+    listed = run_cli("blcheck", "-c", conf, "--metrics-file", str(prom), "127.0.1.2", "127.0.1.3", "2001:db8::25")
+    assert listed.returncode == 1, listed.stdout + listed.stderr
+    text = prom.read_text()
+    assert not (tmp_path / "blcheck.prom.tmp").exists()
+    from test_metrics import promtool_check
+    promtool_check(text)
+    gauges = dict(re.findall(r'^backstop_blocklist_listed\{zone="([a-z.]+)"\} (\d+)$', text, re.M))
+    assert gauges == {"bl.test": "3", "spam.test": "1", "allow.test": "0", "refuse.test": "0"}, text
+    assert re.search(r"^backstop_blocklist_checked_addresses 3$", text, re.M), text
+    assert run_cli("blcheck", "-c", conf, "-m", str(tmp_path / "nodir" / "x.prom"), "127.0.2.1").returncode == 2
+
     bad = run_cli("blcheck", "-c", conf, "not-an-ip")
     assert bad.returncode == 3 and "not an IP address" in bad.stderr

@@ -21,7 +21,8 @@ README = ROOT / "README.md"
 GROFF = shutil.which("groff")
 # documented in METRICS but not served by the daemon: a node_exporter textfile gauge that
 # contrib/prometheus's alert rules and the dashboard use
-TEXTFILE_METRICS = {"backstop_blocklist_listed"}
+TEXTFILE_METRICS = {"backstop_blocklist_listed", "backstop_blocklist_lookup_errors",
+                    "backstop_blocklist_checked_addresses", "backstop_blocklist_last_check_timestamp_seconds"}
 
 
 def section(text, name):
