@@ -10,7 +10,9 @@ per second, for doc/redis-sizing.md. Not a test: prints figures.
       verdicts (5m, negative_ttl) for harvest-style names, valid verdicts whose source name makes
       the value longer than 44 bytes (Redis's embedded-string limit), and the probe locks
       (backstop:l:ADDRESS = host:pid, SET NX PX). Addresses: deterministic, mixed local parts
-      (first.last, initials, roles, long ones with tags) over a few hundred domains.
+      (first.last, initials, roles, long ones with tags) over a few hundred domains. With the
+      valid shape in place, what `backstop cache purge @DOMAIN` costs Redis: the SCAN MATCH
+      walk over every key that vcache_redis.c does (COUNT 1000), without the DEL.
   (b) throughput: redis-benchmark (Debian's redis-tools) sends backstop's commands with keys and
       values of the same size: GET of a verdict, SET ... PX of a verdict, SET ... NX PX of a lock,
       one command in flight per connection (-P 1) and 16 (a worker's connection pipelines the
@@ -232,9 +234,25 @@ def measure_memory(r, shape, n):
     dbsize = r.c.cmd("DBSIZE")
     used = int(after["used_memory"]) - int(before["used_memory"])
     tables = db0.get("overhead.hashtable.main", 0) + db0.get("overhead.hashtable.expires", 0)
-    return {"shape": shape, "n": dbsize, "klen": klen / n, "vlen": len(value), "example": sample[0], "value": value,
+    scan = scan_cost(r) if shape == "valid" else None
+    return {"scan": scan, "rss": int(after["used_memory_rss"]), "shape": shape, "n": dbsize, "klen": klen / n, "vlen": len(value), "example": sample[0], "value": value,
             "used": used, "per": used / dbsize, "tables": tables, "usage": usage, "allocator": after["mem_allocator"],
             "write_per_s": n / secs}
+
+
+def scan_cost(r, glob="backstop:v:*@example.net"):
+    """The SCAN walk of a purge of @example.net: calls, matches, seconds, Redis CPU seconds."""
+    cpu0, t0 = r.info("cpu"), time.perf_counter()
+    cursor, calls, found = "0", 0, 0
+    while True:
+        cursor, keys = r.c.cmd("SCAN", cursor, "MATCH", glob, "COUNT", "1000")
+        calls += 1
+        found += len(keys)
+        if cursor == "0":
+            break
+    secs, cpu1 = time.perf_counter() - t0, r.info("cpu")
+    cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    return {"glob": glob, "calls": calls, "found": found, "secs": secs, "cpu": cpu}
 
 
 def slots(n):
@@ -291,20 +309,27 @@ def main():
                   f"{args.entries:,} entries per shape, pid {r.proc.pid} on 127.0.0.1:{r.port}")
             print()
             print(f"{'shape':10} {'key B':>6} {'val B':>6} {'used_memory':>12} {'B/entry':>8} {'tables B/e':>10} "
-                  f"{'MEM USAGE':>9} {'writes/s':>9}")
+                  f"{'MEM USAGE':>9} {'rss MiB':>8} {'writes/s':>9}")
             res = []
             for shape in args.shapes.split(","):
                 m = measure_memory(r, shape, args.entries)
                 res.append(m)
                 print(f"{m['shape']:10} {m['klen']:6.1f} {m['vlen']:6.1f} {m['used'] / 2**20:9.1f} MiB "
-                      f"{m['per']:8.1f} {m['tables'] / m['n']:10.1f} {m['usage']:9.1f} {m['write_per_s']:9,.0f}")
+                      f"{m['per']:8.1f} {m['tables'] / m['n']:10.1f} {m['usage']:9.1f} {m['rss'] / 2**20:8.0f} "
+                      f"{m['write_per_s']:9,.0f}")
             print()
             for m in res:
                 print(f"  {m['shape']:10} e.g. {m['example']} = {m['value']}")
             print()
             print("B/entry: (used_memory after - before) / DBSIZE; tables B/e: MEMORY STATS overhead.hashtable.main")
             print("+ .expires per entry (dictEntry, robj and the bucket arrays: 8 B x next power of two >= keys, twice);")
-            print("MEM USAGE: mean MEMORY USAGE of 2,000 sampled keys (key, value, dictEntry; not the expires entry nor buckets).")
+            print("MEM USAGE: mean MEMORY USAGE of 2,000 sampled keys (key, value, dictEntry; not the expires entry nor buckets);")
+            print("rss MiB: used_memory_rss of the whole server after the shape (it keeps what earlier shapes freed).")
+            for m in res:
+                if m["scan"]:
+                    sc = m["scan"]
+                    print(f"purge @example.net over {m['n']:,} keys: SCAN MATCH {sc['glob']} COUNT 1000: {sc['calls']:,} "
+                          f"calls, {sc['found']:,} keys matched, {sc['secs']:.2f} s, {sc['cpu']:.2f} s of Redis CPU")
             print()
             n = args.entries
             for m in res:
