@@ -12,17 +12,22 @@ per second, for doc/redis-sizing.md. Not a test: prints figures.
       (backstop:l:ADDRESS = host:pid, SET NX PX). Addresses: deterministic, mixed local parts
       (first.last, initials, roles, long ones with tags) over a few hundred domains. With the
       valid shape in place, what `backstop cache purge @DOMAIN` costs Redis: the SCAN MATCH
-      walk over every key that vcache_redis.c does (COUNT 1000), without the DEL.
+      walk over every key that vcache_redis.c does (COUNT 1000), without the DEL. With the
+      harvest budgets' Lua script (read from src/budget_redis.c, or --budget-lua FILE), the
+      budget shape: one counted unknown RCPT for each of N client addresses, 20 per /24
+      (EVALSHA ... 2 backstop:b:a:ADDRESS backstop:b:n:NET/24 a ...), per key.
   (b) throughput: redis-benchmark (Debian's redis-tools) sends backstop's commands with keys and
       values of the same size: GET of a verdict, SET ... PX of a verdict, SET ... NX PX of a lock,
       one command in flight per connection (-P 1) and 16 (a worker's connection pipelines the
       lookups of all its sessions); commands per second, and Redis's own CPU per command (INFO cpu)
-      which, unlike the rate, does not depend on the client sharing the machine.
+      which, unlike the rate, does not depend on the client sharing the machine. With the budget
+      script: its EVALSHA as check_harvest.c sends it (2 keys), "g" (every connection and RCPT)
+      and "a" (every unknown recipient), and the probe rate's INCRBY.
 
 redis-server is started on a free 127.0.0.1 port in a temp dir (--save '' --appendonly no) and
 stopped at the end; only its own PID is signalled.
-Usage: bench/redis_memory.py [--entries 1000000] [--shapes valid,prefix,invalid,longvalue,lock]
-                             [--ops 200000] [--no-throughput]
+Usage: bench/redis_memory.py [--entries 1000000] [--shapes valid,prefix,invalid,longvalue,lock,budget]
+                             [--ops 200000] [--no-throughput] [--budget-lua src/budget_redis.c]
 """
 import argparse
 import os
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_BENCHMARK = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
 STORED_MS = 1733560000000
@@ -44,6 +50,22 @@ LOCK_TTL_MS = 20000          # min(verify_timeout, 30s)
 SOURCE = "callout:10.0.0.30:25"
 LONG_SOURCE = "callout:validation.mail.example.net:25"
 OWNER = "mx1.example.net:12345"
+HARVEST_ARGS = (25, 3600000, 3600000, 100, 3600000, 3600000)  # harvest_limit 25/1h, network 100/1h, penalty 1h
+
+
+def budget_lua(path):
+    """The Lua text of budget_redis_lua[] in a C file (adjacent string literals), or None."""
+    try:
+        with open(path) as f:
+            c = f.read()
+    except OSError:
+        return None
+    m = re.search(r"budget_redis_lua\[\]\s*=(.*?);\n", c, re.S)
+    if not m:
+        return None
+    body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+    lits = re.findall(r'"((?:[^"\\]|\\.)*)"', body)
+    return "".join(lits).encode().decode("unicode_escape")
 
 FIRST = ("anna ben carla david emma felix greta hans ines jan karin lukas maria nils olga paul "
          "rosa stefan tina uwe vera walter xenia yusuf zoe alexander christine friedrich johanna "
@@ -153,7 +175,7 @@ class Conn:
             self.s.sendall(b"".join(chunk))
             for _ in chunk:
                 r = self.read()
-                if r not in ("OK", None):
+                if r not in ("OK", None) and not isinstance(r, list):
                     raise RuntimeError(f"reply {r!r}")
 
 
@@ -196,6 +218,20 @@ class Redis:
 def shape_commands(shape, n, batch=5000):
     """The key and value of each entry of a shape, as backstop writes them; batches of SET commands."""
     prefix = "backstop:example:" if shape == "prefix" else "backstop:"
+    if shape == "budget":
+        sha = BUDGET_SHA[0]
+        cmds = []
+        for i in range(n):
+            ip = f"10.{i // 5100 % 256}.{i // 20 % 255}.{i % 20 + 1}"
+            net = ip.rsplit(".", 1)[0] + ".0/24"
+            cmds.append((f"{prefix}b:a:{ip}", resp("EVALSHA", sha, 2, f"{prefix}b:a:{ip}", f"{prefix}b:n:{net}", "a",
+                                                   *HARVEST_ARGS)))
+            if len(cmds) == batch:
+                yield "(script)", cmds
+                cmds = []
+        if cmds:
+            yield "(script)", cmds
+        return
     if shape == "lock":
         kind, value, ttl, extra = "l", OWNER, LOCK_TTL_MS, ("NX",)
     else:
@@ -217,6 +253,7 @@ def measure_memory(r, shape, n):
     time.sleep(0.2)  # let lazy frees settle before the baseline
     before = r.info("memory")
     klen = 0
+    nkeys_written = n
     sample = []
     every = max(1, n // 2000)
     secs = 0.0
@@ -235,6 +272,8 @@ def measure_memory(r, shape, n):
     used = int(after["used_memory"]) - int(before["used_memory"])
     tables = db0.get("overhead.hashtable.main", 0) + db0.get("overhead.hashtable.expires", 0)
     scan = scan_cost(r) if shape == "valid" else None
+    if shape == "budget":
+        value = r.c.cmd("GET", sample[0])
     return {"scan": scan, "rss": int(after["used_memory_rss"]), "shape": shape, "n": dbsize, "klen": klen / n, "vlen": len(value), "example": sample[0], "value": value,
             "used": used, "per": used / dbsize, "tables": tables, "usage": usage, "allocator": after["mem_allocator"],
             "write_per_s": n / secs}
@@ -253,6 +292,9 @@ def scan_cost(r, glob="backstop:v:*@example.net"):
     secs, cpu1 = time.perf_counter() - t0, r.info("cpu")
     cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
     return {"glob": glob, "calls": calls, "found": found, "secs": secs, "cpu": cpu}
+
+
+BUDGET_SHA = [None]
 
 
 def slots(n):
@@ -275,6 +317,8 @@ def bench(r, label, args, ops, pipeline, clients=50):
     fields = [f.strip('"') for f in rows[-1].split('","')]
     rps, p50 = float(fields[1]), float(fields[5]) if len(fields) > 5 else float("nan")
     cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    if r.c.cmd("INFO", "errorstats").count("errorstat_") or "ERR" in out.stdout + out.stderr:
+        raise RuntimeError(f"{label}: error replies: {r.c.cmd('INFO', 'errorstats')}")
     return {"label": label, "pipeline": pipeline, "rps": rps, "p50_ms": p50, "cpu_us": cpu / ops * 1e6}
 
 
@@ -287,6 +331,11 @@ def throughput(r, ops):
     r.c.cmd("FLUSHALL")
     tests = [("SET verdict PX", ["SET", key, value, "PX", POSITIVE_TTL_MS]), ("GET verdict", ["GET", key]),
              ("SET lock NX PX", ["SET", lock, OWNER, "NX", "PX", LOCK_TTL_MS])]
+    if BUDGET_SHA[0]:
+        keys = ["backstop:b:a:10.1.__rand_int__", "backstop:b:n:10.1.__rand_int__/24"]
+        tests += [("EVALSHA budget a", ["EVALSHA", BUDGET_SHA[0], 2, *keys, "a", *HARVEST_ARGS]),
+                  ("EVALSHA budget g", ["EVALSHA", BUDGET_SHA[0], 2, *keys, "g", *HARVEST_ARGS]),
+                  ("INCRBY rate", ["INCRBY", "backstop:r:10.0.0.30:25:1733560000", 1])]
     res = []
     for pipeline in (1, 16):
         for label, args in tests:
@@ -297,13 +346,21 @@ def throughput(r, ops):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--entries", type=int, default=1000000)
-    ap.add_argument("--shapes", default="valid,prefix,invalid,longvalue,lock")
+    ap.add_argument("--shapes", default="valid,prefix,invalid,longvalue,lock,budget")
     ap.add_argument("--ops", type=int, default=200000, help="commands per throughput row")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--budget-lua", default=os.path.join(ROOT, "src", "budget_redis.c"),
+                    help="C file holding budget_redis_lua[] (the harvest budgets' script)")
     args = ap.parse_args()
+    lua = budget_lua(args.budget_lua)
     with tempfile.TemporaryDirectory(prefix="bench-redis-mem-") as tmp:
         r = Redis(tmp)
         try:
+            if lua:
+                BUDGET_SHA[0] = r.c.cmd("SCRIPT", "LOAD", lua)
+                print(f"budget script: {args.budget_lua} (sha {BUDGET_SHA[0][:12]})")
+            else:
+                print(f"budget script: none in {args.budget_lua}: no budget shape nor EVALSHA rows")
             ver = r.info("server")
             print(f"redis-server {ver['redis_version']} ({r.info('memory')['mem_allocator']}), "
                   f"{args.entries:,} entries per shape, pid {r.proc.pid} on 127.0.0.1:{r.port}")
@@ -312,6 +369,8 @@ def main():
                   f"{'MEM USAGE':>9} {'rss MiB':>8} {'writes/s':>9}")
             res = []
             for shape in args.shapes.split(","):
+                if shape == "budget" and not lua:
+                    continue
                 m = measure_memory(r, shape, args.entries)
                 res.append(m)
                 print(f"{m['shape']:10} {m['klen']:6.1f} {m['vlen']:6.1f} {m['used'] / 2**20:9.1f} MiB "
@@ -331,11 +390,10 @@ def main():
                     print(f"purge @example.net over {m['n']:,} keys: SCAN MATCH {sc['glob']} COUNT 1000: {sc['calls']:,} "
                           f"calls, {sc['found']:,} keys matched, {sc['secs']:.2f} s, {sc['cpu']:.2f} s of Redis CPU")
             print()
-            n = args.entries
             for m in res:
-                if m["shape"] == "lock":
+                if m["shape"] in ("lock", "budget"):
                     continue
-                per_item = (m["used"] - 2 * 8 * slots(n)) / m["n"]
+                per_item = (m["used"] - 2 * 8 * slots(m["n"])) / m["n"]
                 proj = per_item * 10_000_000 + 2 * 8 * slots(10_000_000)
                 print(f"  {m['shape']:10} per entry without buckets {per_item:6.1f} B; 10,000,000 entries: "
                       f"{proj / 2**30:5.2f} GiB ({proj / 1e7:.0f} B/entry with 2 x {slots(10_000_000):,} buckets)")
