@@ -9,7 +9,7 @@ server that knows nobody (every probe answers 550 5.1.1). Not a test: prints fig
   (b) cached RCPT latency: one session, RCPTs one at a time to cached unknown addresses, p50 and
       p99 of the reply time (Redis: each address once past the local layer, then from it);
   (c) rejection flood: bench/smtp_flood against both gateways at once (one RCPT per session,
-      pipelined, cached unknown addresses): rejections per second of the pair, and the gateways'
+      or --rcpts, pipelined, cached unknown addresses): rejections per second of the pair, and the gateways'
       own CPU per rejection (their threads' /proc schedstat: it holds when the clients and Redis
       share the cores).
 
@@ -18,7 +18,7 @@ round trip, the case of a gateway whose local layer does not hold the address.
 
 Everything on 127.0.0.1: redis-server under a temp dir, the gateways with workers = 1 each.
 Env BACKSTOP_BIN (default build/backstop), SMTP_FLOOD (default bench/smtp_flood beside it).
-Usage: bench/redis_cache.py [--addresses 500] [--sessions 5000] [--local-ttl 10s]
+Usage: bench/redis_cache.py [--addresses 500] [--sessions 5000] [--rcpts 1] [--local-ttl 10s]
 """
 import argparse
 import os
@@ -94,9 +94,9 @@ def rcpt_session(port, addrs, timings=None):
     return codes
 
 
-def flood(gws, sessions, distinct):
+def flood(gws, sessions, distinct, rcpts):
     cpu0 = sum(proc_cpu_s(g.proc.pid) for g in gws)
-    procs = [subprocess.Popen([SMTP_FLOOD, "-P", "-c", "20", "-n", str(sessions), "-r", "1", "-u", str(distinct),
+    procs = [subprocess.Popen([SMTP_FLOOD, "-P", "-c", "20", "-n", str(sessions), "-r", str(rcpts), "-u", str(distinct),
                                "-t", "nobody@example.test", f"127.0.0.1:{p}"], stdout=subprocess.PIPE, text=True)
              for p in (g.port for g in gws)]
     out = [dict(kv.split("=", 1) for kv in p.communicate(timeout=600)[0].split()) for p in procs]
@@ -121,7 +121,7 @@ def run(kind, d, args, v):
         assert set(codes) == {550}, set(codes)
         lat = []
         rcpt_session(gws[1].port, addrs, lat)                    # (b) cached
-        rejected, secs, cpu_us = flood(gws, args.sessions, args.addresses)  # (c)
+        rejected, secs, cpu_us = flood(gws, args.sessions, args.addresses, args.rcpts)  # (c)
         return {"first_s": first, "probes": probes, "p50": statistics.median(lat),
                 "p99": statistics.quantiles(lat, n=100)[98], "rej_per_s": rejected / secs, "cpu_us": cpu_us}
     finally:
@@ -135,6 +135,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addresses", type=int, default=500)
     ap.add_argument("--sessions", type=int, default=5000)
+    ap.add_argument("--rcpts", type=int, default=1, help="RCPTs per session in (c)")
     ap.add_argument("--local-ttl", default="10s", help="cache_redis_local_ttl of the Redis gateways")
     args = ap.parse_args()
     v = FakeValidator()
@@ -143,7 +144,7 @@ def main():
         for kind in ("lmdb", "redis"):
             res[kind] = run(kind, Path(tmp) / kind, args, v)
     v.close()
-    print(f"cache_redis_local_ttl = {args.local_ttl}")
+    print(f"cache_redis_local_ttl = {args.local_ttl}, {args.rcpts} RCPT per session in the flood")
     print(f"{'':28}{'2 x lmdb:':>14}{'2 x redis://':>14}")
     rows = [("first contact on gw2 (s)", "first_s", "{:.2f}"), ("probes from gw2", "probes", "{}"),
             ("cached RCPT p50 (ms)", "p50", "{:.3f}"), ("cached RCPT p99 (ms)", "p99", "{:.3f}"),
