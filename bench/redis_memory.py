@@ -253,7 +253,6 @@ def measure_memory(r, shape, n):
     time.sleep(0.2)  # let lazy frees settle before the baseline
     before = r.info("memory")
     klen = 0
-    nkeys_written = n
     sample = []
     every = max(1, n // 2000)
     secs = 0.0
