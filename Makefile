@@ -4,7 +4,7 @@
 BUILD        ?= build
 BUILD_ASAN   ?= build-asan
 BUILD_FUZZ   ?= build-fuzz
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 30
 JOBS         ?= 2
 PYTHON       ?= /usr/bin/python3
 PYTEST_ARGS  ?=

@@ -17,6 +17,7 @@
 #include "dns.h"
 #include "dnsbl_lookup.h"
 #include "dnsbl_sites.h"
+#include "engine_stats.h"
 #include "log.h"
 #include "util.h"
 
@@ -35,6 +36,7 @@ struct dnsbl_check {
 	uint64_t timeout_ms;
 	engine_dns_fn dns;             /* the asking loop's resolver */
 	void *dns_arg;
+	struct engine_stats *stats;   /* outcomes counted here (metrics), or NULL */
 	pthread_mutex_t warn_lock;     /* the warnings' state, shared by the workers */
 	struct dnsbl_warn *warn_failed, *warn_refused; /* per list */
 };
@@ -214,6 +216,11 @@ static void lookup_done(void *arg, const struct dnsbl_result *res)
 
 	q->lk = NULL;
 	list_warnings(c, q, res);
+	engine_stats_outcome(c->stats, "dnsbl", over ? "listed" : res->score > 0 ? "under_threshold" : "clean");
+	for (size_t i = 0; i < res->nlists; i++)
+		if (res->lists[i].state == DNSBL_REFUSED || res->lists[i].state == DNSBL_FAILED)
+			engine_stats_outcome(c->stats, "dnsbl",
+					     res->lists[i].state == DNSBL_REFUSED ? "list_refused" : "list_failed");
 	check_answer_neutral(&a);
 	build_log(c, q, res, over);
 	if (over && c->action == DNSBL_ACTION_REJECT) {
@@ -301,6 +308,7 @@ static int dnsbl_open(const struct engine_env *env, void **state, char *why, siz
 	c->timeout_ms = cfg->dnsbl_timeout_ms;
 	c->dns = env->dns;
 	c->dns_arg = env->dns_arg;
+	c->stats = env->stats;
 	c->warn_failed = xcalloc(c->sites.ndomains, sizeof *c->warn_failed);
 	c->warn_refused = xcalloc(c->sites.ndomains, sizeof *c->warn_refused);
 	*state = c;

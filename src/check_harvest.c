@@ -15,6 +15,7 @@
 #include "budget_store.h"
 #include "config_load.h"
 #include "config_value.h"
+#include "engine_stats.h"
 #include "log.h"
 #include "util.h"
 
@@ -22,6 +23,7 @@ enum { HARVEST_ADDR = 0, HARVEST_NET, HARVEST_KEYS };
 
 struct harvest {
 	struct budget_store *store;            /* process-wide (borrowed) */
+	struct engine_stats *stats;            /* trips counted here (metrics), or NULL */
 	struct budget_rule rules[HARVEST_KEYS]; /* per address, per network */
 	unsigned v4_prefix, v6_prefix;
 	uint64_t tarpit_ms;
@@ -74,6 +76,7 @@ static int harvest_open(const struct engine_env *env, void **state, char *why, s
 		return 0;
 	struct harvest *h = xcalloc(1, sizeof *h);
 	h->store = env->budgets;
+	h->stats = env->stats;
 	h->rules[HARVEST_ADDR] = addr;
 	h->rules[HARVEST_NET] = net;
 	for (int i = 0; i < HARVEST_KEYS; i++)
@@ -244,6 +247,7 @@ static void harvest_cancel(struct check_query *q)
 /* ---- counting ---- */
 
 struct harvest_added {
+	struct engine_stats *stats;
 	char client[INET6_ADDRSTRLEN];
 	char keys[HARVEST_KEYS][BUDGET_KEY_MAX];
 	struct budget_rule rules[HARVEST_KEYS];
@@ -257,6 +261,7 @@ static void harvest_on_added(void *arg, const struct budget_state *states, size_
 	for (size_t i = 0; i < n; i++) {
 		if (!states[i].tripped)
 			continue;
+		engine_stats_outcome(ad->stats, "harvest", ad->keys[i][0] == 'n' ? "network_tripped" : "address_tripped");
 		cfgval_format_duration(ad->rules[i].window_ms, window, sizeof window);
 		cfgval_format_duration(ad->rules[i].penalty_ms, penalty, sizeof penalty);
 		log_notice("harvest: client=%s budget=%s reached: %u unknown recipients within %s; "
@@ -281,6 +286,7 @@ static void harvest_observe(void *state, struct event_base *base, const struct e
 		return;
 	}
 	memcpy(ad->client, req->client_ip, sizeof ad->client);
+	ad->stats = h->stats;
 	budget_store_add(h->store, base, ptrs, ad->rules, n, now_ms(), harvest_on_added, ad);
 }
 

@@ -16,6 +16,7 @@
 #include "cidr.h"
 #include "config_load.h"
 #include "dns.h"
+#include "engine_stats.h"
 #include "log.h"
 #include "spf_dns.h"
 #include "spf_header.h"
@@ -25,6 +26,7 @@ struct spf_state {
 	const struct bs_config *cfg;
 	engine_dns_fn dns;
 	void *dns_arg;
+	struct engine_stats *stats;  /* results counted here (metrics), or NULL */
 	struct cidr_list gw_skip;
 	struct cidr_list *dom_skip; /* per cfg->domains[i] */
 };
@@ -325,6 +327,7 @@ static void spf_evaluated(void *arg, const struct spf_answer *ans)
 	snprintf(f->text, sizeof f->text, "%s", text ? text : "");
 	f->lookups = ans->dns_terms;
 	f->nrecords = ans->nrecords;
+	engine_stats_outcome(q->st->stats, helo ? "spf_helo" : "spf", spf_result_name(ans->result));
 	if (helo) {
 		q->helo_done = true;
 		if (ans->result != SPF_FAIL) {
@@ -379,6 +382,7 @@ static struct check_query *spf_evaluate(struct spf_state *st, struct event_base 
 		q->found.result = SPF_TEMPERROR;
 		snprintf(q->found.text, sizeof q->found.text, "no DNS resolver");
 		snprintf(q->found.value, sizeof q->found.value, "%s", q->sender);
+		engine_stats_outcome(st->stats, "spf", spf_result_name(SPF_TEMPERROR));
 		q->starting = true;
 		spf_finish(q);
 		free(q);
@@ -411,6 +415,7 @@ static int spf_open(const struct engine_env *env, void **state, char *why, size_
 	st->cfg = cfg;
 	st->dns = env->dns;
 	st->dns_arg = env->dns_arg;
+	st->stats = env->stats;
 	st->dom_skip = xcalloc(cfg->ndomains ? cfg->ndomains : 1, sizeof *st->dom_skip);
 	int bad = cidr_list_parse(cfg->spf_actions.skip ? cfg->spf_actions.skip : "", &st->gw_skip, &w);
 	for (size_t i = 0; !bad && i < cfg->ndomains; i++) {

@@ -88,7 +88,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "greet_delay", CFG_T_DURATION, "0s", NULL, 0, MINUTES(5), NULL, GW(greet_delay_ms), NULL,
 	  "duration", "Wait this long before the banner, to catch clients that talk first." },
 	{ G, "pregreet", CFG_T_ENUM, "log", NULL, 0, 0, e_pregreet, GW(pregreet), NULL, NULL,
-	  "What to do with a client that talks before the banner: log it, or reject it (554)." },
+	  "What to do with a client that talks before the banner, when greet_delay is above 0: log it, "
+	  "or reject it (554 5.5.1) and disconnect." },
 	{ G, "proxy_protocol_from", CFG_T_STR, "", NULL, 0, 0, NULL, GW(proxy_protocol_from),
 	  cidr_list_check, "CIDR,...",
 	  "Load balancers (address blocks, commas or spaces between them) whose SMTP connections start "
@@ -157,7 +158,10 @@ const struct cfg_key config_keys[] = {
 	  "shared by several gateways (verdicts, harvest budgets and callout_max_rate): redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or "
 	  "redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB." },
 	{ G, "cache_max_size", CFG_T_SIZE, "256M", NULL, MB(1), GB(1024), NULL, GW(cache_max_size),
-	  NULL, "size", "Largest size of the verdict cache." },
+	  NULL, "size",
+	  "Largest size of the verdict cache: the LMDB map size with lmdb:, cache_max_size / 256 "
+	  "verdicts with memory:; not used with Redis (cache_redis_local_size bounds the local layer, "
+	  "Redis's own maxmemory the rest)." },
 	{ G, "cache_redis_prefix", CFG_T_STR, "", NULL, 0, 0, NULL, GW(cache_redis_prefix),
 	  config_check_redis_prefix, "word",
 	  "With a Redis cache: keys are backstop:PREFIX:v:ADDRESS (verdicts), backstop:PREFIX:l:ADDRESS "

@@ -1,7 +1,9 @@
 /* dnsbl_cli.c - `backstop blcheck`: every address (the command line's, else blcheck_addresses)
  * asked of every list of blcheck_sites (else the built-in list) at once, through the same DNS
  * path as the gateway (dnsbl_lookup.c, dns_servers); prints per list whether the address is
- * listed, the reply address, the TXT reason and where to ask for removal when known. */
+ * listed, the reply address, the TXT reason and where to ask for removal when known; with
+ * --metrics-file, the same per list as Prometheus gauges for node_exporter's textfile collector
+ * (backstop_blocklist_listed{zone}: what the alert rules in contrib/prometheus watch). */
 #include "dnsbl_cli.h"
 
 #include <arpa/inet.h>
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -51,13 +55,15 @@ static const struct { const char *domain, *url; } removal[] = {
 	{ "bl.blocklist.de", "https://www.blocklist.de/en/delist.html" },
 };
 
-#define BLCHECK_USAGE "usage: backstop blcheck [-c FILE] [IP ...]\n"
+#define BLCHECK_USAGE "usage: backstop blcheck [-c FILE] [-m|--metrics-file FILE] [IP ...]\n"
 
 struct blcheck {
 	struct event_base *base;
 	const struct dnsbl_sites *sites;
 	size_t pending;
 	int listed, failed;      /* addresses listed somewhere; lookups failed */
+	unsigned *zone_listed;   /* per list (distinct domain): addresses it lists */
+	unsigned *zone_failed;   /* per list: lookups that failed */
 };
 
 struct blcheck_addr {
@@ -132,8 +138,14 @@ static void addr_done(void *arg, const struct dnsbl_result *res)
 	if (f == NULL) {
 		b->failed++;
 	} else {
-		for (size_t i = 0; i < res->nlists; i++)
+		for (size_t i = 0; i < res->nlists; i++) {
+			int l0 = listed, f0 = failed;
 			print_list(f, b, a->ip, i, &res->lists[i], &listed, &failed);
+			if (i < b->sites->ndomains) {
+				b->zone_listed[i] += (unsigned)(listed - l0);
+				b->zone_failed[i] += (unsigned)(failed - f0);
+			}
+		}
 		fprintf(f, "%s: %s on %d of %zu lists", a->ip, listed ? "LISTED" : "listed", listed, res->nlists);
 		if (failed)
 			fprintf(f, ", %d lookups failed", failed);
@@ -195,7 +207,46 @@ static int blcheck_addrs(int argc, char **argv, const struct bs_config *cfg, str
 	return 0;
 }
 
-static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *sites, const struct cidr_list *addrs)
+/* The per-list figures in the Prometheus text format, written to path.tmp and renamed over path
+ * (the textfile collector never reads half a file). 0, or -1 with the reason printed. */
+static int blcheck_write_metrics(const struct blcheck *b, size_t naddrs, const char *path)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+		fprintf(stderr, "backstop blcheck: %s: name too long\n", path);
+		return -1;
+	}
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL) {
+		fprintf(stderr, "backstop blcheck: %s: %s\n", tmp, strerror(errno));
+		return -1;
+	}
+	fputs("# HELP backstop_blocklist_listed How many of the checked addresses the list lists (backstop blcheck; "
+	      "allowlists count 0).\n# TYPE backstop_blocklist_listed gauge\n", f);
+	for (size_t i = 0; i < b->sites->ndomains; i++)
+		fprintf(f, "backstop_blocklist_listed{zone=\"%s\"} %u\n", dnsbl_sites_domain(b->sites, i)->domain,
+			b->zone_listed[i]);
+	fputs("# HELP backstop_blocklist_lookup_errors Lookups of the checked addresses the list did not answer "
+	      "(timeout, failure, refusal of the resolver).\n# TYPE backstop_blocklist_lookup_errors gauge\n", f);
+	for (size_t i = 0; i < b->sites->ndomains; i++)
+		fprintf(f, "backstop_blocklist_lookup_errors{zone=\"%s\"} %u\n", dnsbl_sites_domain(b->sites, i)->domain,
+			b->zone_failed[i]);
+	fprintf(f, "# HELP backstop_blocklist_checked_addresses Addresses the last backstop blcheck checked.\n"
+		   "# TYPE backstop_blocklist_checked_addresses gauge\nbackstop_blocklist_checked_addresses %zu\n"
+		   "# HELP backstop_blocklist_last_check_timestamp_seconds When the last backstop blcheck ran.\n"
+		   "# TYPE backstop_blocklist_last_check_timestamp_seconds gauge\n"
+		   "backstop_blocklist_last_check_timestamp_seconds %lld\n",
+		naddrs, (long long)time(NULL));
+	if (fclose(f) != 0 || rename(tmp, path) != 0) {
+		fprintf(stderr, "backstop blcheck: %s: %s\n", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *sites, const struct cidr_list *addrs,
+		       const char *metrics_file)
 {
 	struct blcheck b = { .sites = sites };
 	uint64_t timeout = cfg ? cfg->dnsbl_timeout_ms : 5000;
@@ -204,6 +255,8 @@ static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *si
 	char (*ips)[INET6_ADDRSTRLEN] = xcalloc(addrs->n, sizeof *ips);
 	int rc = EXIT_FAILED;
 
+	b.zone_listed = xcalloc(sites->ndomains + 1, sizeof *b.zone_listed);
+	b.zone_failed = xcalloc(sites->ndomains + 1, sizeof *b.zone_failed);
 	b.base = event_base_new();
 	struct dns_resolver *r = b.base ? dns_resolver_new_opts(b.base, (unsigned)(timeout / 3), 2, &why) : NULL;
 	if (r == NULL) {
@@ -227,6 +280,8 @@ static int blcheck_run(const struct bs_config *cfg, const struct dnsbl_sites *si
 			fputs(as[i].out, stdout);
 	fflush(stdout);
 	rc = b.listed ? EXIT_LISTED : b.failed ? EXIT_FAILED : EXIT_CLEAN;
+	if (metrics_file && blcheck_write_metrics(&b, addrs->n, metrics_file) < 0 && rc == EXIT_CLEAN)
+		rc = EXIT_FAILED;
 out:
 	dns_resolver_free(r);
 	if (b.base)
@@ -235,6 +290,8 @@ out:
 		free(as[i].out);
 	free(as);
 	free(ips);
+	free(b.zone_listed);
+	free(b.zone_failed);
 	return rc;
 }
 
@@ -242,9 +299,10 @@ int dnsbl_cli_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
+		{ "metrics-file", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = CONFIG_DEFAULT_PATH;
+	const char *path = CONFIG_DEFAULT_PATH, *metrics_file = NULL;
 	bool given = false;
 	struct bs_config *cfg = NULL;
 	struct dnsbl_sites sites = { 0 };
@@ -253,7 +311,11 @@ int dnsbl_cli_main(int argc, char **argv)
 	int ch, rc = EXIT_USAGE;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:m:", longopts, NULL)) != -1) {
+		if (ch == 'm') {
+			metrics_file = optarg;
+			continue;
+		}
 		if (ch != 'c') {
 			fputs(BLCHECK_USAGE, stderr);
 			return EXIT_USAGE;
@@ -275,7 +337,7 @@ int dnsbl_cli_main(int argc, char **argv)
 	}
 	if (blcheck_addrs(argc - optind, argv + optind, cfg, &addrs) < 0)
 		goto out;
-	rc = blcheck_run(cfg, &sites, &addrs);
+	rc = blcheck_run(cfg, &sites, &addrs, metrics_file);
 out:
 	dnsbl_sites_free(&sites);
 	cidr_list_free(&addrs);

@@ -25,6 +25,12 @@ struct verdict_counters {
 	atomic_ulong n[ENGINE_VERDICTS][2];
 };
 
+struct outcome_counters {
+	_Atomic(const char *) check;  /* set once (under the lock) with outcome, never changed */
+	const char *outcome;
+	atomic_ulong n;
+};
+
 /* Row CHECK_TYPES_MAX of each stage holds the stage's own decisions. */
 struct engine_stats_shard {
 	struct engine_counters c[CHECK_TYPES_MAX + 1][ENGINE_STAGE_COUNT];
@@ -38,7 +44,9 @@ struct engine_stats {
 	/* verdicts by source (counted once per RCPT at most): the last row is "other"; rows are
 	 * claimed under lock, read without it */
 	struct verdict_counters v[ENGINE_VERDICT_SOURCES + 1];
-	pthread_mutex_t vlock;
+	/* what checks found, by (check, outcome); the last row is "other" */
+	struct outcome_counters o[ENGINE_OUTCOMES + 1];
+	pthread_mutex_t vlock; /* claims rows of v and o */
 };
 
 static atomic_uint engine_stats_next_slot;
@@ -123,6 +131,61 @@ void engine_stats_each_verdict(struct engine_stats *st, void (*fn)(void *arg, co
 			for (size_t c = 0; c < 2; c++)
 				total += row.n[k][c] = atomic_load_explicit(&st->v[i].n[k][c], memory_order_relaxed);
 		if (total > 0)
+			fn(arg, &row);
+	}
+}
+
+/* The row of (check, outcome): found without a lock (rows are only ever added), claimed under
+ * it; check is published last, so a reader that sees it sees outcome. */
+static struct outcome_counters *outcome_row(struct engine_stats *st, const char *check, const char *outcome)
+{
+	size_t i;
+	for (i = 0; i < ENGINE_OUTCOMES; i++) {
+		const char *c = atomic_load_explicit(&st->o[i].check, memory_order_acquire);
+		if (c == NULL)
+			break;
+		if (strcmp(c, check) == 0 && strcmp(st->o[i].outcome, outcome) == 0)
+			return &st->o[i];
+	}
+	if (i == ENGINE_OUTCOMES)
+		return &st->o[ENGINE_OUTCOMES];
+	pthread_mutex_lock(&st->vlock);
+	for (; i < ENGINE_OUTCOMES; i++) {
+		const char *c = atomic_load_explicit(&st->o[i].check, memory_order_acquire);
+		if (c == NULL) {
+			st->o[i].outcome = outcome;
+			atomic_store_explicit(&st->o[i].check, check, memory_order_release);
+			break;
+		}
+		if (strcmp(c, check) == 0 && strcmp(st->o[i].outcome, outcome) == 0)
+			break;
+	}
+	pthread_mutex_unlock(&st->vlock);
+	return &st->o[i];
+}
+
+void engine_stats_outcome(struct engine_stats *st, const char *check, const char *outcome)
+{
+	if (st == NULL || check == NULL || outcome == NULL)
+		return;
+	atomic_fetch_add_explicit(&outcome_row(st, check, outcome)->n, 1, memory_order_relaxed);
+}
+
+void engine_stats_each_outcome(struct engine_stats *st, void (*fn)(void *arg, const struct engine_outcome_row *row),
+			       void *arg)
+{
+	struct engine_outcome_row row;
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i <= ENGINE_OUTCOMES; i++) {
+		const char *c = i < ENGINE_OUTCOMES ? atomic_load_explicit(&st->o[i].check, memory_order_acquire)
+						    : "other";
+		if (c == NULL)
+			continue;
+		row.check = c;
+		row.outcome = i < ENGINE_OUTCOMES ? st->o[i].outcome : "other";
+		row.n = atomic_load_explicit(&st->o[i].n, memory_order_relaxed);
+		if (row.n > 0)
 			fn(arg, &row);
 	}
 }

@@ -58,6 +58,20 @@ struct engine_verdict_row {
 void engine_stats_each_verdict(struct engine_stats *st, void (*fn)(void *arg, const struct engine_verdict_row *row),
 			       void *arg);
 
+/* What a check found, beside how it answered: SPF's result word, a DNSBL listing, a harvest budget
+ * tripped. check and outcome are static strings (literals, or names from a fixed table: they
+ * are kept by pointer), from a small fixed vocabulary per check, never client data; at most
+ * ENGINE_OUTCOMES distinct pairs, the rest counted under "other". */
+#define ENGINE_OUTCOMES 64
+void engine_stats_outcome(struct engine_stats *st, const char *check, const char *outcome);
+
+struct engine_outcome_row {
+	const char *check, *outcome; /* static */
+	uint64_t n;
+};
+void engine_stats_each_outcome(struct engine_stats *st, void (*fn)(void *arg, const struct engine_outcome_row *row),
+			       void *arg);
+
 /* "key=value" lines (backstop status, tests). */
 void engine_stats_print(struct engine_stats *st, FILE *out);
 

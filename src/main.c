@@ -54,8 +54,8 @@ static const struct command commands[] = {
 	  "      --timeout DUR   for the connection and each reply (default 10s)\n" },
 	{ "cache", cache_cli_main, "cache [-c FILE] [--socket PATH] stats|show ADDR|purge ADDR|@DOMAIN|flush",
 	  "inspect or edit the running daemon's verdict cache (through its control socket; when it cannot be "
-	  "reached, the store itself, saying so); exit 0 done, 1 failed, 3 usage, 4 daemon unreachable and "
-	  "its cache is memory:",
+	  "reached, the store itself, saying so); exit 0 done, 1 failed, 3 usage, 4 daemon unreachable with "
+	  "cache = memory: (nothing else to act on)",
 	  "  -s, --socket PATH   the daemon's control socket (default: control_socket from FILE)\n"
 	  "  stats               the cache's figures: entries, hits, misses (the daemon's)\n"
 	  "  show ADDR           the cached verdict, its source, age and time left\n"
@@ -63,9 +63,9 @@ static const struct command commands[] = {
 	  "                      answer for it asks the sources again\n"
 	  "  flush               remove everything\n" },
 	{ "spf", spf_cli_main, "spf [-c FILE] IP SENDER [HELO]",
-	  "evaluate SPF for a client IP and a sender (<> for the null sender: give HELO) with FILE's dns_servers;\n"
-	  "      prints the result word alone, then the identity, the records used, what decided, the DNS\n"
-	  "      lookups and the explanation; exit 0 for any result, 1 for an error in the command",
+	  "evaluate SPF for a client IP and a sender (<> for the null sender: give HELO) with FILE's dns_servers; "
+	  "prints the result word alone, then the identity, the records used, what decided, the DNS lookups and "
+	  "the explanation; exit 0 for any result, 1 for an error in the command",
 	  "  SENDER              user@domain, <user@domain>, a domain (postmaster@domain), or <>\n"
 	  "  HELO                the client's HELO name (needed for <>; checked first with spf_helo = on)\n" },
 	{ "status", status_cli_main, "status [-c FILE] [--socket PATH]",
@@ -85,11 +85,14 @@ static const struct command commands[] = {
 	  "  -n, --dry-run       print the difference and what would be written; write nothing\n"
 	  "  -s, --max-shrink PCT  refuse to remove more than PCT % of the addresses (default 10)\n"
 	  "  -f, --force         write even when more than --max-shrink % would go\n" },
-	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [IP ...]",
+	{ "blcheck", dnsbl_cli_main, "blcheck [-c FILE] [-m FILE] [IP ...]",
 	  "is each address on the DNS blocklists of blcheck_sites? exit 0 listed nowhere, 1 listed somewhere, "
 	  "2 lookups failed, 3 usage or configuration error",
+	  "  -m, --metrics-file FILE  also write the per-list figures there for Prometheus (node_exporter's\n"
+	  "                      textfile collector: backstop_blocklist_listed{zone})\n"
 	  "  IP ...              the addresses to check (default: blcheck_addresses in FILE)\n"
-	  "Without -c, FILE is read when it exists; without it the built-in list and the system's resolver are used.\n" },
+	  "                      without -c, FILE is read when it exists; without it, the built-in list\n"
+	  "                      and the system's resolver are used\n" },
 };
 
 static void usage(FILE *out)

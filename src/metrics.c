@@ -118,6 +118,13 @@ static void render_engine(const struct stats_snapshot *s, struct mbuf *b)
 							 check_result_name((enum check_result)k), NULL },
 				       r->answers[k]);
 	}
+	metrics_family(b, "backstop_check_outcomes_total", "counter",
+		       "What checks found, beside their answers: spf and spf_helo by SPF result, dnsbl listed or "
+		       "clean (and list errors), harvest budgets tripped.");
+	for (size_t i = 0; i < s->noutcomes; i++)
+		metrics_sample(b, "backstop_check_outcomes_total",
+			       (const char *[]){ "check", s->outcomes[i].check, "outcome", s->outcomes[i].outcome, NULL },
+			       s->outcomes[i].n);
 	metrics_family(b, "backstop_check_timeouts_total", "counter",
 		       "Checks still running when their stage's deadline passed.");
 	for (size_t i = 0; i < s->nengine; i++) {

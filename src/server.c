@@ -66,7 +66,6 @@ struct server {
 	unsigned nworkers;
 	struct event_base *base; /* main thread: signals, reaping, the control socket */
 	struct control *control; /* control_socket, or NULL */
-	unsigned generation;     /* of srv->rt: 1 at start, +1 per applied reload (under rt_lock) */
 	uint64_t loaded_at;      /* when srv->rt was made, s since the epoch */
 	char last_reload[640];   /* "applied at ..." / "refused at ...: why"; "" before any */
 	int exit_status;
@@ -383,12 +382,21 @@ static struct bs_runtime *server_new_runtime(struct server *srv, struct bs_confi
 	return runtime_new(cfg, &o, why, whysz);
 }
 
-/* Note the outcome of a reload for backstop status. */
+/* 1 at start, +1 per applied reload. */
+static unsigned server_generation(struct server *srv)
+{
+	return (unsigned)atomic_load(&srv->process.generation);
+}
+
+/* Note the outcome of a reload: the counters (metrics, status page) and the text backstop
+ * status shows. */
 static void server_reload_outcome(struct server *srv, bool applied, const char *why)
 {
 	char when[32];
+	uint64_t now = (uint64_t)time(NULL);
 
-	status_time((uint64_t)time(NULL), when, sizeof when);
+	stats_process_reloaded(&srv->process, applied, now);
+	status_time(now, when, sizeof when);
 	pthread_mutex_lock(&srv->rt_lock);
 	snprintf(srv->last_reload, sizeof srv->last_reload, "%s at %s%s%s", applied ? "applied" : "refused", when,
 		 why ? ": " : "", why ? why : "");
@@ -415,28 +423,25 @@ static int server_reload(struct server *srv, FILE *report)
 		server_reload_outcome(srv, false, errs.n ? errs.msgs[0] : "the file has errors");
 		if (report)
 			fprintf(report, "reload refused: %s has %zu error%s; the running configuration (generation %u) is kept\n",
-				srv->config_path, errs.n, errs.n == 1 ? "" : "s", srv->generation);
+				srv->config_path, errs.n, errs.n == 1 ? "" : "s", server_generation(srv));
 		config_errors_free(&errs);
-		stats_process_reloaded(&srv->process, false, (uint64_t)time(NULL));
 		return CONTROL_FAILED;
 	}
 	struct bs_runtime *rt = server_new_runtime(srv, cfg, why, sizeof why);
 	if (rt == NULL) {
 		log_err("reload refused: %s; keeping the running configuration", why);
-		stats_process_reloaded(&srv->process, false, (uint64_t)time(NULL));
 		server_reload_outcome(srv, false, why);
 		if (report)
 			fprintf(report, "%s\nreload refused: the running configuration (generation %u) is kept\n", why,
-				srv->generation);
+				server_generation(srv));
 		return CONTROL_FAILED;
 	}
 	pthread_mutex_lock(&srv->rt_lock);
 	struct bs_runtime *old = srv->rt;
 	srv->rt = rt;
-	srv->generation++;
 	srv->loaded_at = (uint64_t)time(NULL);
 	pthread_mutex_unlock(&srv->rt_lock);
-	stats_process_reloaded(&srv->process, true, (uint64_t)time(NULL));
+	server_reload_outcome(srv, true, NULL);
 	char keys[128];
 	if (server_restart_keys(srv, rt->cfg, keys, sizeof keys)) {
 		log_warn("reload: %s: the new value of%s differs from the running one and takes effect at the next restart",
@@ -445,9 +450,8 @@ static int server_reload(struct server *srv, FILE *report)
 			fprintf(report, "warning: the new value of%s takes effect at the next restart\n", keys);
 	}
 	log_notice("configuration reloaded: %zu domains", rt->cfg->ndomains);
-	server_reload_outcome(srv, true, NULL);
 	if (report)
-		fprintf(report, "reload applied: %s, generation %u, %zu domains\n", srv->config_path, srv->generation,
+		fprintf(report, "reload applied: %s, generation %u, %zu domains\n", srv->config_path, server_generation(srv),
 			rt->cfg->ndomains);
 	runtime_unref(old);
 	return CONTROL_OK;
@@ -753,7 +757,6 @@ int server_run(const char *config_path, struct bs_config *cfg)
 	}
 	callout_rate_share_store(srv.budgets); /* callout_max_rate too, when the budgets are shared */
 	srv.rt = server_new_runtime(&srv, cfg, why, sizeof why);
-	srv.generation = 1;
 	srv.loaded_at = (uint64_t)time(NULL);
 	if (srv.rt == NULL) {
 		log_err("%s", why);

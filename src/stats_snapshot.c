@@ -244,7 +244,7 @@ static void cache_kv(void *arg, const char *key, const char *v)
 		c->evicted = num(v);
 	else if (strcmp(key, "write_errors") == 0)
 		c->write_errors = num(v);
-	else if (strcmp(key, "up") == 0) /* a network store says whether it is reachable */
+	else if (strcmp(key, "up") == 0 || strcmp(key, "redis_reachable") == 0) /* a network store: reachable? */
 		c->up = yes(v) || strcmp(v, "1") == 0;
 }
 
@@ -340,6 +340,13 @@ static void verdict_row(void *arg, const struct engine_verdict_row *row)
 	memcpy(v->n, row->n, sizeof v->n);
 }
 
+static void outcome_row(void *arg, const struct engine_outcome_row *row)
+{
+	struct stats_snapshot *out = arg;
+	if (out->noutcomes <= ENGINE_OUTCOMES)
+		out->outcomes[out->noutcomes++] = *row;
+}
+
 uint64_t stats_decisions(const struct stats_snapshot *s, enum engine_stage stage, enum check_result r)
 {
 	for (size_t i = 0; i < s->nengine; i++)
@@ -366,6 +373,7 @@ void stats_snapshot_fill(const struct stats_view *v, struct stats_snapshot *out)
 	stats_sum(v->workers, v->nworkers, &out->smtp);
 	engine_stats_each(v->engine, engine_row, out);
 	engine_stats_each_verdict(v->engine, verdict_row, out);
+	engine_stats_each_outcome(v->engine, outcome_row, out);
 	snapshot_cache(out, v->cache);
 	struct bs_runtime *rt = v->runtime ? v->runtime(v->runtime_arg) : NULL;
 	if (rt == NULL) {

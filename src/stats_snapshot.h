@@ -83,6 +83,8 @@ struct stats_snapshot {
 	struct stats_verify verify;
 	struct stats_verdicts verdicts[ENGINE_VERDICT_SOURCES + 1];
 	size_t nverdicts;
+	struct engine_outcome_row outcomes[ENGINE_OUTCOMES + 1]; /* what checks found (static names) */
+	size_t noutcomes;
 };
 
 struct bs_runtime;

@@ -98,6 +98,18 @@ def test_listed_client_refused_with_the_list_named(backstop_factory, lists):
     assert session(b, "127.0.2.1").code == 250
 
 
+def test_screenings_counted_in_metrics(backstop_factory, lists):
+    from test_metrics import http_get, metrics_addr, parse, value
+    b = start(backstop_factory, lists, metrics_listen="127.0.0.1:0")
+    codes = [session(b, ip).code for ip in ("127.0.1.2", "127.0.1.3", "127.0.2.1", "127.0.1.4")]
+    assert codes == [550, 250, 250, 250], codes
+    s = parse(http_get(metrics_addr(b))[2])
+    got = {o: value(s, "backstop_check_outcomes_total", check="dnsbl", outcome=o)
+           for o in ("listed", "under_threshold", "clean", "list_refused")}
+    # 127.0.1.2 listed; 127.0.1.3 scores 1; 127.0.2.1 nowhere; 127.0.1.4 only on the refusing list
+    assert got == {"listed": 1, "under_threshold": 1, "clean": 2, "list_refused": 1}, got
+
+
 def test_two_lists_add_up_and_allowlist_outweighs(backstop_factory, lists):
     # 127.0.1.3: bl.test 127.0.0.3 (+3), spam.test (+2), allow.test (-4): 1, under 3
     b = start(backstop_factory, lists)
@@ -213,6 +225,19 @@ def test_blcheck_exit_codes(tmp_path, lists):  # noqa: C901 (one server, many ca
         lists.resume()
     assert failed.returncode == 2, failed.stdout
     assert "ERROR: timeout" in failed.stdout
+
+    # the same figures for Prometheus: one gauge per list, checked by promtool
+    prom = tmp_path / "blcheck.prom"
+    listed = run_cli("blcheck", "-c", conf, "--metrics-file", str(prom), "127.0.1.2", "127.0.1.3", "2001:db8::25")
+    assert listed.returncode == 1, listed.stdout + listed.stderr
+    text = prom.read_text()
+    assert not (tmp_path / "blcheck.prom.tmp").exists()
+    from test_metrics import promtool_check
+    promtool_check(text)
+    gauges = dict(re.findall(r'^backstop_blocklist_listed\{zone="([a-z.]+)"\} (\d+)$', text, re.M))
+    assert gauges == {"bl.test": "3", "spam.test": "1", "allow.test": "0", "refuse.test": "0"}, text
+    assert re.search(r"^backstop_blocklist_checked_addresses 3$", text, re.M), text
+    assert run_cli("blcheck", "-c", conf, "-m", str(tmp_path / "nodir" / "x.prom"), "127.0.2.1").returncode == 2
 
     bad = run_cli("blcheck", "-c", conf, "not-an-ip")
     assert bad.returncode == 3 and "not an IP address" in bad.stderr

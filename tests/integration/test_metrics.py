@@ -342,6 +342,9 @@ def test_metrics_count_harvest_budget(backstop_factory, backend, tmp_path):
     assert value(s, "backstop_decisions_total", stage="rcpt", result="defer") == deferred
     assert value(s, "backstop_decisions_total", stage="rcpt", result="reject") == codes.count(550)
     assert value(s, "backstop_smtp_replies_total", stage="rcpt", **{"class": "4xx"}) == deferred
+    # the address budget tripped once (the network's limit, 100/1h by default, was not reached)
+    assert value(s, "backstop_check_outcomes_total", check="harvest", outcome="address_tripped") == 1
+    assert value(s, "backstop_check_outcomes_total", check="harvest", outcome="network_tripped") == 0
 
 
 # ---------------------------------------------------------------------------------------------

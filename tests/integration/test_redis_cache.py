@@ -222,3 +222,35 @@ def test_check_config_and_stats(backstop_factory, redis, tmp_path):
     conf.write_text(backstop_factory.render(gateway={"cache": f"redis://127.0.0.1:{redis.port}/1"}))
     r = run_cli("cache", "-c", conf, "stats")
     assert r.returncode == 0 and "redis_reachable=" in r.stdout and "local_slots=" in r.stdout, r
+
+
+def test_metrics_show_redis_unreachable(backstop_factory, sink, fake, redis):
+    """backstop_verdict_cache_up{store="redis"} is 0 while Redis is away, 1 again once it is back
+    (the alert "verdict cache unavailable" of contrib/prometheus rests on it)."""
+    import re
+    import urllib.request
+    v = fake(known=["u1@example.test"])
+    b = backstop_factory(gateway=gw(cache=f"redis://127.0.0.1:{redis.port}", cache_redis_timeout="200ms",
+                                    metrics_listen="127.0.0.1:0"), domains=dom(sink, v))
+    addr = re.search(r"ready metrics_listen=(\S+)", b.wait_log(r"ready metrics_listen=").string).group(1)
+
+    def up():
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+            m = re.search(r'^backstop_verdict_cache_up\{store="redis"\} (\S+)$', r.read().decode(), re.M)
+        assert m, "no backstop_verdict_cache_up{store=\"redis\"}"
+        return float(m.group(1))
+    assert rcpt(b, "u1@example.test").code == 250
+    assert up() == 1
+    mark = b.mark()
+    redis.kill()
+    assert rcpt(b, "u2@example.test").code in (250, 550)
+    b.wait_log(r"Redis unreachable", start=mark)
+    assert up() == 0
+    mark = b.mark()
+    redis.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not [l for l in b.log[mark:] if "Redis reachable again" in l]:
+        rcpt(b, "u1@example.test")  # the next lookups reconnect (backoff at most 5 s)
+        time.sleep(0.1)
+    b.wait_log(r"Redis reachable again", start=mark, timeout=10)
+    assert up() == 1

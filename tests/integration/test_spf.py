@@ -116,6 +116,21 @@ def test_softfail_tagged_and_delivered_with_both_headers(backstop_factory, backe
     assert f"Authentication-Results: {HOSTNAME};\r\n\tspf=softfail" in h, h
 
 
+def test_spf_results_counted_in_metrics(backstop_factory, backend, ns):
+    """Each evaluation counts once under its result, whatever the action made of it."""
+    from test_metrics import http_get, metrics_addr, parse, value
+    b = backstop_factory(gateway=spf_gateway(ns, metrics_listen="127.0.0.1:0"))
+    with b.connect() as c:
+        for sender in ("x@soft.spf.test", "y@soft.spf.test", "z@pass.spf.test", "w@expfail.spf.test"):
+            send(c, sender, ["user@example.test"])
+            c.cmd("RSET")
+    s = parse(http_get(metrics_addr(b))[2])
+    got = {r: value(s, "backstop_check_outcomes_total", check="spf", outcome=r)
+           for r in ("softfail", "pass", "fail", "none")}
+    assert got == {"softfail": 2, "pass": 1, "fail": 1, "none": 0}, got
+    assert value(s, "backstop_check_answers_total", check="spf", stage="mail", result="reject") == 1
+
+
 def test_softfail_reject_and_permerror_reject(backstop_factory, backend, ns):
     b = backstop_factory(gateway=spf_gateway(ns, spf_softfail="reject", spf_permerror="reject"))
     with b.connect() as c:
