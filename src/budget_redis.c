@@ -8,7 +8,6 @@
  * worker loop has its own connection (made on its first call), like the verdict store. */
 #include "budget_store.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 
 #include "log.h"
 #include "redis_conn.h"
+#include "redis_loops.h"
 #include "redis_target.h"
 #include "util.h"
 
@@ -82,31 +82,21 @@ static const char budget_redis_lua[] =
 	"end\n"
 	"return out\n";
 
-struct bloop {
-	struct bloop *next;
-	struct budget_redis *s;
-	struct event_base *base;
-	struct redis_conn *conn;
-	unsigned long up_seen;           /* the store's up_epoch when this loop last looked */
-};
-
 struct budget_redis {
 	struct redis_target target;
 	char name[300];                  /* the cache spec, for log lines */
 	char prefix[100];                /* "backstop:[PREFIX:]": then "b:KEY", "r:HOST:PORT:SECOND" */
 	char sha[41];                    /* of budget_redis_lua */
 	struct budget_store *local;      /* counts every add; answers alone when Redis cannot */
-	pthread_mutex_t loops_lock;
-	struct bloop *loops;
+	struct redis_loops *loops;       /* one connection per worker loop */
 	atomic_int down;                 /* the loss was logged */
 	atomic_int script_failed;        /* an error answer was logged */
-	atomic_ulong up_epoch;
 	atomic_ulong calls, answered, fallbacks, timeouts, errors, trips, takes, taken, refused;
 };
 
 struct budget_query {
 	struct budget_redis *s;
-	struct bloop *lp;
+	struct redis_conn *conn;         /* the asking loop's */
 	bool add, evalsha, take;         /* take: a rate (INCRBY), not budgets */
 	unsigned want, limit;            /* take: events asked, the rate */
 	budget_take_cb tcb;
@@ -122,16 +112,12 @@ struct budget_query {
 	char keys[BUDGET_KEYS_MAX][BUDGET_KEY_MAX];
 };
 
-static _Thread_local struct bloop *tl_bloop; /* this thread's loop connection, if any */
-
 /* ---- availability, logged once per change ---- */
 
 static void br_state(void *arg, bool up)
 {
 	struct budget_redis *s = arg;
 
-	if (up)
-		atomic_fetch_add(&s->up_epoch, 1);
 	if (!up && atomic_exchange(&s->down, 1) == 0)
 		log_warn("budgets %s: Redis lost: harvest budgets and callout_max_rate counted by this gateway alone "
 			 "until it is back (reconnecting with backoff)", s->name);
@@ -139,57 +125,10 @@ static void br_state(void *arg, bool up)
 		log_notice("budgets %s: Redis found again: harvest budgets shared again", s->name);
 }
 
-static struct bloop *br_loop_fresh(struct bloop *lp)
-{
-	unsigned long epoch = atomic_load(&lp->s->up_epoch);
-
-	if (epoch != lp->up_seen) { /* another loop reconnected: do not wait for our backoff */
-		lp->up_seen = epoch;
-		if (redis_conn_failed(lp->conn))
-			redis_conn_retry_now(lp->conn);
-	}
-	return lp;
-}
-
-static struct bloop *br_loop_for(struct budget_redis *s, struct event_base *base)
-{
-	if (tl_bloop && tl_bloop->s == s && tl_bloop->base == base)
-		return br_loop_fresh(tl_bloop);
-	pthread_mutex_lock(&s->loops_lock);
-	struct bloop *lp = s->loops;
-	while (lp && lp->base != base)
-		lp = lp->next;
-	if (lp == NULL) {
-		lp = xcalloc(1, sizeof *lp);
-		lp->s = s;
-		lp->base = base;
-		lp->conn = redis_conn_new(base, &s->target, br_state, s);
-		redis_conn_kick(lp->conn);
-		lp->next = s->loops;
-		s->loops = lp;
-	}
-	pthread_mutex_unlock(&s->loops_lock);
-	tl_bloop = lp;
-	return br_loop_fresh(lp);
-}
-
 static void br_forget_base(void *state, struct event_base *base)
 {
 	struct budget_redis *s = state;
-
-	pthread_mutex_lock(&s->loops_lock);
-	for (struct bloop **pp = &s->loops; *pp; pp = &(*pp)->next) {
-		struct bloop *lp = *pp;
-		if (lp->base != base)
-			continue;
-		*pp = lp->next;
-		redis_conn_free(lp->conn);
-		if (tl_bloop == lp)
-			tl_bloop = NULL;
-		free(lp);
-		break;
-	}
-	pthread_mutex_unlock(&s->loops_lock);
+	redis_loops_forget(s->loops, base);
 }
 
 /* ---- a call ---- */
@@ -356,7 +295,7 @@ static int br_q_send(struct budget_query *q)
 			snprintf(keys[i], sizeof keys[i], "%sb:%s", s->prefix, q->keys[i]);
 			argv[argc++] = keys[i];
 		}
-		q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
+		q->cmd = redis_conn_commandv(q->conn, br_on_reply, q, argc, argv);
 		return q->cmd ? 0 : -1;
 	}
 	argv[argc++] = q->evalsha ? "EVALSHA" : "EVAL";
@@ -377,7 +316,7 @@ static int br_q_send(struct budget_query *q)
 	}
 	snprintf(now, sizeof now, "%llu", (unsigned long long)q->wall);
 	argv[argc++] = now;
-	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, argc, argv);
+	q->cmd = redis_conn_commandv(q->conn, br_on_reply, q, argc, argv);
 	return q->cmd ? 0 : -1;
 }
 
@@ -423,7 +362,7 @@ static struct budget_query *br_call(struct budget_redis *s, struct event_base *b
 		br_q_fallback(q);
 		return NULL;
 	}
-	q->lp = br_loop_for(s, base);
+	q->conn = redis_loops_conn(s->loops, base);
 	if (br_q_send(q) != 0) { /* not connected: the local store alone, nothing queued */
 		br_q_fallback(q);
 		return NULL;
@@ -462,16 +401,16 @@ static struct budget_query *br_take(void *state, struct event_base *base, const 
 	q->limit = limit;
 	q->tcb = cb;
 	q->arg = arg;
-	q->lp = br_loop_for(s, base);
+	q->conn = redis_loops_conn(s->loops, base);
 	snprintf(k, sizeof k, "%sr:%s:%llu", s->prefix, key, (unsigned long long)second);
 	snprintf(num, sizeof num, "%u", n);
 	const char *incr[3] = { "INCRBY", k, num }, *expire[3] = { "PEXPIRE", k, "2000" };
-	q->cmd = redis_conn_commandv(q->lp->conn, br_on_reply, q, 3, incr);
+	q->cmd = redis_conn_commandv(q->conn, br_on_reply, q, 3, incr);
 	if (q->cmd == NULL) { /* not connected: this process's limiter alone */
 		br_q_fallback(q);
 		return NULL;
 	}
-	redis_conn_commandv(q->lp->conn, NULL, NULL, 3, expire);
+	redis_conn_commandv(q->conn, NULL, NULL, 3, expire);
 	return br_q_arm(q, base);
 }
 
@@ -508,16 +447,10 @@ static void br_free(void *state)
 {
 	struct budget_redis *s = state;
 
-	while (s->loops) { /* loops whose owner did not forget them: their base is still alive */
-		struct bloop *lp = s->loops;
-		s->loops = lp->next;
-		redis_conn_free(lp->conn);
-		free(lp);
-	}
-	tl_bloop = NULL;
+	redis_loops_free(s->loops); /* the loops' connections their owners did not forget, before
+				     * the target they use */
 	budget_store_free(s->local);
 	redis_target_clear(&s->target);
-	pthread_mutex_destroy(&s->loops_lock);
 	free(s);
 }
 
@@ -548,7 +481,6 @@ struct budget_store *budget_redis_new(const struct bs_config *cfg, size_t max_en
 	const char *arg;
 	struct budget_redis *s = xcalloc(1, sizeof *s);
 
-	pthread_mutex_init(&s->loops_lock, NULL);
 	s->local = budget_memory_new(max_entries);
 	if (!redis_target_kind(cfg->cache, &kind, &arg)) {
 		snprintf(why, whysz, "cache %s: not a Redis store", cfg->cache ? cfg->cache : "");
@@ -560,6 +492,7 @@ struct budget_store *budget_redis_new(const struct bs_config *cfg, size_t max_en
 		br_free(s);
 		return NULL;
 	}
+	s->loops = redis_loops_new(&s->target, br_state, s);
 	redis_key_prefix(cfg, s->prefix, sizeof s->prefix);
 	br_sha1(budget_redis_lua, s->sha);
 	struct budget_store *st = xcalloc(1, sizeof *st);

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "redis_conn.h"
+#include "redis_loops.h"
 #include "redis_target.h"
 #include "util.h"
 #include "vcache_local.h"
@@ -25,14 +26,6 @@
 #define REDIS_POLL_MS 50
 #define REDIS_SYNC_TIMEOUT_MS 10000 /* purge, flush: the admin's commands */
 #define REDIS_SCAN_COUNT "1000"
-
-struct redis_loop {
-	struct redis_loop *next;
-	struct redis_store *s;
-	struct event_base *base;
-	struct redis_conn *conn;
-	unsigned long up_seen;          /* the store's up_epoch when this loop last looked */
-};
 
 struct redis_store {
 	struct redis_target target;
@@ -42,22 +35,20 @@ struct redis_store {
 	char owner[96];                 /* lock value: host:pid */
 	struct vcache_local *local;
 	uint64_t local_ttl_ms, lock_ttl_ms, lock_wait_ms;
-	pthread_mutex_t loops_lock;
-	struct redis_loop *loops;
+	struct redis_loops *loops;      /* one connection per worker loop */
 	pthread_t sub_thread;
 	struct event_base *sub_base;
 	struct redis_conn *sub;
 	struct event *sub_stop;
 	bool sub_was_up;
 	atomic_int down;                /* unreachable was logged */
-	atomic_ulong up_epoch;          /* a connection came up: the others need not wait their backoff */
 	atomic_ulong gets, hits, misses, fallbacks, timeouts, puts, puts_dropped, locks_won, locks_waited,
 		lock_waits_answered, purges_heard;
 };
 
 struct vcache_query {
 	struct redis_store *s;
-	struct redis_loop *lp;
+	struct redis_conn *conn;        /* the asking loop's */
 	vcache_get_cb cb;
 	void *arg;
 	struct redis_cmd *cmd;
@@ -65,8 +56,6 @@ struct vcache_query {
 	uint64_t wait_until;            /* polling for another gateway's verdict until then; 0: not */
 	char key[];
 };
-
-static _Thread_local struct redis_loop *tl_loop; /* this thread's loop connection, if any */
 
 static int redis_check_plain(const char *arg, const char **why) { return redis_target_check(REDIS_KIND_PLAIN, arg, why); }
 static int redis_check_tls(const char *arg, const char **why) { return redis_target_check(REDIS_KIND_TLS, arg, why); }
@@ -115,8 +104,6 @@ static void redis_store_state(void *arg, bool up)
 {
 	struct redis_store *s = arg;
 
-	if (up)
-		atomic_fetch_add(&s->up_epoch, 1);
 	if (!up && atomic_exchange(&s->down, 1) == 0)
 		log_warn("cache %s: Redis unreachable: verdicts from this gateway's local layer until it is back "
 			 "(reconnecting with backoff)", s->name);
@@ -124,61 +111,10 @@ static void redis_store_state(void *arg, bool up)
 		log_notice("cache %s: Redis reachable again", s->name);
 }
 
-/* ---- per-loop connections ---- */
-
-/* This loop's connection is down but another one (the subscriber's, another worker's) is up
- * again: try now rather than at the end of the backoff. */
-static struct redis_loop *redis_loop_fresh(struct redis_loop *lp)
-{
-	unsigned long epoch = atomic_load(&lp->s->up_epoch);
-
-	if (epoch != lp->up_seen) {
-		lp->up_seen = epoch;
-		if (redis_conn_failed(lp->conn))
-			redis_conn_retry_now(lp->conn);
-	}
-	return lp;
-}
-
-static struct redis_loop *redis_loop_for(struct redis_store *s, struct event_base *base)
-{
-	if (tl_loop && tl_loop->s == s && tl_loop->base == base)
-		return redis_loop_fresh(tl_loop);
-	pthread_mutex_lock(&s->loops_lock);
-	struct redis_loop *lp = s->loops;
-	while (lp && lp->base != base)
-		lp = lp->next;
-	if (lp == NULL) {
-		lp = xcalloc(1, sizeof *lp);
-		lp->s = s;
-		lp->base = base;
-		lp->conn = redis_conn_new(base, &s->target, redis_store_state, s);
-		redis_conn_kick(lp->conn); /* the first lookups wait for it, within cache_redis_timeout */
-		lp->next = s->loops;
-		s->loops = lp;
-	}
-	pthread_mutex_unlock(&s->loops_lock);
-	tl_loop = lp;
-	return redis_loop_fresh(lp);
-}
-
 static void vcache_redis_forget_base(void *state, struct event_base *base)
 {
 	struct redis_store *s = state;
-
-	pthread_mutex_lock(&s->loops_lock);
-	for (struct redis_loop **pp = &s->loops; *pp; pp = &(*pp)->next) {
-		struct redis_loop *lp = *pp;
-		if (lp->base != base)
-			continue;
-		*pp = lp->next;
-		redis_conn_free(lp->conn);
-		if (tl_loop == lp)
-			tl_loop = NULL;
-		free(lp);
-		break;
-	}
-	pthread_mutex_unlock(&s->loops_lock);
+	redis_loops_forget(s->loops, base);
 }
 
 /* ---- get ---- */
@@ -229,7 +165,7 @@ static int redis_q_send_get(struct vcache_query *q)
 	char key[RCPT_ADDR_MAX + 128];
 	redis_key(q->s, 'v', q->key, key, sizeof key);
 	const char *argv[2] = { "GET", key };
-	q->cmd = redis_conn_commandv(q->lp->conn, redis_on_get, q, 2, argv);
+	q->cmd = redis_conn_commandv(q->conn, redis_on_get, q, 2, argv);
 	if (q->cmd)
 		redis_q_arm(q, q->s->target.timeout_ms);
 	return q->cmd ? 0 : -1;
@@ -287,7 +223,7 @@ static void redis_on_get(void *arg, const redisReply *r)
 	redis_key(s, 'l', q->key, key, sizeof key);
 	snprintf(px, sizeof px, "%llu", (unsigned long long)s->lock_ttl_ms);
 	const char *argv[6] = { "SET", key, s->owner, "NX", "PX", px };
-	q->cmd = redis_conn_commandv(q->lp->conn, redis_on_lock, q, 6, argv);
+	q->cmd = redis_conn_commandv(q->conn, redis_on_lock, q, 6, argv);
 	if (q->cmd == NULL)
 		redis_q_answer(q, NULL);
 	else
@@ -323,11 +259,11 @@ static struct vcache_query *vcache_redis_get(void *state, struct event_base *bas
 		cb(arg, 1, &e);
 		return NULL;
 	}
-	struct redis_loop *lp = redis_loop_for(s, base);
+	struct redis_conn *conn = redis_loops_conn(s->loops, base);
 	size_t klen = strlen(key);
 	struct vcache_query *q = xcalloc(1, sizeof *q + klen + 1);
 	q->s = s;
-	q->lp = lp;
+	q->conn = conn;
 	q->cb = cb;
 	q->arg = arg;
 	memcpy(q->key, key, klen + 1);
@@ -454,12 +390,12 @@ static void vcache_redis_put(void *state, const char *key, const struct vcache_e
 		return;
 	redis_key(s, 'l', key, lock, sizeof lock);
 	const char *del[2] = { "DEL", lock };
-	struct redis_loop *lp = tl_loop && tl_loop->s == s ? redis_loop_fresh(tl_loop) : NULL;
-	if (lp) { /* a worker loop: pipelined on its connection, never waited for */
-		if (redis_conn_commandv(lp->conn, redis_put_done, s, 5, argv) == NULL)
+	struct redis_conn *conn = redis_loops_current(s->loops);
+	if (conn) { /* a worker loop: pipelined on its connection, never waited for */
+		if (redis_conn_commandv(conn, redis_put_done, s, 5, argv) == NULL)
 			atomic_fetch_add(&s->puts_dropped, 1);
 		else
-			redis_conn_commandv(lp->conn, NULL, NULL, 2, del);
+			redis_conn_commandv(conn, NULL, NULL, 2, del);
 		return;
 	}
 	struct redis_sync rs; /* the command line (verify --store), tests: may block, bounded */
@@ -655,8 +591,10 @@ static void redis_sub_state(void *arg, bool up)
 
 	if (up && s->sub_was_up)
 		vcache_local_purge(s->local, NULL, "");
-	if (up)
+	if (up) {
 		s->sub_was_up = true;
+		redis_loops_up(s->loops);
+	}
 	redis_store_state(s, up);
 }
 
@@ -684,9 +622,9 @@ static void *redis_sub_main(void *arg)
 
 static void redis_store_free(struct redis_store *s)
 {
+	redis_loops_free(s->loops); /* before the target they use */
 	redis_target_clear(&s->target);
 	vcache_local_free(s->local);
-	pthread_mutex_destroy(&s->loops_lock);
 	free(s);
 }
 
@@ -696,12 +634,12 @@ static void *redis_open(enum redis_kind kind, const char *prefix, const char *ar
 	struct redis_store *s = xcalloc(1, sizeof *s);
 	char host[64] = "localhost";
 
-	pthread_mutex_init(&s->loops_lock, NULL);
 	snprintf(s->name, sizeof s->name, "%s:%s", prefix, arg);
 	if (redis_target_make(&s->target, kind, arg, s->name, cfg, why, whysz) != 0) {
 		redis_store_free(s);
 		return NULL;
 	}
+	s->loops = redis_loops_new(&s->target, redis_store_state, s);
 	redis_key_prefix(cfg, s->prefix, sizeof s->prefix);
 	snprintf(s->channel, sizeof s->channel, "%spurge", s->prefix);
 	gethostname(host, sizeof host - 1);
@@ -751,14 +689,7 @@ static void vcache_redis_close(void *state)
 	pthread_join(s->sub_thread, NULL);
 	event_free(s->sub_stop);
 	event_base_free(s->sub_base);
-	while (s->loops) { /* loops whose owner did not forget them: their base is still alive */
-		struct redis_loop *lp = s->loops;
-		s->loops = lp->next;
-		redis_conn_free(lp->conn);
-		free(lp);
-	}
-	tl_loop = NULL;
-	redis_store_free(s);
+	redis_store_free(s); /* and the loops' connections their owners did not forget */
 }
 
 #define REDIS_ROW(PREFIX, SYNTAX, CHECK, OPEN)                                                              \
