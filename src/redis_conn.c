@@ -297,8 +297,10 @@ static void redis_connect_to(struct redis_conn *c, const struct redis_endpoint *
 	if (tls) {
 		SSL *ssl = SSL_new(c->t->ssl_ctx);
 		if (ssl) {
-			SSL_set_tlsext_host_name(ssl, c->t->hosts[0].name);
-			SSL_set1_host(ssl, c->t->hosts[0].name);
+			char name[sizeof c->t->hosts[0].name]; /* the OpenSSL macro casts away const */
+			memcpy(name, c->t->hosts[0].name, sizeof name);
+			SSL_set_tlsext_host_name(ssl, name);
+			SSL_set1_host(ssl, name);
 			c->bev = bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
 								BEV_OPT_CLOSE_ON_FREE);
 		}
