@@ -52,7 +52,7 @@ class Gateway:
             # probe rate, and no harvest budget unless --budgets (then counted, in Redis with
             # redis://, with limits that never trip: bench/harvest_attack.py measures tripping)
             "max_recipients = 100000\nmax_errors = 100000\n"
-            + ("harvest_limit = 100000000/1h\nharvest_network_limit = 100000000/1h\n" if budgets
+            + ("harvest_limit = 1000000/1h\nharvest_network_limit = 1000000/1h\n" if budgets
                else "harvest_limit = 0\nharvest_network_limit = 0\n") +
             "callout_max_rate = 0\n"
             f"[domain example.test]\ndeliver = 127.0.0.1:9\nverify = callout:{validator.addr}\n")
