@@ -97,6 +97,7 @@ class FakeValidator:
         self.connections = self.open_now = self.max_open = self.data_seen = 0
         self.release = threading.Event()  # set: stop tarpitting
         self._cond = threading.Condition()
+        self._timers = []  # (prefix, clock, times) of record_times
         self.server = LoopbackServer(_FakeHandler, self, "fake")
         self.host, self.port = self.server.host, self.server.port
         self.addr = f"{self.host}:{self.port}"
@@ -111,7 +112,18 @@ class FakeValidator:
     def _rcpt(self, addr):
         with self._cond:
             self.rcpts[addr] += 1
+            for prefix, clock, times in self._timers:
+                if addr.startswith(prefix):
+                    times.append(clock())
             self._cond.notify_all()
+
+    def record_times(self, prefix, clock=time.monotonic):
+        """From now on, the time (on clock) of each RCPT whose address starts with prefix: the
+        list returned grows as they come (read it once the load is over)."""
+        times = []
+        with self._cond:
+            self._timers.append((prefix, clock, times))
+        return times
 
     def total_rcpts(self, prefix=""):
         with self._cond:

@@ -162,15 +162,8 @@ def test_tarpit_holds_no_worker(backstop_factory, backend, fake):
 
 def test_callout_max_rate_holds_under_a_flood(backstop_factory, backend, fake):
     fv = fake(known=[KNOWN])
-    times, lock = [], threading.Lock()
-    seen = fv._rcpt
-
-    def timed(addr):
-        if addr.startswith("f"):  # the flood's addresses (not the domain's catch-all check)
-            with lock:
-                times.append(time.monotonic())
-        seen(addr)
-    fv._rcpt = timed
+    lock = threading.Lock()
+    times = fv.record_times("f", time.monotonic)  # the flood's addresses (not the domain's catch-all check)
     rate, duration = 20, 2.5
     b = backstop_factory(gateway={"harvest_limit": "0", "harvest_network_limit": "0", "max_errors": 100000,
                                   "callout_max_rate": rate, "callout_max_connections": 4},
@@ -198,8 +191,7 @@ def test_callout_max_rate_holds_under_a_flood(backstop_factory, backend, fake):
     refused = sum(1 for c in codes if c == (451, "4.4.3"))  # even with on_unavailable = accept
     answered = sum(1 for c in codes if c[0] == 550)
     assert refused + answered == len(codes), set(codes)
-    with lock:
-        ts = sorted(times)
+    ts = sorted(times)
     assert len(ts) == answered
     # the server got probes all along (tokens come back), never more than the rate
     assert rate * (duration - 1) <= len(ts) <= rate * (elapsed + 1), (len(ts), elapsed)

@@ -184,15 +184,8 @@ def test_haproxy_budget_is_the_real_client(backstop_factory, backend, fake, redi
 
 def test_callout_max_rate_shared_by_two_gateways(backstop_factory, backend, fake, redis):
     fv = fake(known=[KNOWN])
-    times, lock = [], threading.Lock()
-    seen = fv._rcpt
-
-    def timed(addr):
-        if addr.startswith("f"):  # the flood's addresses (not the domain's catch-all check)
-            with lock:
-                times.append(time.time())
-        seen(addr)
-    fv._rcpt = timed
+    lock = threading.Lock()
+    times = fv.record_times("f", time.time)  # the flood's addresses (not the domain's catch-all check)
     rate, duration = 10, 3.0
     a, b = two_gateways(backstop_factory, backend, fv, redis, harvest_limit="0", max_errors=100000,
                         callout_max_rate=rate, callout_max_connections=4)
@@ -218,8 +211,7 @@ def test_callout_max_rate_shared_by_two_gateways(backstop_factory, backend, fake
     refused = sum(1 for c in codes if c[0] == 451)
     answered = sum(1 for c in codes if c[0] == 550)
     assert refused + answered == len(codes), set(codes)
-    with lock:
-        ts = sorted(times)
+    ts = sorted(times)
     assert len(ts) == answered
     # both gateways together: the rate per second, not twice it (two gateways counting alone
     # let 60 through in this test), and probes all along
