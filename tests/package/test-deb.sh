@@ -130,7 +130,7 @@ fi
 start_daemon
 grep -q "^version: ${version%%-*}" "$work/status" || fail "status: $(cat "$work/status")"
 grep -q "^generation: 1 " "$work/status" || fail "status: $(cat "$work/status")"
-grep -q "map_entries=1" "$work/status" || fail "status: $(cat "$work/status")"
+grep -Eq "^  source=map:[^ ]+ .* entries=1( |$)" "$work/status" || fail "status: $(cat "$work/status")"
 [ "$(stat -c '%U:%G %a' /run/backstop/control)" = "backstop:backstop 660" ] || fail "control socket: $(stat -c '%U:%G %a' /run/backstop/control)"
 runuser -u backstop -- /usr/sbin/backstop status > /dev/null || fail "status as a member of group backstop"
 nobody_rc=0
