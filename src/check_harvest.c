@@ -4,7 +4,8 @@
  * span sessions and survive reloads. It observes every RCPT decision and counts those that told
  * the client a recipient does not exist (never an unavailable verdict: a sender with a typo or
  * a backend outage is not punished). At RCPT a client over budget gets 450 4.7.1, held back by
- * harvest_tarpit on a timer (no worker waits), before any lookup; the RCPT that reaches the
+ * harvest_tarpit on a timer (no worker waits; not in a transaction that has a recipient, which
+ * holds a backend connection), before any lookup; the RCPT that reaches the
  * budget starts harvest_penalty, during which the client's new connections get 421 4.7.0 instead
  * of the banner (stage banner). */
 #include "check.h"
@@ -39,6 +40,7 @@ struct check_query {
 	struct budget_query *bq;   /* the store's answer is awaited */
 	struct event *tarpit;      /* the refusal is held back */
 	bool in_start, done;       /* answered from inside start */
+	bool holds_backend;        /* a recipient accepted: the transaction holds a backend connection */
 	int over;                  /* the key found over budget, -1 none */
 	size_t n;                  /* keys asked: which[i] is the rule of the store's i-th state */
 	int which[HARVEST_KEYS];
@@ -153,7 +155,7 @@ static void harvest_refuse(struct check_query *q)
 				 "try again later", q->rcpt, harvest_what[q->over]);
 	snprintf(a.log, sizeof a.log, "harvest=%s budget=%s unknown=%u/%u penalty_left_s=%llu tarpit_ms=%llu",
 		 q->stage == ENGINE_STAGE_BANNER ? "penalty" : "over", q->keys[q->over], st->count, r->limit, left,
-		 q->stage == ENGINE_STAGE_BANNER ? 0ULL : (unsigned long long)q->h->tarpit_ms);
+		 q->stage == ENGINE_STAGE_BANNER || q->holds_backend ? 0ULL : (unsigned long long)q->h->tarpit_ms);
 	harvest_finish(q, &a);
 }
 
@@ -185,7 +187,9 @@ static void harvest_on_state(void *arg, const struct budget_state *states, size_
 		harvest_finish(q, &a);
 		return;
 	}
-	if (q->stage == ENGINE_STAGE_RCPT && q->h->tarpit_ms > 0) {
+	/* never while the transaction holds a backend connection: tarpitted sessions holding them
+	 * would starve every other client of the backend */
+	if (q->stage == ENGINE_STAGE_RCPT && q->h->tarpit_ms > 0 && !q->holds_backend) {
 		struct timeval tv = { (time_t)(q->h->tarpit_ms / 1000), (suseconds_t)(q->h->tarpit_ms % 1000) * 1000 };
 		q->tarpit = evtimer_new(q->base, harvest_tarpit_cb, q);
 		evtimer_add(q->tarpit, &tv);
@@ -214,6 +218,7 @@ static struct check_query *harvest_start(void *state, struct event_base *base, c
 	q->h = h;
 	q->base = base;
 	q->stage = req->stage;
+	q->holds_backend = req->nrcpts > 0;
 	q->cb = cb;
 	q->arg = arg;
 	q->n = n;

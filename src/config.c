@@ -82,6 +82,15 @@ const struct cfg_key config_keys[] = {
 	{ G, "max_errors", CFG_T_UINT, "20", NULL, 1, 100000, NULL, GW(max_errors), NULL, "count",
 	  "Error replies in one session before backstop answers 421 (after the replies still owed) and "
 	  "disconnects; 452 4.5.3 past max_recipients is flow control and does not count." },
+	{ G, "error_delay_after", CFG_T_UINT, "10", NULL, 0, 100000, NULL, GW(error_delay_after), NULL,
+	  "count", "Error replies in one session (counted as for max_errors) before error_delay "
+	  "applies, as Postfix's smtpd_soft_error_limit." },
+	{ G, "error_delay", CFG_T_DURATION, "1s", NULL, 0, MINUTES(1), NULL, GW(error_delay_ms), NULL,
+	  "duration", "Once a session has had error_delay_after error replies, each further refused "
+	  "RCPT is answered this much later (a timer: no worker waits), as Postfix's "
+	  "smtpd_error_sleep_time: a harvester's every session slows to a reply per error_delay. "
+	  "Replies behind it keep their order. Not while the transaction has a recipient accepted "
+	  "(it holds a backend connection). 0: no delay." },
 	{ G, "max_junk_commands", CFG_T_UINT, "100", NULL, 1, 1000000, NULL, GW(max_junk_commands),
 	  NULL, "count",
 	  "NOOP, RSET, VRFY, HELP and unknown commands in one session before 421 and disconnect." },
@@ -235,7 +244,8 @@ const struct cfg_key config_keys[] = {
 	{ G, "harvest_tarpit", CFG_T_DURATION, "5s", NULL, 0, MINUTES(1), NULL, GW(harvest_tarpit_ms),
 	  NULL, "duration",
 	  "How long each RCPT reply to a client over its harvest budget is held back (a timer: no "
-	  "worker waits). Keep it below decision_timeout." },
+	  "worker waits); not in a transaction that has a recipient accepted (it holds a backend "
+	  "connection). Keep it below decision_timeout." },
 	{ G, "harvest_penalty", CFG_T_DURATION, "1h", NULL, 0, DAYS(7), NULL, GW(harvest_penalty_ms),
 	  NULL, "duration",
 	  "After a client address or network reaches its harvest budget, its new connections get "

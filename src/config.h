@@ -126,6 +126,8 @@ struct bs_config {
 	uint64_t command_timeout_ms;
 	uint64_t data_timeout_ms;
 	uint64_t max_errors;            /* then 421 4.7.0 and disconnect */
+	uint64_t error_delay_after;     /* error replies in a session before error_delay applies */
+	uint64_t error_delay_ms;        /* then each refused RCPT is answered this much later */
 	uint64_t max_junk_commands;     /* NOOP/RSET/VRFY/HELP/unknown beyond this: 421 */
 	uint64_t greet_delay_ms;        /* wait before the banner, to catch pregreeting clients */
 	enum pregreet_action pregreet;

@@ -5,14 +5,17 @@
  * its decision starts at once; replies leave strictly in command order as the head of the queue
  * completes, and the backend is asked one recipient at a time in that order. Any other command
  * waits until the queue is empty; a reply the session produces meanwhile (500 for a line too
- * long, a 421) is queued behind them. Each outcome logs one line (verdict, source, cache state,
- * backend, latency). */
+ * long, a 421) is queued behind them. Past error_delay_after error replies, a refusal heading the
+ * queue waits error_delay on a timer before it is written. Each outcome logs one line (verdict,
+ * source, cache state, backend, latency). */
 #include "smtp_session_priv.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "engine.h"
 #include "log.h"
@@ -33,6 +36,7 @@ struct rcpt_pending {
 	bool has_rcpt;                  /* false for a refusal of an unparsable RCPT: rc unset */
 	bool reply_only;                /* the reply of another command, queued behind RCPTs */
 	bool counted;                   /* a refusal already counted against max_errors */
+	bool delayed;                   /* its error_delay has begun (rq_delay) */
 	const struct bs_domain *dom;
 	struct engine_query *eq;        /* the engine deciding it */
 	uint64_t started_ms;
@@ -83,13 +87,6 @@ static void rcpt_add(struct smtp_tx *tx, const struct rcpt_pending *p)
 	r->domain = p->dom;
 }
 
-/* A refusal that counts against max_errors. 452 4.5.3 (too many recipients, RFC 5321
- * 4.5.3.1.10) is flow control: the client sends the rest in another transaction. */
-static bool rcpt_is_error(int code, const char *enhanced)
-{
-	return code >= 400 && !(enhanced != NULL && strcmp(enhanced, "4.5.3") == 0);
-}
-
 /* The reply is known. Its text is pointed to when p heads the queue (the caller's rcpt_pump
  * writes it before text goes away), else copied until its turn. */
 static void rcpt_set_reply(struct rcpt_pending *p, int code, const char *enhanced, const char *text)
@@ -129,6 +126,42 @@ static void rcpt_push(struct smtp_session *s, struct rcpt_pending *p)
 
 static void rcpt_pump(struct smtp_session *s);
 
+/* Postfix's smtpd_error_sleep_time after smtpd_soft_error_limit: once a session has had
+ * error_delay_after error replies, each further refused RCPT is answered error_delay later. It
+ * slows a harvester's every session to a reply a second, on a timer that holds no worker; the
+ * replies behind it wait their turn. A reply to another command queued here is not delayed, nor
+ * is a refusal in a transaction with a recipient accepted: that transaction holds a backend
+ * connection, and slowed sessions holding them would starve every other client of the backend. */
+static bool rcpt_error_delay_due(const struct smtp_session *s, int code, const char *enhanced)
+{
+	return s->cfg->error_delay_ms > 0 && s->error_replies >= s->cfg->error_delay_after &&
+	       session_code_is_error(code, enhanced) && (s->tx == NULL || s->tx->nrcpts == 0);
+}
+
+static void rcpt_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rcpt_pump(arg);
+}
+
+/* p heads the queue with its reply known: true if its error_delay begins now (the timer pumps
+ * the queue again when it is over). */
+static bool rcpt_delay_start(struct smtp_session *s, struct rcpt_pending *p)
+{
+	if (p->delayed || p->reply_only || !rcpt_error_delay_due(s, p->code, p->enhanced))
+		return false;
+	if (p->text_copy == NULL) /* the decision's own text goes away when its callback returns */
+		p->text = p->text_copy = xstrdup(p->text);
+	if (s->rq_delay == NULL)
+		s->rq_delay = evtimer_new(s->env->base, rcpt_delay_cb, s);
+	struct timeval tv = { (time_t)(s->cfg->error_delay_ms / 1000),
+			      (suseconds_t)(s->cfg->error_delay_ms % 1000 * 1000) };
+	evtimer_add(s->rq_delay, &tv);
+	p->delayed = true;
+	return true;
+}
+
 static void rcpt_backend_answer(void *arg, const struct relay_answer *ans)
 {
 	struct rcpt_pending *p = arg;
@@ -154,6 +187,8 @@ static void rcpt_pump(struct smtp_session *s)
 		}
 		if (p->step != RCPT_DONE)
 			break;
+		if (rcpt_delay_start(s, p) || (p->delayed && evtimer_pending(s->rq_delay, NULL)))
+			break;
 		if (!p->reply_only && p->code >= 200 && p->code < 300) {
 			rcpt_add(s->tx, p);
 			session_tx_add_headers(s, p->headers);
@@ -162,7 +197,7 @@ static void rcpt_pump(struct smtp_session *s)
 		session_reply_text(s, p->code, p->enhanced[0] ? p->enhanced : NULL, p->text);
 		if (!p->reply_only)
 			stats_reply(s->env->stats, STATS_STAGE_RCPT, p->code);
-		if (!p->counted && rcpt_is_error(p->code, p->enhanced))
+		if (!p->counted && session_code_is_error(p->code, p->enhanced))
 			s->errors++;
 		s->rq_head = p->next;
 		if (s->rq_head == NULL)
@@ -187,7 +222,7 @@ static void rcpt_decided(void *arg, const struct engine_decision *d)
 	if (d->result == CHECK_REJECT || d->result == CHECK_DEFER) {
 		rcpt_set_reply(p, d->code, d->enhanced, d->text);
 		rcpt_log(p, verdict, NULL);
-		p->counted = rcpt_is_error(p->code, p->enhanced);
+		p->counted = session_code_is_error(p->code, p->enhanced);
 		if (p->counted)
 			s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
 	} else {
@@ -221,10 +256,10 @@ void session_rcpt_decide(struct smtp_session *s, const struct smtp_rcpt_cmd *rc)
 void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, int code,
 			 const char *enhanced, const char *text, const char *extra)
 {
-	if (s->rq_head == NULL) {
+	if (s->rq_head == NULL && !rcpt_error_delay_due(s, code, enhanced)) {
 		session_reply_text(s, code, enhanced, text);
 		stats_reply(s->env->stats, STATS_STAGE_RCPT, code);
-		if (rcpt_is_error(code, enhanced))
+		if (session_code_is_error(code, enhanced))
 			s->errors++;
 		session_log_decision(s, "rcpt", to, code, enhanced, text, extra);
 		return;
@@ -238,9 +273,11 @@ void session_rcpt_refuse(struct smtp_session *s, const struct smtp_address *to, 
 	}
 	rcpt_set_reply(p, code, enhanced, text);
 	rcpt_log(p, extra ? extra : "", NULL);
-	p->counted = rcpt_is_error(code, enhanced);
+	p->counted = session_code_is_error(code, enhanced);
 	if (p->counted)
 		s->errors++; /* now: a flood of refusals behind a slow RCPT must hit max_errors */
+	if (p == s->rq_head)
+		rcpt_pump(s); /* its error_delay */
 }
 
 bool session_rcpt_defer_reply(struct smtp_session *s, int code, const char *enhanced, const char *text)
@@ -279,4 +316,8 @@ void session_rcpt_cancel(struct smtp_session *s)
 	}
 	s->rq_head = s->rq_tail = NULL;
 	s->rq_len = 0;
+	if (s->rq_delay != NULL) {
+		event_free(s->rq_delay);
+		s->rq_delay = NULL;
+	}
 }

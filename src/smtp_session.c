@@ -300,6 +300,8 @@ static void session_reply_emit(struct smtp_session *s, bool now, int code, const
 	buf[len++] = '\r';
 	buf[len++] = '\n';
 	session_write(s, buf, len);
+	if (session_code_is_error(code, enhanced))
+		s->error_replies++;
 }
 
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)

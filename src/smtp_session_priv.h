@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -104,6 +105,8 @@ struct smtp_session {
 	struct rcpt_pending *rq_head, *rq_tail; /* RCPTs being decided, in command order (owned) */
 	size_t rq_len;
 	bool rq_abandoned;                /* a 421 at shutdown answered the RCPTs still queued */
+	struct event *rq_delay;           /* the error_delay of the refusal heading the queue */
+	unsigned error_replies;           /* 4xx/5xx replies written (452 4.5.3 not), for error_delay */
 	struct session_decision *decision; /* the command whose decision is awaited (owned), or NULL */
 	struct engine_query *banner_q;    /* the BANNER stage being decided (banner held), or NULL */
 	struct engine_query *connect_q;   /* the CONNECT stage being decided, or NULL */
@@ -127,6 +130,13 @@ struct smtp_session {
 	enum stats_end end_reason;       /* why the session ends, once end_set */
 	bool end_set;
 };
+
+/* A 4xx/5xx reply that counts as the client's error: 452 4.5.3 (too many recipients, RFC 5321
+ * 4.5.3.1.10) is flow control, the client sends the rest in another transaction. */
+static inline bool session_code_is_error(int code, const char *enhanced)
+{
+	return code >= 400 && !(enhanced != NULL && strcmp(enhanced, "4.5.3") == 0);
+}
 
 /* smtp_session.c */
 void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)

@@ -5,6 +5,7 @@ SIGHUP, UNAVAILABLE verdicts never counted, and callout_max_rate holding under a
 Many client addresses without network namespaces: client sockets are bound to addresses of
 127.0.0.0/8 (127.0.1.x and 127.0.2.x are different /24s); backstop listens on 127.0.0.1.
 """
+import select
 import signal
 import socket
 import threading
@@ -27,8 +28,9 @@ def conn_from(b, source, timeout=IO_TIMEOUT, read_banner=True):
 
 
 def start(backstop_factory, backend, fv, **gw):
+    # error_delay would slow every refusal past the 10th; test_error_delay.py tests it on its own
     gateway = {"harvest_tarpit": "200ms", "harvest_penalty": "1h", "harvest_network_limit": "0",
-               "max_errors": 1000, "callout_max_rate": 0}
+               "max_errors": 1000, "error_delay": "0s", "callout_max_rate": 0}
     gateway.update(gw)
     return backstop_factory(gateway=gateway, domains={"example.test": {
         "deliver": backend.addr, "verify": f"callout:{fv.addr}", "on_unavailable": "defer"}})
@@ -88,6 +90,27 @@ def test_over_budget_session_gets_450_after_the_tarpit(backstop_factory, backend
             assert took >= 0.28, took
         assert fv.total_rcpts() == probes  # no probe for a client over budget
     assert b.wait_log(r"harvest=over budget=a:127\.0\.1\.30 unknown=2/2")
+
+
+def test_no_tarpit_while_a_recipient_holds_the_backend(backstop_factory, backend, fake):
+    """A transaction with a recipient accepted holds a backend connection: over budget, its RCPTs
+    get 450 at once (tarpitted sessions holding backend connections would starve other clients)."""
+    fv = fake(known=[KNOWN])
+    b = start(backstop_factory, backend, fv, harvest_limit="2/1h", harvest_tarpit="50s",
+              decision_timeout="60s")
+    with conn_from(b, "127.0.1.31") as c:
+        mail(c)
+        assert c.cmd(f"RCPT TO:<{KNOWN}>").code == 250
+        for i in range(2):
+            assert c.cmd(f"RCPT TO:<nobody-{i}@example.test>").code == 550
+        r = c.cmd("RCPT TO:<nobody-2@example.test>")  # IO timeout is far under the 50 s tarpit
+        assert (r.code, r.enhanced) == (450, "4.7.1"), r
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("MAIL FROM:<sender@client.test>").code == 250
+        c.send("RCPT TO:<nobody-3@example.test>\r\n")  # no recipient now: tarpitted again
+        readable, _, _ = select.select([c.sock], [], [], 0.5)
+        assert not readable, "an over-budget RCPT with no backend connection held was not tarpitted"
+    assert b.wait_log(r"harvest=over budget=a:127\.0\.1\.31 unknown=2/2 penalty_left_s=\d+ tarpit_ms=0")
 
 
 def test_budget_per_network_spares_other_networks(backstop_factory, backend, fake):
@@ -166,7 +189,7 @@ def test_callout_max_rate_holds_under_a_flood(backstop_factory, backend, fake):
     times = fv.record_times("f", time.monotonic)  # the flood's addresses (not the domain's catch-all check)
     rate, duration = 20, 2.5
     b = backstop_factory(gateway={"harvest_limit": "0", "harvest_network_limit": "0", "max_errors": 100000,
-                                  "callout_max_rate": rate, "callout_max_connections": 4},
+                                  "error_delay": "0s", "callout_max_rate": rate, "callout_max_connections": 4},
                          domains={"example.test": {"deliver": backend.addr, "verify": f"callout:{fv.addr}",
                                                    "on_unavailable": "accept"}})
     codes = []

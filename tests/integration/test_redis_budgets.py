@@ -21,7 +21,7 @@ from test_proxy_protocol import HAProxy, connect_from
 def two_gateways(backstop_factory, backend, fv, redis, **over):
     g = {"cache": f"redis://127.0.0.1:{redis.port}/2", "cache_redis_prefix": "mx",
          "harvest_tarpit": "100ms", "harvest_penalty": "1h", "harvest_network_limit": "0",
-         "max_errors": 1000, "callout_max_rate": 0, "log_level": "info"}
+         "max_errors": 1000, "error_delay": "0s", "callout_max_rate": 0, "log_level": "info"}
     g.update(over)
     d = {"example.test": {"deliver": backend.addr, "verify": f"callout:{fv.addr}", "on_unavailable": "defer"}}
     return (backstop_factory(gateway=g, domains=d, name="a.conf"),

@@ -98,6 +98,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->command_timeout_ms, 300000);
 	assert_int_equal(cfg->data_timeout_ms, 180000);
 	assert_int_equal(cfg->max_errors, 20);
+	assert_int_equal(cfg->error_delay_after, 10);
+	assert_int_equal(cfg->error_delay_ms, 1000);
 	assert_int_equal(cfg->max_junk_commands, 100);
 	assert_int_equal(cfg->greet_delay_ms, 0);
 	assert_int_equal(cfg->pregreet, PREGREET_LOG);
@@ -158,6 +160,7 @@ static void test_every_gateway_key(void **state)
 		 "max_message_size = 1G\nmax_recipients = 7\nmax_command_line = 1K\n"
 		 "max_line_length = 2000\ncommand_timeout = 30m15s\ndata_timeout = 90\n"
 		 "max_errors = 8\nmax_junk_commands = 9\ngreet_delay = 250ms\npregreet = reject\n"
+		 "error_delay_after = 0\nerror_delay = 0\n"
 		 "tls_cert = %s\ntls_key = \"%s\"\nuser = nobody\nbare_newline = normalise\n"
 		 "allow_routing_localparts = yes\npostmaster_domain = Other.Test.\nlog = syslog\n"
 		 "log_level = debug\nshutdown_timeout = 0s\nbackend_connect_timeout = 1s\n"
@@ -182,6 +185,8 @@ static void test_every_gateway_key(void **state)
 	assert_int_equal(cfg->command_timeout_ms, 1815000);
 	assert_int_equal(cfg->data_timeout_ms, 90000);
 	assert_int_equal(cfg->max_errors, 8);
+	assert_int_equal(cfg->error_delay_after, 0);
+	assert_int_equal(cfg->error_delay_ms, 0);
 	assert_int_equal(cfg->max_junk_commands, 9);
 	assert_int_equal(cfg->greet_delay_ms, 250);
 	assert_int_equal(cfg->pregreet, PREGREET_REJECT);
