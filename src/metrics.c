@@ -73,6 +73,9 @@ static void render_smtp(const struct stats_snapshot *s, struct mbuf *b)
 	metrics_sample(b, "backstop_tls_handshakes_total", (const char *[]){ "result", "success", NULL }, t->tls_ok);
 	metrics_sample(b, "backstop_tls_handshakes_total", (const char *[]){ "result", "failure", NULL },
 		       t->tls_failed);
+	metrics_family(b, "backstop_smtp_error_delays_total", "counter",
+		       "Refused RCPTs answered error_delay later (past error_delay_after errors in a session).");
+	metrics_sample(b, "backstop_smtp_error_delays_total", NULL, t->error_delays);
 }
 
 static void ms_bounds(double *out)

@@ -159,6 +159,8 @@ static bool rcpt_delay_start(struct smtp_session *s, struct rcpt_pending *p)
 			      (suseconds_t)(s->cfg->error_delay_ms % 1000 * 1000) };
 	evtimer_add(s->rq_delay, &tv);
 	p->delayed = true;
+	if (s->env->stats != NULL)
+		stats_add(&s->env->stats->error_delays, 1);
 	return true;
 }
 

@@ -117,6 +117,7 @@ void stats_sum(struct stats_worker *const *w, size_t n, struct stats_totals *out
 				out->replies[s][k] += rd(&x->replies[s][k]);
 		out->tls_ok += rd(&x->tls_ok);
 		out->tls_failed += rd(&x->tls_failed);
+		out->error_delays += rd(&x->error_delays);
 		for (size_t k = 0; k < STATS_CLASSES; k++)
 			out->backend_final[k] += rd(&x->backend_final[k]);
 		out->pooled += rd(&x->pooled);

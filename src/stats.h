@@ -50,6 +50,7 @@ struct stats_worker {
 	atomic_ulong commands[STATS_VERBS];
 	atomic_ulong replies[STATS_STAGE_COUNT][STATS_CLASSES];
 	atomic_ulong tls_ok, tls_failed;         /* STARTTLS handshakes with clients */
+	atomic_ulong error_delays;               /* refused RCPTs held back by error_delay */
 	atomic_ulong backend_final[STATS_CLASSES]; /* backends' replies to the final dot */
 	atomic_ulong pooled;                     /* idle backend connections in this worker's pool (gauge) */
 } __attribute__((aligned(64)));
@@ -72,6 +73,7 @@ struct stats_totals {
 	uint64_t commands[STATS_VERBS];
 	uint64_t replies[STATS_STAGE_COUNT][STATS_CLASSES];
 	uint64_t tls_ok, tls_failed;
+	uint64_t error_delays;
 	uint64_t backend_final[STATS_CLASSES];
 	uint64_t pooled;
 };

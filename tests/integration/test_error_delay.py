@@ -6,6 +6,8 @@ import select
 import signal
 import time
 
+from test_metrics import http_get, metrics_addr, parse, value
+
 # Relay refusals (554 5.7.1) are the errors here: no validation server is needed for them.
 REFUSED = "RCPT TO:<someone@elsewhere.test>"
 
@@ -16,7 +18,8 @@ def pipeline(c, lines):
 
 
 def test_refusals_past_the_soft_limit_are_delayed_in_order(backstop_factory):
-    b = backstop_factory(gateway={"error_delay_after": 2, "error_delay": "400ms", "max_errors": 100})
+    b = backstop_factory(gateway={"error_delay_after": 2, "error_delay": "400ms", "max_errors": 100,
+                                  "metrics_listen": "127.0.0.1:0"})
     with b.connect() as c:
         c.ehlo()
         assert c.cmd("MAIL FROM:<a@client.test>").code == 250
@@ -28,6 +31,8 @@ def test_refusals_past_the_soft_limit_are_delayed_in_order(backstop_factory):
         assert [r.code for r in replies] == [554, 250, 554, 250, 554], replies
         assert elapsed >= 0.8, f"two refusals past the soft limit took only {elapsed:.3f}s"
         assert c.cmd("QUIT").code == 221
+    # the third refusal came after the valid recipient: that transaction holds the backend
+    assert value(parse(http_get(metrics_addr(b))[2]), "backstop_smtp_error_delays_total") == 2
 
 
 def test_delay_holds_no_worker(backstop_factory):
